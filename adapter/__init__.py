@@ -1,0 +1,59 @@
+"""Vendure's job-queue interface on Celery: jobs, strategies and stores.
+
+Jobs and states::
+
+    Job, JobState, SETTLED_STATES
+
+The documented interface and its Celery implementation::
+
+    JobQueueStrategy, InspectableJobQueueStrategy, CeleryJobQueueStrategy
+
+Retries::
+
+    BackoffStrategy, constant_backoff, exponential_backoff
+"""
+
+from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backoff
+from adapter.celery import CeleryJobQueueStrategy
+from adapter.errors import (
+    ConfigurationError,
+    InvalidJobMessageError,
+    InvalidQueueNameError,
+    JobDataError,
+    JobFailedError,
+    JobQueueError,
+    ProcessNotImportableError,
+    PublishError,
+    StoreError,
+)
+from adapter.job import SETTLED_STATES, Job, JobState
+from adapter.store import JobStore, open_store
+from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
+
+__all__ = [
+    # jobs
+    "Job",
+    "JobState",
+    "SETTLED_STATES",
+    # interface
+    "JobQueueStrategy",
+    "InspectableJobQueueStrategy",
+    "CeleryJobQueueStrategy",
+    # retries
+    "BackoffStrategy",
+    "constant_backoff",
+    "exponential_backoff",
+    # stores
+    "JobStore",
+    "open_store",
+    # errors
+    "JobQueueError",
+    "ConfigurationError",
+    "InvalidJobMessageError",
+    "InvalidQueueNameError",
+    "JobDataError",
+    "JobFailedError",
+    "ProcessNotImportableError",
+    "PublishError",
+    "StoreError",
+]

@@ -1,0 +1,5 @@
+"""The Celery side of the adapter: the only package that imports celery or kombu."""
+
+from adapter.celery.strategy import CeleryJobQueueStrategy
+
+__all__ = ["CeleryJobQueueStrategy"]

@@ -1,0 +1,113 @@
+"""A consumer bootstep that makes a worker consume exactly the queues ``start`` asked for.
+
+The step is installed on the app by the strategy, so it runs in any worker of that app:
+``celery -A module worker`` (any pool) and the embedded worker alike. On every consumer start,
+including the restarts that follow a lost broker connection, it re-applies the registry's
+queues. Later ``start``/``stop`` calls reach the running consumer through ``call_soon``, the
+consumer's own thread, and wait until the change is in effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import bootsteps
+
+from adapter.celery.routing import celery_queue
+from adapter.celery.registry import ProcessRegistry
+
+logger = logging.getLogger(__name__)
+
+#: How long ``start``/``stop`` wait for the consumer thread to apply a change, in seconds.
+APPLY_TIMEOUT_S = 15.0
+
+
+class ConsumerHandle:
+    """The running consumer of this process's worker, once there is one."""
+
+    def __init__(self, registry: ProcessRegistry) -> None:
+        self._registry = registry
+        self._consumer: Any = None
+        self._thread_id: int | None = None
+        self.ready = threading.Event()
+
+    @property
+    def bound(self) -> bool:
+        """True while a worker's consumer runs in this process."""
+        return self._consumer is not None
+
+    @property
+    def pool_is_prefork(self) -> bool:
+        """True when jobs run in forked children that already exist."""
+        pool = getattr(self._consumer, "pool", None)
+        return pool is not None and type(pool).__module__.endswith("prefork")
+
+    def bind(self, consumer: Any) -> None:
+        """Adopt ``consumer`` (called in its thread) and consume every registered queue."""
+        self._consumer = consumer
+        self._thread_id = threading.get_ident()
+        for queue_name in self._registry.queue_names():
+            _add_queue(consumer, queue_name)
+        self.ready.set()
+
+    def unbind(self) -> None:
+        """Forget the consumer when it stops."""
+        self._consumer = None
+        self.ready.clear()
+
+    def add(self, queue_name: str) -> None:
+        """Make the running consumer take jobs of ``queue_name``."""
+        self._apply(lambda consumer: _add_queue(consumer, queue_name))
+
+    def cancel(self, queue_name: str) -> None:
+        """Make the running consumer stop taking jobs of ``queue_name``."""
+        self._apply(lambda consumer: consumer.cancel_task_queue(celery_queue(queue_name)))
+
+    def _apply(self, change: Callable[[Any], None]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if threading.get_ident() == self._thread_id:
+            change(consumer)
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                change(consumer)
+            finally:
+                done.set()
+
+        consumer.call_soon(run)
+        if not done.wait(APPLY_TIMEOUT_S):
+            logger.warning(
+                "the worker's consumer did not apply a queue change within %ss", APPLY_TIMEOUT_S
+            )
+
+
+def _add_queue(consumer: Any, queue_name: str) -> None:
+    name = celery_queue(queue_name)
+    consumer.add_task_queue(name, exchange=name, exchange_type="direct", routing_key=name)
+
+
+def queue_control_step(handle: ConsumerHandle) -> type[bootsteps.StartStopStep]:
+    """Return a consumer bootstep class bound to ``handle``."""
+
+    class AdapterQueueControl(bootsteps.StartStopStep):
+        """Keeps the consumer's queues equal to the adapter's started queues."""
+
+        requires = {"celery.worker.consumer.tasks:Tasks"}
+
+        def start(self, parent: Any) -> None:
+            handle.bind(parent)
+
+        def stop(self, parent: Any) -> None:
+            handle.unbind()
+
+        def shutdown(self, parent: Any) -> None:
+            handle.unbind()
+
+    return AdapterQueueControl

@@ -1,0 +1,106 @@
+"""A Celery worker running inside the current process, for scripts and development servers.
+
+``start`` uses it when the process is not a Celery worker: a ``WorkController`` with the
+threads pool runs in a daemon thread and consumes only the started queues. It stops warmly
+(running jobs finish, unstarted messages go back to the broker) on ``destroy`` and at exit.
+
+Celery's threads and solo pools look tasks up through ``current_app``, so the embedded worker
+makes the strategy's app the current and default app of this process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import Celery
+
+from adapter.celery.consumer import ConsumerHandle
+from adapter.celery.routing import celery_queue
+from adapter.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: How long ``start`` waits for the embedded worker to connect to the broker, in seconds.
+READY_TIMEOUT_S = 30.0
+#: How long a stop waits for running jobs to finish, in seconds.
+STOP_TIMEOUT_S = 30.0
+
+
+class EmbeddedWorker:
+    """A threads-pool Celery worker in a background thread of this process."""
+
+    def __init__(self, app: Celery, handle: ConsumerHandle, concurrency: int) -> None:
+        self._app = app
+        self._handle = handle
+        self._concurrency = concurrency
+        self._worker: Any = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, queue_names: list[str]) -> None:
+        """Start consuming ``queue_names`` and return once the worker is consuming."""
+        if self.running:
+            return
+        self._app.set_current()
+        self._app.set_default()
+        self._worker = self._app.WorkController(
+            hostname=f"adapter-embedded-{os.getpid()}@{socket.gethostname()}",
+            pool_cls="threads",
+            concurrency=self._concurrency,
+            queues=[celery_queue(name) for name in queue_names],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+        )
+        self._thread = threading.Thread(
+            target=self._run, name="adapter-embedded-worker", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.stop)
+        if not self._handle.ready.wait(READY_TIMEOUT_S):
+            self.stop()
+            reason = f": {self._failure}" if self._failure else ""
+            raise ConfigurationError(
+                f"the embedded worker did not connect to broker "
+                f"{self._app.connection_for_write().as_uri()} within {READY_TIMEOUT_S:.0f}s{reason}"
+            )
+
+    def _run(self) -> None:
+        try:
+            self._worker.start()
+        except BaseException as err:  # reported by start(); the thread must not die silently
+            self._failure = err
+            logger.exception("embedded worker stopped with an error")
+
+    def stop(self) -> None:
+        """Stop warmly: running jobs finish, unstarted ones stay in the broker."""
+        worker, thread = self._worker, self._thread
+        if worker is None or thread is None:
+            return
+        self._worker = self._thread = None
+        atexit.unregister(self.stop)
+        worker.stop(in_sighandler=False)
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
+            logger.warning("embedded worker still busy after %ss; leaving it", STOP_TIMEOUT_S)
+
+
+def prepare_filesystem_broker(app: Celery) -> None:
+    """Create the folders of a ``filesystem://`` broker, which kombu expects to exist."""
+    if not str(app.conf.broker_url or "").startswith("filesystem://"):
+        return
+    options = app.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+        folder = options.get(key)
+        if folder:
+            os.makedirs(folder, exist_ok=True)

@@ -1,0 +1,28 @@
+"""Names on the wire: the task name, the message headers, and each job's celery queue.
+
+These are the wire contract between producers and workers; they never derive from module
+paths, so moving a file changes nothing a running deployment sees.
+"""
+
+from __future__ import annotations
+
+#: The one Celery task that runs every job.
+TASK_NAME = "adapter.run_job"
+#: Prefix of the celery queue that carries a queue's jobs ("send-email" -> "jobs.send-email").
+QUEUE_PREFIX = "jobs."
+#: Message header naming the job's queue, set at ``add``.
+QUEUE_HEADER = "adapter_queue"
+#: Request field a worker parent sets to tell the pool which process runs the job.
+PROCESS_HEADER = "adapter_process"
+
+
+def celery_queue(queue_name: str) -> str:
+    """Return the celery queue that carries the jobs of ``queue_name``."""
+    return QUEUE_PREFIX + queue_name
+
+
+def queue_name_of(celery_queue_name: str) -> str | None:
+    """Return the queue name a celery queue carries, or None if it is not a job queue."""
+    if celery_queue_name.startswith(QUEUE_PREFIX):
+        return celery_queue_name[len(QUEUE_PREFIX) :]
+    return None

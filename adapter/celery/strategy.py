@@ -1,0 +1,164 @@
+"""CeleryJobQueueStrategy: Vendure's job-queue interface on a Celery app.
+
+- ``add`` records the job in the store (PENDING) and publishes one Celery task message,
+  ``adapter.run_job`` with ``task_id == job.id``, on the celery queue of the job's queue name.
+  If publishing fails the record is removed: nothing half-written.
+- ``start``/``stop`` edit the process registry. In a Celery worker process (``celery -A module
+  worker``) the consumer bootstep follows it; in any other process an embedded threads-pool
+  worker is started on the first ``start``.
+- ``find_one`` reads the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import click
+from celery import Celery
+
+from adapter.backoff import BackoffStrategy, constant_backoff
+from adapter.celery.consumer import ConsumerHandle, queue_control_step
+from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
+from adapter.celery.registry import ProcessRegistry
+from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.celery.task import register_task
+from adapter.data import ensure_json
+from adapter.errors import ConfigurationError, PublishError
+from adapter.job import Job, JobState, validate_queue_name
+from adapter.store import JobStore, open_store
+from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
+
+logger = logging.getLogger(__name__)
+
+#: Celery setting that names the job store URL (celeryconfig.py reads ADAPTER_STORE_URL).
+STORE_URL_SETTING = "adapter_store_url"
+
+
+class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
+    """Runs Vendure-style jobs as Celery tasks on ``app``'s broker and workers."""
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        store: JobStore | str | None = None,
+        backoff_strategy: BackoffStrategy | None = None,
+        concurrency: int = 1,
+        embedded_worker: bool | None = None,
+    ) -> None:
+        """Bind the strategy to ``app``.
+
+        Args:
+            app: the Celery app, configured for example from ``celeryconfig.py``.
+            store: a JobStore or its URL; default: the app's ``adapter_store_url`` setting.
+            backoff_strategy: delay in ms before a retry; default constant 1000 ms.
+            concurrency: threads of the embedded worker (a Celery worker uses its own).
+            embedded_worker: run jobs in this process when ``start`` is called; default:
+                yes unless this process is a ``celery worker``.
+        """
+        if TASK_NAME in app.tasks:
+            raise ConfigurationError(
+                f"app {app.main!r} already has a job queue strategy; create one per app"
+            )
+        self.app = app
+        prepare_filesystem_broker(app)
+        self._store_arg = store
+        self._store: JobStore | None = store if isinstance(store, JobStore) else None
+        self.backoff_strategy = backoff_strategy or constant_backoff()
+        self._registry = ProcessRegistry()
+        self._consumer = ConsumerHandle(self._registry)
+        self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
+        self._embedded_wanted = embedded_worker
+        app.steps["consumer"].add(queue_control_step(self._consumer))
+        self._task = register_task(app, self._registry, lambda: self.store, self.backoff_strategy)
+
+    @property
+    def store(self) -> JobStore:
+        """The job store, opened on first use."""
+        if self._store is None:
+            url = self._store_arg or self.app.conf.get(STORE_URL_SETTING)
+            if not url:
+                raise ConfigurationError(
+                    f"no job store configured: pass store= or set {STORE_URL_SETTING} "
+                    "(ADAPTER_STORE_URL in celeryconfig.py)"
+                )
+            self._store = open_store(str(url))
+        return self._store
+
+    def add(self, job: Job) -> Job:
+        validate_queue_name(job.queue_name)
+        ensure_json(job.data)
+        added = job.model_copy(
+            update={
+                "id": job.id or str(uuid.uuid4()),
+                "state": JobState.PENDING,
+                "attempts": 0,
+                "progress": 0,
+                "result": None,
+                "error": None,
+                "started_at": None,
+                "settled_at": None,
+            }
+        )
+        self.store.insert(added)
+        try:
+            self._task.apply_async(
+                args=[added.to_wire()],
+                task_id=added.id,
+                queue=celery_queue(added.queue_name),
+                headers={QUEUE_HEADER: added.queue_name},
+            )
+        except Exception as err:  # the broker's errors vary by transport
+            assert added.id is not None
+            self.store.delete(added.id)
+            raise PublishError(
+                f"could not publish job to queue {added.queue_name!r}: {err}"
+            ) from err
+        return added
+
+    def start(self, queue_name: str, process: ProcessFunction) -> None:
+        validate_queue_name(queue_name)
+        if not callable(process):
+            raise TypeError(f"process must be callable, got {process!r}")
+        first = self._registry.add(
+            queue_name, process, require_import_path=self._consumer.pool_is_prefork
+        )
+        if self._consumer.bound:
+            if first:
+                self._consumer.add(queue_name)
+        elif self._runs_embedded_worker():
+            self._embedded.start(self._registry.queue_names())
+        if first:
+            logger.info("started queue %r", queue_name)
+
+    def stop(self, queue_name: str, process: ProcessFunction) -> None:
+        validate_queue_name(queue_name)
+        if self._registry.remove(queue_name, process):
+            self._consumer.cancel(queue_name)
+            logger.info("stopped queue %r", queue_name)
+
+    def find_one(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def destroy(self) -> None:
+        """Stop the embedded worker (running jobs finish) and close the store."""
+        self._embedded.stop()
+        if self._store is not None:
+            self._store.close()
+
+    def _runs_embedded_worker(self) -> bool:
+        if self._embedded_wanted is not None:
+            return self._embedded_wanted
+        return not _inside_celery_cli()
+
+
+def _inside_celery_cli() -> bool:
+    """True while ``celery ...`` is importing the app module (the worker binds later)."""
+    context: Any = click.get_current_context(silent=True)
+    while context is not None:
+        if context.info_name == "celery" or type(context.obj).__name__ == "CLIContext":
+            return True
+        context = context.parent
+    return False

@@ -1,0 +1,121 @@
+"""The Celery task that runs every job, and the request class that routes it to its process.
+
+One message is one attempt. The task claims the job in the store (RUNNING, attempts + 1),
+runs the process, and records the outcome. A failed attempt with retries left becomes a
+Celery retry (a new message, same task id) after the backoff; the last failure is recorded
+as FAILED and raised, so Celery and Flower show it as a failure. Messages are acknowledged
+late: a worker that dies mid-job leaves its message to be delivered again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject
+from celery.worker.request import Request
+
+from adapter.backoff import BackoffStrategy
+from adapter.celery.registry import ProcessRegistry
+from adapter.celery.routing import PROCESS_HEADER, QUEUE_HEADER, TASK_NAME, queue_name_of
+from adapter.data import ensure_json
+from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
+from adapter.job import Job, JobState
+from adapter.runner import call_process
+from adapter.store.base import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: Wait before a job is offered again when the store could not be reached, in seconds.
+STORE_RETRY_DELAY_S = 5.0
+
+
+def register_task(
+    app: Celery,
+    registry: ProcessRegistry,
+    store: Callable[[], JobStore],
+    backoff: BackoffStrategy,
+) -> Task:
+    """Register ``adapter.run_job`` on ``app`` and return it."""
+
+    class JobRequest(Request):  # type: ignore[misc]
+        """Tells the pool which process runs the job, as this (parent) process knows it."""
+
+        def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+            request = self._request_dict
+            queue_name = request.get(QUEUE_HEADER) or queue_name_of(
+                (self.delivery_info or {}).get("routing_key") or ""
+            )
+            request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
+            return super().execute_using_pool(pool, **kwargs)
+
+    def run_job(task: Task, wire_job: Any = None) -> Any:
+        return _run(task, wire_job, registry, store(), backoff)
+
+    return app.task(  # type: ignore[no-any-return]
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        max_retries=None,
+        Request=JobRequest,
+    )(run_job)
+
+
+def _run(
+    task: Task, wire_job: Any, registry: ProcessRegistry, store: JobStore, backoff: BackoffStrategy
+) -> Any:
+    try:
+        job = Job.from_wire(wire_job)
+    except InvalidJobMessageError as err:
+        logger.error("rejected message %s: %s", task.request.id, err)
+        raise Reject(str(err), requeue=False) from err
+    process = registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
+    if process is None:
+        logger.info("job %s: queue %r is not run here; handing it back", job.id, job.queue_name)
+        raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
+    try:
+        claimed = store.claim(job)
+    except StoreError as err:
+        logger.warning("job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S)
+        raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
+    if claimed is None:
+        logger.info("job %s is already settled; not running it", job.id)
+        return None
+    return _attempt(task, claimed, process, store, backoff)
+
+
+def _attempt(
+    task: Task, job: Job, process: Callable[[Job], Any], store: JobStore, backoff: BackoffStrategy
+) -> Any:
+    job_id = job.id
+    assert job_id is not None
+    job.on("progress", lambda j: store.set_progress(job_id, j.progress))
+    try:
+        result = call_process(process, job)
+        ensure_json(result, root="result")
+    except Exception as err:  # a process may raise anything: it is a failed attempt
+        job.fail(err)
+        _record(store, job)
+        if job.state == JobState.RETRYING:
+            delay_ms = backoff(job.queue_name, job.attempts, job)
+            raise task.retry(
+                args=[job.to_wire()], countdown=max(delay_ms, 0) / 1000, exc=err
+            ) from err
+        raise JobFailedError(
+            f"job {job_id} on {job.queue_name!r} failed after {job.attempts} "
+            f"attempt(s): {job.error}"
+        ) from (None if isinstance(err, JobDataError) else err)
+    job.complete(result)
+    _record(store, job)
+    return None
+
+
+def _record(store: JobStore, job: Job) -> None:
+    if not store.update(job):
+        logger.info(
+            "job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state
+        )

@@ -1,0 +1,125 @@
+"""Job data made JSON-safe, as Vendure's Job constructor does, and checked before it is sent.
+
+``sanitize`` converts what has an obvious JSON form (datetimes, dataclasses, pydantic models,
+enums, UUIDs, tuples) and marks cycles and over-deep nesting as Vendure does. Anything else is
+left in place, so that ``ensure_json`` can refuse it at ``add`` with the key path that holds it.
+
+One deliberate difference from Vendure: a cycle is an object that contains itself (an ancestor
+on the current path). Vendure also flags an object merely shared by two sibling keys when the
+second path is longer; here a shared object is copied at both places.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime, time, timezone
+from typing import Any
+
+from pydantic import BaseModel
+
+from adapter.errors import JobDataError
+
+#: Nesting levels kept before a value is replaced by ``MAX_DEPTH_MARKER`` (Vendure: 10).
+MAX_DEPTH = 10
+MAX_DEPTH_MARKER = "[max depth reached]"
+
+
+def sanitize(value: Any) -> Any:
+    """Return a JSON-safe deep copy of ``value``, converting what Vendure converts."""
+    return _sanitize(value, path=(), ancestors={}, depth=0)
+
+
+def _sanitize(value: Any, path: tuple[str, ...], ancestors: dict[int, Any], depth: int) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if depth > MAX_DEPTH:
+        return MAX_DEPTH_MARKER
+    if isinstance(value, datetime):
+        return _iso_datetime(value)
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return _sanitize(value.value, path, ancestors, depth)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _sanitize_container(value, path, ancestors, depth, key=id(value))
+    if isinstance(value, (Mapping, list, tuple)):
+        return _sanitize_container(value, path, ancestors, depth, key=id(value))
+    return value
+
+
+def _sanitize_container(
+    value: Mapping[Any, Any] | list[Any] | tuple[Any, ...],
+    path: tuple[str, ...],
+    ancestors: dict[int, Any],
+    depth: int,
+    key: int,
+) -> Any:
+    if key in ancestors:
+        return "[circular *" + ".".join(path) + "]"
+    ancestors[key] = value
+    try:
+        if isinstance(value, Mapping):
+            return {
+                _json_key(k): _sanitize(v, (*path, str(k)), ancestors, depth + 1)
+                for k, v in value.items()
+            }
+        return [_sanitize(v, (*path, str(i)), ancestors, depth + 1) for i, v in enumerate(value)]
+    finally:
+        del ancestors[key]
+
+
+def _json_key(key: Any) -> Any:
+    # JSON object keys are strings; numbers and booleans are written as JSON writes them.
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, (int, float)):
+        return str(key)
+    return key
+
+
+def _iso_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        return value.isoformat()
+    utc = value.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ensure_json(value: Any, root: str = "data") -> str:
+    """Return ``value`` encoded as JSON, or raise JobDataError naming the first bad key path."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as err:
+        problem = _find_problem(value, root) or str(err)
+        raise JobDataError(f"{root} is not JSON-serializable: {problem}") from err
+
+
+def _find_problem(value: Any, path: str) -> str:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key of type {type(key).__name__} ({key!r}); use strings"
+            found = _find_problem(item, f"{path}.{key}")
+            if found:
+                return found
+        return ""
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find_problem(item, f"{path}[{index}]")
+            if found:
+                return found
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value!r}, which JSON cannot represent"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return ""
+    return f"{path} is a {type(value).__name__}, which has no JSON form"

@@ -1,0 +1,37 @@
+"""Every error the adapter raises: one base class, one "Raised when ..." line each."""
+
+
+class JobQueueError(Exception):
+    """Base class of every error raised by the adapter."""
+
+
+class InvalidQueueNameError(JobQueueError, ValueError):
+    """Raised when a queue name is empty or contains characters a broker may refuse."""
+
+
+class JobDataError(JobQueueError, ValueError):
+    """Raised when job data or a job result cannot become JSON; names the key path."""
+
+
+class InvalidJobMessageError(JobQueueError, ValueError):
+    """Raised when a message on the wire is not a valid job."""
+
+
+class ProcessNotImportableError(JobQueueError, TypeError):
+    """Raised when a prefork worker's children could not run the process handed to ``start``."""
+
+
+class ConfigurationError(JobQueueError):
+    """Raised when a setting (broker URL, store URL, worker options) is missing or wrong."""
+
+
+class PublishError(JobQueueError):
+    """Raised when the broker could not take a job's message; the job was not added."""
+
+
+class StoreError(JobQueueError):
+    """Raised when the job store cannot be reached or refuses a write."""
+
+
+class JobFailedError(JobQueueError):
+    """Raised (and recorded by Celery) when a job's final attempt fails."""

@@ -1,0 +1,54 @@
+"""The job store contract: where each job's state lives, so it can be looked up any time.
+
+A store is written by producers (``add``) and by workers (``claim``, ``set_progress``,
+``update``), from many processes at once. Two rules hold for every backend:
+
+- a settled job is never overwritten (Vendure's ``settledAt IS NULL`` guard): ``claim``,
+  ``set_progress`` and ``update`` change nothing and report False/None for a settled job;
+- reads return fresh snapshots, never objects another caller can mutate.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from adapter.job import Job
+
+
+class JobStore(ABC):
+    """Persists jobs by id; backends fill in these few operations."""
+
+    #: The URL the store was opened with, for messages (passwords masked by the opener).
+    url: str = ""
+
+    @abstractmethod
+    def insert(self, job: Job) -> None:
+        """Store a new job, which already carries its id."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """Return the job with ``job_id`` as stored now, or None."""
+
+    @abstractmethod
+    def claim(self, job: Job) -> Job | None:
+        """Begin an attempt of ``job``: RUNNING, attempts + 1, started now.
+
+        A job missing from the store (published by another producer, or by one using another
+        store) is inserted from ``job`` first. Returns the stored job after the change, or
+        None when the job is settled (for example cancelled) and must not run.
+        """
+
+    @abstractmethod
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        """Record progress of an unsettled job; False when it is settled or unknown."""
+
+    @abstractmethod
+    def update(self, job: Job) -> bool:
+        """Write every mutable field of an unsettled job; False when it is settled or unknown."""
+
+    @abstractmethod
+    def delete(self, job_id: str) -> None:
+        """Remove a job, used to undo ``insert`` when publishing it failed."""
+
+    def close(self) -> None:  # noqa: B027 - optional for stores without connections
+        """Release connections."""

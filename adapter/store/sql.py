@@ -1,0 +1,229 @@
+"""SQL job store on SQLAlchemy Core: SQLite (the embedded default) and PostgreSQL.
+
+URL: any SQLAlchemy URL, for example ``sqlite:////var/lib/app/jobs.sqlite3`` or
+``postgresql+psycopg://user:pass@127.0.0.1:5432/app``. The table ``adapter_job`` mirrors
+Vendure's ``job_record``; it is created on first use, and ``adapter_meta`` records the schema
+version. Times are stored as UTC without a zone and returned timezone-aware.
+
+SQLite runs in WAL mode with a busy timeout, so several worker processes and threads can write
+one file. Engines are opened per OS process: a forked prefork child opens its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from adapter.errors import ConfigurationError, StoreError
+from adapter.job import Job, JobState, utcnow
+from adapter.store.base import JobStore
+
+#: Version of the table layout below; bump it with a migration when columns change.
+SCHEMA_VERSION = 1
+#: How long SQLite waits for a lock held by another writer, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+metadata = sa.MetaData()
+jobs = sa.Table(
+    "adapter_job",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("queue_name", sa.String(200), nullable=False),
+    sa.Column("data", sa.Text, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("progress", sa.Float, nullable=False, default=0),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("retries", sa.Integer, nullable=False, default=0),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=True),
+    sa.Column("settled_at", sa.DateTime, nullable=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("is_settled", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_adapter_job_queue_state_created", "queue_name", "state", "created_at"),
+    sa.Index("ix_adapter_job_created", "created_at"),
+)
+meta = sa.Table(
+    "adapter_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+_unsettled = jobs.c.settled_at.is_(None)
+
+
+class SqlJobStore(JobStore):
+    """Job store in one SQL table."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            self._url = sa.make_url(url)
+        except sa.exc.ArgumentError as err:
+            raise ConfigurationError(f"malformed job store URL: {err}") from err
+        self.url = self._url.render_as_string(hide_password=True)
+        self._engine: Engine | None = None
+        self._engine_pid = 0
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Engine:
+        if self._engine is None or self._engine_pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._engine_pid != os.getpid():
+                    self._engine = self._open_engine()
+                    self._engine_pid = os.getpid()
+        return self._engine
+
+    def _open_engine(self) -> Engine:
+        is_sqlite = self._url.get_backend_name() == "sqlite"
+        if is_sqlite and self._url.database not in (None, "", ":memory:"):
+            os.makedirs(os.path.dirname(os.path.abspath(self._url.database)), exist_ok=True)
+        try:
+            engine = sa.create_engine(self._url, pool_pre_ping=not is_sqlite)
+        except (sa.exc.ArgumentError, ImportError) as err:
+            raise ConfigurationError(f"cannot open job store {self.url}: {err}") from err
+        if is_sqlite:
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            with engine.begin() as conn:
+                self._check_schema_version(conn)
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"cannot reach job store {self.url}: {err.orig}") from err
+        return engine
+
+    @staticmethod
+    def _check_schema_version(conn: Connection) -> None:
+        found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema")).scalar()
+        if found is None:
+            try:
+                conn.execute(meta.insert().values(key="schema", value=str(SCHEMA_VERSION)))
+            except sa.exc.IntegrityError:
+                pass  # another process recorded it first
+        elif int(found) != SCHEMA_VERSION:
+            raise StoreError(
+                f"job store schema version is {found}, this adapter needs {SCHEMA_VERSION}"
+            )
+
+    def _run(self, statement: Any) -> Any:
+        try:
+            with self._connect().begin() as conn:
+                return conn.execute(statement)
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+
+    def insert(self, job: Job) -> None:
+        self._run(jobs.insert().values(**_row(job)))
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._run(jobs.select().where(jobs.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def claim(self, job: Job) -> Job | None:
+        assert job.id is not None
+        now = _naive(utcnow())
+        start = (
+            jobs.update()
+            .where(jobs.c.id == job.id, _unsettled)
+            .values(
+                state=JobState.RUNNING.value,
+                attempts=jobs.c.attempts + 1,
+                started_at=now,
+                updated_at=now,
+            )
+        )
+        try:
+            with self._connect().begin() as conn:
+                if conn.execute(start).rowcount == 0:
+                    row = conn.execute(jobs.select().where(jobs.c.id == job.id)).first()
+                    if row is not None:
+                        return None
+                    conn.execute(jobs.insert().values(**_row(job)))
+                    conn.execute(start)
+                row = conn.execute(jobs.select().where(jobs.c.id == job.id)).first()
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+        return _job(row)
+
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        statement = (
+            jobs.update()
+            .where(jobs.c.id == job_id, _unsettled)
+            .values(progress=progress, updated_at=_naive(utcnow()))
+        )
+        return bool(self._run(statement).rowcount)
+
+    def update(self, job: Job) -> bool:
+        values = _row(job)
+        del values["id"], values["created_at"]
+        statement = jobs.update().where(jobs.c.id == job.id, _unsettled).values(**values)
+        return bool(self._run(statement).rowcount)
+
+    def delete(self, job_id: str) -> None:
+        self._run(jobs.delete().where(jobs.c.id == job_id))
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "queue_name": job.queue_name,
+        "data": json.dumps(job.data),
+        "state": job.state.value,
+        "progress": job.progress,
+        "result": json.dumps(job.result),
+        "error": None if job.error is None else str(job.error),
+        "retries": job.retries,
+        "attempts": job.attempts,
+        "created_at": _naive(job.created_at),
+        "started_at": _naive(job.started_at),
+        "settled_at": _naive(job.settled_at),
+        "updated_at": _naive(utcnow()),
+        "is_settled": job.is_settled,
+    }
+
+
+def _job(row: Any) -> Job:
+    progress = row.progress
+    return Job.model_construct(
+        id=row.id,
+        queue_name=row.queue_name,
+        data=None if row.data is None else json.loads(row.data),
+        state=JobState(row.state),
+        progress=int(progress) if float(progress).is_integer() else progress,
+        result=None if row.result is None else json.loads(row.result),
+        error=row.error,
+        retries=row.retries,
+        attempts=row.attempts,
+        created_at=_aware(row.created_at),
+        started_at=_aware(row.started_at),
+        settled_at=_aware(row.settled_at),
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=timezone.utc)

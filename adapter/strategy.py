@@ -1,0 +1,46 @@
+"""The documented interface: JobQueueStrategy and its inspectable extension.
+
+Python-native forms of Vendure's ``JobQueueStrategy`` and ``InspectableJobQueueStrategy``:
+each method returns what Vendure's Promise resolves to. ``process`` may be a plain function or
+an ``async def`` coroutine function taking the Job and returning its result.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from adapter.job import Job
+
+ProcessFunction = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
+
+
+class JobQueueStrategy(ABC):
+    """Adds jobs and runs a process function over each queue that this process starts."""
+
+    def init(self) -> None:  # noqa: B027 - optional lifecycle hook
+        """Prepare resources before the first ``start`` (optional lifecycle hook)."""
+
+    def destroy(self) -> None:  # noqa: B027 - optional lifecycle hook
+        """Release resources at shutdown (optional lifecycle hook)."""
+
+    @abstractmethod
+    def add(self, job: Job) -> Job:
+        """Publish a new job and return it with its assigned id, in state PENDING."""
+
+    @abstractmethod
+    def start(self, queue_name: str, process: ProcessFunction) -> None:
+        """Begin running ``process`` over the jobs of ``queue_name`` (idempotent per pair)."""
+
+    @abstractmethod
+    def stop(self, queue_name: str, process: ProcessFunction) -> None:
+        """Stop taking jobs of ``queue_name`` for ``process``; queued jobs stay queued."""
+
+
+class InspectableJobQueueStrategy(JobQueueStrategy):
+    """A strategy whose jobs can be looked up after they were added."""
+
+    @abstractmethod
+    def find_one(self, job_id: str) -> Job | None:
+        """Return the job as it is now, or None when no job has that id."""

@@ -1,0 +1,52 @@
+"""Celery settings for the adapter, read from the environment: the broker is chosen here.
+
+ADAPTER_BROKER_URL   broker URL; ``amqp://guest:guest@127.0.0.1:5672//``, ``redis://127.0.0.1:6379/0``
+                     or ``filesystem://`` (the embedded default: no server, works across the
+                     processes of one machine). CELERY_BROKER_URL is read when it is unset.
+ADAPTER_STORE_URL    job store URL; default ``sqlite:///$ADAPTER_DATA_DIR/jobs.sqlite3``.
+ADAPTER_DATA_DIR     where the embedded broker and store keep their files;
+                     default ``~/.local/share/adapter``.
+
+Use it with ``app.config_from_object("celeryconfig")``.
+"""
+
+import os
+
+_data_dir = os.path.abspath(
+    os.path.expanduser(os.environ.get("ADAPTER_DATA_DIR", "~/.local/share/adapter"))
+)
+
+broker_url = os.environ.get("ADAPTER_BROKER_URL") or os.environ.get(
+    "CELERY_BROKER_URL", "filesystem://"
+)
+adapter_store_url = os.environ.get(
+    "ADAPTER_STORE_URL", f"sqlite:///{os.path.join(_data_dir, 'jobs.sqlite3')}"
+)
+
+if broker_url.startswith("filesystem://"):
+    # One folder for both directions, so every process on the machine shares the queues;
+    # the control folder carries broadcasts (inspect, ping) between them. Poll every 0.1 s.
+    _messages = os.path.join(_data_dir, "broker", "messages")
+    broker_transport_options = {
+        "data_folder_in": _messages,
+        "data_folder_out": _messages,
+        "control_folder": os.path.join(_data_dir, "broker", "control"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+
+# Jobs are acknowledged after they ran, so a worker that dies mid-job does not lose it;
+# a job whose pool process died is put back rather than marked failed.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# Take one message per free pool slot: a stopped queue leaves its waiting jobs in the broker.
+worker_prefetch_multiplier = 1
+# Keep retrying the broker at start-up instead of exiting on the first refused connection.
+broker_connection_retry_on_startup = True
+# JSON only: a message can never make a worker unpickle code.
+task_serializer = "json"
+accept_content = ["json"]
+result_serializer = "json"
+# Job state lives in the job store; Celery's own results are not needed.
+task_ignore_result = True
+worker_hijack_root_logger = False
