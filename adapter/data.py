@@ -17,7 +17,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,8 +50,8 @@ def _sanitize(value: Any, path: tuple[str, ...], ancestors: dict[int, Any], dept
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return _sanitize_container(value, path, ancestors, depth, key=id(value))
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _sanitize_container(fields, path, ancestors, depth, key=id(value))
     if isinstance(value, (Mapping, list, tuple)):
         return _sanitize_container(value, path, ancestors, depth, key=id(value))
     return value
@@ -90,7 +90,7 @@ def _json_key(key: Any) -> Any:
 def _iso_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         return value.isoformat()
-    utc = value.astimezone(timezone.utc)
+    utc = value.astimezone(UTC)
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from celery import bootsteps
 
-from adapter.celery.routing import celery_queue
 from adapter.celery.registry import ProcessRegistry
+from adapter.celery.routing import celery_queue
 
 logger = logging.getLogger(__name__)
 

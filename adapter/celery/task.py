@@ -56,6 +56,7 @@ def register_task(
 
     return app.task(  # type: ignore[no-any-return]
         name=TASK_NAME,
+        shared=False,  # bound to this app's registry and store, never to another app
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -185,7 +185,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _naive(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -226,4 +226,4 @@ def _job(row: Any) -> Job:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc)
+    return None if value is None else value.replace(tzinfo=UTC)

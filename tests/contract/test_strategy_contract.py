@@ -1,0 +1,237 @@
+"""Vendure's job-queue semantics, written once and run on every broker (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from adapter import CeleryJobQueueStrategy, Job, JobState
+from tests.contract.conftest import BackoffRecorder
+from tests.support import wait_for
+
+
+def settled(strategy: CeleryJobQueueStrategy, job: Job) -> Job:
+    """Wait until ``job`` is settled in the store and return it."""
+    assert job.id is not None
+    job_id = job.id
+
+    def probe() -> Job | None:
+        found = strategy.find_one(job_id)
+        return found if found is not None and found.is_settled else None
+
+    return wait_for(probe, f"job {job_id} to settle")
+
+
+def test_data_reaches_the_process(strategy: CeleryJobQueueStrategy, queue: str, run: Any) -> None:
+    seen: list[Any] = []
+    job = strategy.add(Job(queue_name=queue, data={"greeting": "hello", "n": [1, 2]}))
+    run(queue, lambda j: seen.append(j.data))
+    settled(strategy, job)
+    assert seen == [{"greeting": "hello", "n": [1, 2]}]
+
+
+def test_added_job_is_pending_with_a_string_id(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    job = strategy.add(Job(queue_name=queue, data="hello"))
+    assert isinstance(job.id, str) and job.id
+    assert job.state == JobState.PENDING
+    stored = strategy.find_one(job.id)
+    assert stored is not None and stored.state == JobState.PENDING and stored.data == "hello"
+
+
+def test_job_completes_with_the_returned_result(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    job = strategy.add(Job(queue_name=queue, data=None))
+    run(queue, lambda j: "yay")
+    done = settled(strategy, job)
+    assert done.state == JobState.COMPLETED
+    assert done.result == "yay"
+    assert done.progress == 100
+    assert done.attempts == 1
+    assert done.settled_at is not None and done.started_at is not None
+
+
+def test_job_fails_with_the_message_of_a_plain_error(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    def process(job: Job) -> None:
+        raise Exception("uh oh")
+
+    job = strategy.add(Job(queue_name=queue, data=None))
+    run(queue, process)
+    failed = settled(strategy, job)
+    assert failed.state == JobState.FAILED
+    assert failed.error == "uh oh"
+    assert failed.progress == 0
+
+
+def test_job_fails_with_the_message_of_an_async_exception(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    async def process(job: Job) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("something bad happened")
+
+    job = strategy.add(Job(queue_name=queue, data=None))
+    run(queue, process)
+    failed = settled(strategy, job)
+    assert failed.state == JobState.FAILED
+    assert failed.error == "something bad happened"
+
+
+def test_async_process_completes_on_one_loop_per_worker(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    loops: list[int] = []
+
+    async def process(job: Job) -> str:
+        await asyncio.sleep(0.01)
+        loops.append(id(asyncio.get_running_loop()))
+        return f"async {job.data}"
+
+    jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(3)]
+    run(queue, process)
+    results = [settled(strategy, job) for job in jobs]
+    assert [r.result for r in results] == ["async 0", "async 1", "async 2"]
+    assert len(set(loops)) == 1
+
+
+def test_jobs_run_first_in_first_out_with_concurrency_one(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    order: list[int] = []
+    overlap = threading.Lock()
+
+    def process(job: Job) -> None:
+        assert overlap.acquire(blocking=False), "two jobs ran at once"
+        try:
+            order.append(job.data)
+            time.sleep(0.05)
+        finally:
+            overlap.release()
+
+    jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(4)]
+    run(queue, process)
+    results = [settled(strategy, job) for job in jobs]
+    assert order == [0, 1, 2, 3]
+    assert all(r.state == JobState.COMPLETED for r in results)
+    for earlier, later in zip(results, results[1:], strict=False):
+        assert earlier.settled_at is not None and later.started_at is not None
+        assert earlier.settled_at <= later.started_at
+
+
+def test_failing_job_retries_with_backoff_then_fails(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any, backoff: BackoffRecorder
+) -> None:
+    attempts_seen: list[int] = []
+
+    def process(job: Job) -> None:
+        attempts_seen.append(job.attempts)
+        raise RuntimeError(f"attempt {job.attempts} failed")
+
+    job = strategy.add(Job(queue_name=queue, data=None, retries=2))
+    run(queue, process)
+    failed = settled(strategy, job)
+    assert failed.state == JobState.FAILED
+    assert failed.error == "attempt 3 failed"
+    assert failed.attempts == 3
+    assert attempts_seen == [1, 2, 3]
+    assert backoff.for_queue(queue) == [
+        (queue, 1, job.id, JobState.RETRYING),
+        (queue, 2, job.id, JobState.RETRYING),
+    ]
+
+
+def test_job_that_fails_once_then_succeeds_completes(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    def process(job: Job) -> str:
+        if job.attempts == 1:
+            raise RuntimeError("flaky")
+        return "second time lucky"
+
+    job = strategy.add(Job(queue_name=queue, data=None, retries=1))
+    run(queue, process)
+    done = settled(strategy, job)
+    assert (done.state, done.result, done.attempts) == (JobState.COMPLETED, "second time lucky", 2)
+
+
+def test_progress_set_inside_the_process_is_persisted(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    release = threading.Event()
+
+    def process(job: Job) -> str:
+        job.set_progress(42)
+        release.wait(30)
+        return "done"
+
+    job = strategy.add(Job(queue_name=queue, data=None))
+    assert job.id is not None
+    job_id = job.id
+    run(queue, process)
+    try:
+        running = wait_for(
+            lambda: (found := strategy.find_one(job_id)) and found.progress == 42 and found,
+            "progress 42 in the store",
+        )
+        assert running.state == JobState.RUNNING
+    finally:
+        release.set()
+    assert settled(strategy, job).progress == 100
+
+
+def test_stopped_queue_keeps_its_jobs_until_started_again(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    processed: list[Any] = []
+
+    def process(job: Job) -> None:
+        processed.append(job.data)
+
+    strategy.start(queue, process)
+    strategy.stop(queue, process)
+    jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(5)]
+    time.sleep(2)  # give a wrongly still-running consumer the chance to take them
+    assert processed == []
+    assert all(strategy.find_one(j.id or "").state == JobState.PENDING for j in jobs)  # type: ignore[union-attr]
+    run(queue, process)
+    assert all(settled(strategy, j).state == JobState.COMPLETED for j in jobs)
+    assert sorted(processed) == [0, 1, 2, 3, 4]
+
+
+def test_start_is_idempotent_per_queue_and_process(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    calls: list[Any] = []
+
+    def process(job: Job) -> None:
+        calls.append(job.data)
+
+    run(queue, process)
+    run(queue, process)
+    job = strategy.add(Job(queue_name=queue, data="once"))
+    settled(strategy, job)
+    assert calls == ["once"]
+
+
+def test_unknown_job_id_gives_none(strategy: CeleryJobQueueStrategy) -> None:
+    assert strategy.find_one("no-such-job") is None
+
+
+@pytest.mark.parametrize("name", ["", "has space", "bad/slash", "é"])
+def test_malformed_queue_name_is_refused_at_add_and_start(
+    strategy: CeleryJobQueueStrategy, name: str
+) -> None:
+    from adapter import InvalidQueueNameError
+
+    with pytest.raises(InvalidQueueNameError, match="queue name"):
+        strategy.add(Job(queue_name=name, data=None))
+    with pytest.raises(InvalidQueueNameError, match="queue name"):
+        strategy.start(name, lambda job: None)
