@@ -31,29 +31,24 @@ from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
 
 __all__ = [
-    # jobs
-    "Job",
-    "JobState",
     "SETTLED_STATES",
-    # interface
-    "JobQueueStrategy",
-    "InspectableJobQueueStrategy",
-    "CeleryJobQueueStrategy",
-    # retries
     "BackoffStrategy",
-    "constant_backoff",
-    "exponential_backoff",
-    # stores
-    "JobStore",
-    "open_store",
-    # errors
-    "JobQueueError",
+    "CeleryJobQueueStrategy",
     "ConfigurationError",
+    "InspectableJobQueueStrategy",
     "InvalidJobMessageError",
     "InvalidQueueNameError",
+    "Job",
     "JobDataError",
     "JobFailedError",
+    "JobQueueError",
+    "JobQueueStrategy",
+    "JobState",
+    "JobStore",
     "ProcessNotImportableError",
     "PublishError",
     "StoreError",
+    "constant_backoff",
+    "exponential_backoff",
+    "open_store",
 ]

@@ -103,18 +103,22 @@ def ensure_json(value: Any, root: str = "data") -> str:
         raise JobDataError(f"{root} is not JSON-serializable: {problem}") from err
 
 
-def _find_problem(value: Any, path: str) -> str:
+def _find_problem(value: Any, path: str, ancestors: frozenset[int] = frozenset()) -> str:
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in ancestors:
+            return f"{path} contains itself"
+        ancestors = ancestors | {id(value)}
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
                 return f"{path} has a key of type {type(key).__name__} ({key!r}); use strings"
-            found = _find_problem(item, f"{path}.{key}")
+            found = _find_problem(item, f"{path}.{key}", ancestors)
             if found:
                 return found
         return ""
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            found = _find_problem(item, f"{path}[{index}]")
+            found = _find_problem(item, f"{path}[{index}]", ancestors)
             if found:
                 return found
         return ""

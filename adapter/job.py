@@ -212,7 +212,9 @@ class Job(BaseModel):
 
     def snapshot(self) -> Job:
         """Return an independent copy without listeners (never hand out live instances)."""
-        return self.model_copy(deep=True)
+        copied = self.model_copy(deep=True)
+        copied._progress_listeners = []
+        return copied
 
 
 def _first_error(err: ValidationError) -> str:

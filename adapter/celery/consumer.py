@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import bootsteps
 
@@ -96,10 +96,10 @@ def _add_queue(consumer: Any, queue_name: str) -> None:
 def queue_control_step(handle: ConsumerHandle) -> type[bootsteps.StartStopStep]:
     """Return a consumer bootstep class bound to ``handle``."""
 
-    class AdapterQueueControl(bootsteps.StartStopStep):
+    class AdapterQueueControl(bootsteps.StartStopStep):  # type: ignore[misc]
         """Keeps the consumer's queues equal to the adapter's started queues."""
 
-        requires = {"celery.worker.consumer.tasks:Tasks"}
+        requires: ClassVar = {"celery.worker.consumer.tasks:Tasks"}
 
         def start(self, parent: Any) -> None:
             handle.bind(parent)

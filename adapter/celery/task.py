@@ -54,7 +54,7 @@ def register_task(
     def run_job(task: Task, wire_job: Any = None) -> Any:
         return _run(task, wire_job, registry, store(), backoff)
 
-    return app.task(  # type: ignore[no-any-return]
+    return app.task(
         name=TASK_NAME,
         shared=False,  # bound to this app's registry and store, never to another app
         bind=True,
@@ -94,7 +94,11 @@ def _attempt(
 ) -> Any:
     job_id = job.id
     assert job_id is not None
-    job.on("progress", lambda j: store.set_progress(job_id, j.progress))
+
+    def persist_progress(progressed: Job) -> None:
+        store.set_progress(job_id, progressed.progress)
+
+    job.on("progress", persist_progress)
     try:
         result = call_process(process, job)
         ensure_json(result, root="result")

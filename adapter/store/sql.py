@@ -11,7 +11,9 @@ one file. Engines are opened per OS process: a forked prefork child opens its ow
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import threading
 from datetime import UTC, datetime
@@ -23,6 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 from adapter.errors import ConfigurationError, StoreError
 from adapter.job import Job, JobState, utcnow
 from adapter.store.base import JobStore
+
+logger = logging.getLogger(__name__)
 
 #: Version of the table layout below; bump it with a migration when columns change.
 SCHEMA_VERSION = 1
@@ -102,10 +106,8 @@ class SqlJobStore(JobStore):
     def _check_schema_version(conn: Connection) -> None:
         found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema")).scalar()
         if found is None:
-            try:
+            with contextlib.suppress(sa.exc.IntegrityError):  # another process was first
                 conn.execute(meta.insert().values(key="schema", value=str(SCHEMA_VERSION)))
-            except sa.exc.IntegrityError:
-                pass  # another process recorded it first
         elif int(found) != SCHEMA_VERSION:
             raise StoreError(
                 f"job store schema version is {found}, this adapter needs {SCHEMA_VERSION}"
@@ -119,7 +121,10 @@ class SqlJobStore(JobStore):
             raise StoreError(f"job store {self.url} failed: {err.orig}") from err
 
     def insert(self, job: Job) -> None:
-        self._run(jobs.insert().values(**_row(job)))
+        try:
+            self._run(jobs.insert().values(**_row(job)))
+        except sa.exc.IntegrityError as err:
+            raise StoreError(f"a job with id {job.id!r} already exists") from err
 
     def get(self, job_id: str) -> Job | None:
         row = self._run(jobs.select().where(jobs.c.id == job_id)).first()
@@ -141,12 +146,15 @@ class SqlJobStore(JobStore):
         try:
             with self._connect().begin() as conn:
                 if conn.execute(start).rowcount == 0:
-                    row = conn.execute(jobs.select().where(jobs.c.id == job.id)).first()
-                    if row is not None:
-                        return None
+                    if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job.id)).first():
+                        return None  # settled: cancelled, or finished by another delivery
+                    logger.warning("job %s was not in the store; recording it now", job.id)
                     conn.execute(jobs.insert().values(**_row(job)))
-                    conn.execute(start)
+                    if conn.execute(start).rowcount == 0:
+                        return None
                 row = conn.execute(jobs.select().where(jobs.c.id == job.id)).first()
+        except sa.exc.IntegrityError:
+            return self.claim(job)  # another worker recorded it first; claim that record
         except sa.exc.OperationalError as err:
             raise StoreError(f"job store {self.url} failed: {err.orig}") from err
         return _job(row)
@@ -219,7 +227,7 @@ def _job(row: Any) -> Job:
         error=row.error,
         retries=row.retries,
         attempts=row.attempts,
-        created_at=_aware(row.created_at),
+        created_at=row.created_at.replace(tzinfo=UTC),
         started_at=_aware(row.started_at),
         settled_at=_aware(row.settled_at),
     )
