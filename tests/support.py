@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
+
+from adapter import CeleryJobQueueStrategy, InspectableJobQueueStrategy, Job
+from adapter.celery.routing import celery_queue
 
 T = TypeVar("T")
 
@@ -30,3 +34,28 @@ def wait_for(
 def unique_queue(label: str) -> str:
     """Return a queue name no other test (or test run) uses."""
     return f"t-{label}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_job(
+    strategy: InspectableJobQueueStrategy, job_id: str, condition: Callable[[Job], bool], what: str
+) -> Job:
+    """Wait until the stored job ``job_id`` meets ``condition`` and return it."""
+
+    def probe() -> Job | None:
+        found = strategy.find_one(job_id)
+        return found if found is not None and condition(found) else None
+
+    return wait_for(probe, f"job {job_id}: {what}")
+
+
+def wait_settled(strategy: InspectableJobQueueStrategy, job: Job) -> Job:
+    """Wait until ``job`` is settled in the store and return it."""
+    return wait_job(strategy, job.id or "", lambda found: found.is_settled, "settled")
+
+
+def delete_queues(strategy: CeleryJobQueueStrategy, *queue_names: str) -> None:
+    """Delete the broker queues that carried ``queue_names``' jobs (already gone is fine)."""
+    with strategy.app.connection_for_write() as connection:
+        for name in queue_names:
+            with contextlib.suppress(Exception):
+                connection.default_channel.queue_delete(celery_queue(name))

@@ -49,8 +49,15 @@ class ConsumerHandle:
         """Adopt ``consumer`` (called in its thread) and consume every registered queue."""
         self._consumer = consumer
         self._thread_id = threading.get_ident()
-        for queue_name in self._registry.queue_names():
-            _add_queue(consumer, queue_name)
+        queue_names = self._registry.queue_names()
+
+        # Consume only once the event loop runs: the task callback is registered by then, and a
+        # message delivered earlier (RabbitMQ delivers at once) would find no callback.
+        def consume_registered() -> None:
+            for name in queue_names:
+                _add_queue(consumer, name)
+
+        consumer.call_soon(consume_registered)
         self.ready.set()
 
     def unbind(self) -> None:
@@ -70,9 +77,6 @@ class ConsumerHandle:
         consumer = self._consumer
         if consumer is None:
             return
-        if threading.get_ident() == self._thread_id:
-            change(consumer)
-            return
         done = threading.Event()
 
         def run() -> None:
@@ -82,6 +86,8 @@ class ConsumerHandle:
                 done.set()
 
         consumer.call_soon(run)
+        if threading.get_ident() == self._thread_id:
+            return  # called from the consumer's own thread: it applies once this call returns
         if not done.wait(APPLY_TIMEOUT_S):
             logger.warning(
                 "the worker's consumer did not apply a queue change within %ss", APPLY_TIMEOUT_S

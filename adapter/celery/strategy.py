@@ -155,10 +155,14 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
 
 def _inside_celery_cli() -> bool:
-    """True while ``celery ...`` is importing the app module (the worker binds later)."""
+    """True while the ``celery`` command imports the app module (``celery -A module ...``).
+
+    A ``celery worker`` binds its consumer later, so ``start`` must not run a worker of its
+    own there; other ``celery`` commands (inspect, purge, shell) never run jobs.
+    """
     context: Any = click.get_current_context(silent=True)
     while context is not None:
-        if context.info_name == "celery" or type(context.obj).__name__ == "CLIContext":
+        if getattr(context.command, "name", None) == "celery":
             return True
         context = context.parent
     return False

@@ -41,15 +41,19 @@ def register_task(
     """Register ``adapter.run_job`` on ``app`` and return it."""
 
     class JobRequest(Request):  # type: ignore[misc]
-        """Tells the pool which process runs the job, as this (parent) process knows it."""
+        """Tells the pool which process runs the job, as this (parent) process knows it.
 
-        def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        Set when the message is received: Celery replaces ``execute_using_pool`` in the
+        subclass it builds per task, so ``__init__`` is the hook that always runs here.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
             request = self._request_dict
             queue_name = request.get(QUEUE_HEADER) or queue_name_of(
                 (self.delivery_info or {}).get("routing_key") or ""
             )
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
-            return super().execute_using_pool(pool, **kwargs)
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
         return _run(task, wire_job, registry, store(), backoff)

@@ -16,8 +16,7 @@ import pytest
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job
-from adapter.celery.routing import celery_queue
-from tests.support import unique_queue
+from tests.support import delete_queues, unique_queue
 
 
 class BackoffRecorder:
@@ -29,7 +28,8 @@ class BackoffRecorder:
 
     def __call__(self, queue_name: str, attempts_made: int, job: Job) -> float:
         stored = self.strategy.find_one(job.id or "") if self.strategy else None
-        self.calls.append((queue_name, attempts_made, job.id or "", stored and stored.state))
+        state = stored.state.value if stored is not None else None
+        self.calls.append((queue_name, attempts_made, job.id or "", state))
         return 10
 
     def for_queue(self, queue_name: str) -> list[tuple[str, int, str, str | None]]:
@@ -96,16 +96,7 @@ def queue(strategy: CeleryJobQueueStrategy, request: pytest.FixtureRequest) -> I
     """A fresh queue name; its celery queue is deleted after the test."""
     name = unique_queue(request.node.name.split("[")[0].removeprefix("test_")[:30])
     yield name
-    delete_celery_queue(strategy, name)
-
-
-def delete_celery_queue(strategy: CeleryJobQueueStrategy, queue_name: str) -> None:
-    """Delete the broker queue that carried ``queue_name``'s jobs."""
-    with strategy.app.connection_for_write() as connection:
-        try:
-            connection.default_channel.queue_delete(celery_queue(queue_name))
-        except Exception:
-            pass
+    delete_queues(strategy, name)
 
 
 @pytest.fixture

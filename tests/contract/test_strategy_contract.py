@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from typing import Any
@@ -11,26 +12,14 @@ import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from tests.contract.conftest import BackoffRecorder
-from tests.support import wait_for
-
-
-def settled(strategy: CeleryJobQueueStrategy, job: Job) -> Job:
-    """Wait until ``job`` is settled in the store and return it."""
-    assert job.id is not None
-    job_id = job.id
-
-    def probe() -> Job | None:
-        found = strategy.find_one(job_id)
-        return found if found is not None and found.is_settled else None
-
-    return wait_for(probe, f"job {job_id} to settle")
+from tests.support import wait_job, wait_settled
 
 
 def test_data_reaches_the_process(strategy: CeleryJobQueueStrategy, queue: str, run: Any) -> None:
     seen: list[Any] = []
     job = strategy.add(Job(queue_name=queue, data={"greeting": "hello", "n": [1, 2]}))
     run(queue, lambda j: seen.append(j.data))
-    settled(strategy, job)
+    wait_settled(strategy, job)
     assert seen == [{"greeting": "hello", "n": [1, 2]}]
 
 
@@ -49,7 +38,7 @@ def test_job_completes_with_the_returned_result(
 ) -> None:
     job = strategy.add(Job(queue_name=queue, data=None))
     run(queue, lambda j: "yay")
-    done = settled(strategy, job)
+    done = wait_settled(strategy, job)
     assert done.state == JobState.COMPLETED
     assert done.result == "yay"
     assert done.progress == 100
@@ -65,7 +54,7 @@ def test_job_fails_with_the_message_of_a_plain_error(
 
     job = strategy.add(Job(queue_name=queue, data=None))
     run(queue, process)
-    failed = settled(strategy, job)
+    failed = wait_settled(strategy, job)
     assert failed.state == JobState.FAILED
     assert failed.error == "uh oh"
     assert failed.progress == 0
@@ -80,7 +69,7 @@ def test_job_fails_with_the_message_of_an_async_exception(
 
     job = strategy.add(Job(queue_name=queue, data=None))
     run(queue, process)
-    failed = settled(strategy, job)
+    failed = wait_settled(strategy, job)
     assert failed.state == JobState.FAILED
     assert failed.error == "something bad happened"
 
@@ -97,7 +86,7 @@ def test_async_process_completes_on_one_loop_per_worker(
 
     jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(3)]
     run(queue, process)
-    results = [settled(strategy, job) for job in jobs]
+    results = [wait_settled(strategy, job) for job in jobs]
     assert [r.result for r in results] == ["async 0", "async 1", "async 2"]
     assert len(set(loops)) == 1
 
@@ -118,10 +107,10 @@ def test_jobs_run_first_in_first_out_with_concurrency_one(
 
     jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(4)]
     run(queue, process)
-    results = [settled(strategy, job) for job in jobs]
+    results = [wait_settled(strategy, job) for job in jobs]
     assert order == [0, 1, 2, 3]
     assert all(r.state == JobState.COMPLETED for r in results)
-    for earlier, later in zip(results, results[1:], strict=False):
+    for earlier, later in itertools.pairwise(results):
         assert earlier.settled_at is not None and later.started_at is not None
         assert earlier.settled_at <= later.started_at
 
@@ -137,7 +126,7 @@ def test_failing_job_retries_with_backoff_then_fails(
 
     job = strategy.add(Job(queue_name=queue, data=None, retries=2))
     run(queue, process)
-    failed = settled(strategy, job)
+    failed = wait_settled(strategy, job)
     assert failed.state == JobState.FAILED
     assert failed.error == "attempt 3 failed"
     assert failed.attempts == 3
@@ -158,7 +147,7 @@ def test_job_that_fails_once_then_succeeds_completes(
 
     job = strategy.add(Job(queue_name=queue, data=None, retries=1))
     run(queue, process)
-    done = settled(strategy, job)
+    done = wait_settled(strategy, job)
     assert (done.state, done.result, done.attempts) == (JobState.COMPLETED, "second time lucky", 2)
 
 
@@ -177,14 +166,11 @@ def test_progress_set_inside_the_process_is_persisted(
     job_id = job.id
     run(queue, process)
     try:
-        running = wait_for(
-            lambda: (found := strategy.find_one(job_id)) and found.progress == 42 and found,
-            "progress 42 in the store",
-        )
+        running = wait_job(strategy, job_id, lambda found: found.progress == 42, "progress 42")
         assert running.state == JobState.RUNNING
     finally:
         release.set()
-    assert settled(strategy, job).progress == 100
+    assert wait_settled(strategy, job).progress == 100
 
 
 def test_stopped_queue_keeps_its_jobs_until_started_again(
@@ -200,9 +186,10 @@ def test_stopped_queue_keeps_its_jobs_until_started_again(
     jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(5)]
     time.sleep(2)  # give a wrongly still-running consumer the chance to take them
     assert processed == []
-    assert all(strategy.find_one(j.id or "").state == JobState.PENDING for j in jobs)  # type: ignore[union-attr]
+    stored = [strategy.find_one(j.id or "") for j in jobs]
+    assert [found.state if found else None for found in stored] == [JobState.PENDING] * 5
     run(queue, process)
-    assert all(settled(strategy, j).state == JobState.COMPLETED for j in jobs)
+    assert all(wait_settled(strategy, j).state == JobState.COMPLETED for j in jobs)
     assert sorted(processed) == [0, 1, 2, 3, 4]
 
 
@@ -217,7 +204,7 @@ def test_start_is_idempotent_per_queue_and_process(
     run(queue, process)
     run(queue, process)
     job = strategy.add(Job(queue_name=queue, data="once"))
-    settled(strategy, job)
+    wait_settled(strategy, job)
     assert calls == ["once"]
 
 

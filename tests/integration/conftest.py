@@ -1,0 +1,135 @@
+"""Real ``celery worker`` subprocesses against real brokers, and strategies to feed them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from adapter import CeleryJobQueueStrategy
+from tests.support import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class WorkerProcess:
+    """A ``celery -A tests.integration.worker_app worker`` in its own process group."""
+
+    env: dict[str, str]
+    log: Path
+    ready_file: Path
+    args: list[str]
+    popen: subprocess.Popen[bytes] | None = field(default=None)
+
+    def start(self) -> str:
+        """Start the worker and return what it reported once ready."""
+        self.ready_file.unlink(missing_ok=True)
+        with self.log.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tests.integration.worker_app",
+                    "worker",
+                    "--without-heartbeat",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "-l",
+                    "INFO",
+                    "-n",
+                    f"itest-{uuid.uuid4().hex[:8]}@%h",
+                    *self.args,
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return wait_for(self._ready, f"the worker to be ready (log: {self.log})", timeout=90)
+
+    def _ready(self) -> str | None:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise AssertionError(f"worker exited with {self.popen.returncode}: {self.log_text()}")
+        return self.ready_file.read_text() if self.ready_file.exists() else None
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(30)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it lingers."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        """Return the worker's output so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """A real broker's URL."""
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url"))
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """A SQLite job store file shared by the test and the worker processes."""
+    return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+
+
+@pytest.fixture
+def producer(broker_url: str, store_url: str) -> Iterator[CeleryJobQueueStrategy]:
+    """A strategy in the test process that only adds and inspects jobs."""
+    app = Celery("producer")
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = broker_url
+    made = CeleryJobQueueStrategy(app, store=store_url, embedded_worker=False)
+    yield made
+    made.destroy()
+
+
+@pytest.fixture
+def make_worker(
+    broker_url: str, store_url: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """``make_worker(queues, *args, **env)`` returns an unstarted worker; all are killed after."""
+    made: list[WorkerProcess] = []
+
+    def make(queues: str, *args: str, **extra_env: str) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "ADAPTER_BROKER_URL": broker_url,
+            "ADAPTER_STORE_URL": store_url,
+            "TEST_QUEUES": queues,
+            "PYTHONPATH": str(ROOT),
+            **extra_env,
+        }
+        index = len(made)
+        ready_file = tmp_path / f"ready{index}"
+        env["TEST_READY_FILE"] = str(ready_file)
+        worker = WorkerProcess(env, tmp_path / f"worker{index}.log", ready_file, list(args))
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.kill()

@@ -1,0 +1,59 @@
+"""The app module a real ``celery -A tests.integration.worker_app worker`` imports in tests.
+
+It declares queues the way the README tells users to: build the app from celeryconfig, make
+the strategy, and ``start`` each queue with its process at import time. The environment says
+which queues (TEST_QUEUES, comma-separated) and where to report readiness (TEST_READY_FILE).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from adapter import CeleryJobQueueStrategy, Job, JobQueueError
+
+app = Celery("worker-app")
+app.config_from_object("celeryconfig")
+app.conf.control_exchange = "adapter-test-ctl-worker"
+strategy = CeleryJobQueueStrategy(app, backoff_strategy=lambda queue, attempts, job: 10)
+
+
+def echo(job: Job) -> Any:
+    """Return the job's data with the pid of the process that ran it."""
+    return {"data": job.data, "pid": os.getpid()}
+
+
+def slow_first_attempt(job: Job) -> str:
+    """Block the first attempt (long enough to be killed), finish any later one."""
+    job.set_progress(10)
+    if job.attempts == 1:
+        time.sleep(120)
+    return f"done on attempt {job.attempts}"
+
+
+PROCESSES = {"echo": echo, "slow": slow_first_attempt}
+
+for spec in filter(None, os.environ.get("TEST_QUEUES", "").split(",")):
+    queue_name, _, process_name = spec.partition("=")
+    strategy.start(queue_name, PROCESSES[process_name or "echo"])
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _report_ready(**_: Any) -> None:
+    """Try a late start with a lambda (refused under prefork) and one by import path."""
+    outcome = "late lambda accepted"
+    late = os.environ.get("TEST_LATE_QUEUE")
+    if late:
+        try:
+            strategy.start(late + "-lambda", lambda job: "lambda ran")
+        except JobQueueError as err:
+            outcome = f"late lambda refused: {err}"
+        strategy.start(late, echo)
+    ready_file = os.environ.get("TEST_READY_FILE")
+    if ready_file:
+        Path(ready_file).write_text(outcome)
