@@ -12,6 +12,8 @@ Use it with ``app.config_from_object("celeryconfig")``.
 
 import os
 
+from adapter.celery.embedded import filesystem_transport_options
+
 _data_dir = os.path.abspath(
     os.path.expanduser(os.environ.get("ADAPTER_DATA_DIR", "~/.local/share/adapter"))
 )
@@ -24,16 +26,7 @@ adapter_store_url = os.environ.get(
 )
 
 if broker_url.startswith("filesystem://"):
-    # One folder for both directions, so every process on the machine shares the queues;
-    # the control folder carries broadcasts (inspect, ping) between them. Poll every 0.1 s.
-    _messages = os.path.join(_data_dir, "broker", "messages")
-    broker_transport_options = {
-        "data_folder_in": _messages,
-        "data_folder_out": _messages,
-        "control_folder": os.path.join(_data_dir, "broker", "control"),
-        "store_processed": False,
-        "polling_interval": 0.1,
-    }
+    broker_transport_options = filesystem_transport_options(_data_dir)
 
 # Jobs are acknowledged after they ran, so a worker that dies mid-job does not lose it;
 # a job whose pool process died is put back rather than marked failed.

@@ -95,6 +95,26 @@ class EmbeddedWorker:
             logger.warning("embedded worker still busy after %ss; leaving it", STOP_TIMEOUT_S)
 
 
+#: Seconds between polls of the embedded broker's folder (kombu's default is 1 s).
+FILESYSTEM_POLL_INTERVAL_S = 0.1
+
+
+def filesystem_transport_options(data_dir: str) -> dict[str, Any]:
+    """Return ``broker_transport_options`` for the embedded ``filesystem://`` broker.
+
+    One folder serves both directions, so every process on the machine shares the queues; the
+    control folder carries broadcasts (inspect, ping) between them.
+    """
+    messages = os.path.join(data_dir, "broker", "messages")
+    return {
+        "data_folder_in": messages,
+        "data_folder_out": messages,
+        "control_folder": os.path.join(data_dir, "broker", "control"),
+        "store_processed": False,
+        "polling_interval": FILESYSTEM_POLL_INTERVAL_S,
+    }
+
+
 def prepare_filesystem_broker(app: Celery) -> None:
     """Create the folders of a ``filesystem://`` broker, which kombu expects to exist."""
     if not str(app.conf.broker_url or "").startswith("filesystem://"):

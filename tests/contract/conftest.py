@@ -16,6 +16,7 @@ import pytest
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job
+from adapter.celery.embedded import filesystem_transport_options
 from tests.support import delete_queues, unique_queue
 
 
@@ -39,16 +40,9 @@ class BackoffRecorder:
 
 def _broker_settings(broker: str, request: pytest.FixtureRequest, folder: Path) -> dict[str, Any]:
     if broker == "embedded":
-        messages = str(folder / "broker" / "messages")
         return {
             "broker_url": "filesystem://",
-            "broker_transport_options": {
-                "data_folder_in": messages,
-                "data_folder_out": messages,
-                "control_folder": str(folder / "broker" / "control"),
-                "store_processed": False,
-                "polling_interval": 0.05,
-            },
+            "broker_transport_options": filesystem_transport_options(str(folder)),
         }
     url = request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url")
     return {"broker_url": url, "broker_transport_options": {}}

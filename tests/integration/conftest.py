@@ -15,6 +15,7 @@ import pytest
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy
+from adapter.celery.embedded import filesystem_transport_options
 from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +85,18 @@ class WorkerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-@pytest.fixture(params=["redis", "rabbitmq"])
+@pytest.fixture(params=["embedded", "redis", "rabbitmq"])
 def broker_url(request: pytest.FixtureRequest) -> str:
-    """A real broker's URL."""
+    """The embedded default broker (``filesystem://``), or a real server's URL."""
+    if request.param == "embedded":
+        return "filesystem://"
     return str(request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url"))
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """Where the embedded broker keeps its files, shared by the test and its workers."""
+    return tmp_path / "data"
 
 
 @pytest.fixture
@@ -97,11 +106,13 @@ def store_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def producer(broker_url: str, store_url: str) -> Iterator[CeleryJobQueueStrategy]:
+def producer(broker_url: str, store_url: str, data_dir: Path) -> Iterator[CeleryJobQueueStrategy]:
     """A strategy in the test process that only adds and inspects jobs."""
     app = Celery("producer")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = broker_url
+    if broker_url.startswith("filesystem://"):
+        app.conf.broker_transport_options = filesystem_transport_options(str(data_dir))
     made = CeleryJobQueueStrategy(app, store=store_url, embedded_worker=False)
     yield made
     made.destroy()
@@ -109,7 +120,7 @@ def producer(broker_url: str, store_url: str) -> Iterator[CeleryJobQueueStrategy
 
 @pytest.fixture
 def make_worker(
-    broker_url: str, store_url: str, tmp_path: Path
+    broker_url: str, store_url: str, data_dir: Path, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """``make_worker(queues, *args, **env)`` returns an unstarted worker; all are killed after."""
     made: list[WorkerProcess] = []
@@ -119,6 +130,7 @@ def make_worker(
             **os.environ,
             "ADAPTER_BROKER_URL": broker_url,
             "ADAPTER_STORE_URL": store_url,
+            "ADAPTER_DATA_DIR": str(data_dir),
             "TEST_QUEUES": queues,
             "PYTHONPATH": str(ROOT),
             **extra_env,

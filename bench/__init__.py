@@ -1,0 +1,1 @@
+"""Benchmarks: the adapter beside raw Celery, in the same run, with ratios printed."""

@@ -1,0 +1,162 @@
+"""Drain: start a prefork celery worker on messages already queued and time it until all are done.
+
+The clock starts just before the worker subprocess is spawned and stops when the poll sees the
+last job done: imports, broker connection and pool start-up are all inside it. The time until
+the first job is done is reported beside it as the worker's start-up time. Both sides are
+polled at the same interval with one cheap query each: a COUNT on the adapter's SQLite store,
+an EXISTS on the raw tasks' result keys.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from bench.common import result_keys
+
+#: Root of the repository: the worker runs there so ``bench.workers`` and ``celeryconfig`` import.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Seconds between two polls of the store or the result keys.
+POLL_INTERVAL_S = 0.02
+#: Seconds a warm shutdown may take before the worker's process group is killed.
+STOP_TIMEOUT_S = 20.0
+#: Result keys checked for the first finished task (two pool children start two tasks).
+FIRST_KEYS = 4
+#: The ``celery`` console script of this interpreter. Not ``python -m celery``: under that
+#: program name the adapter does not see that it runs inside ``celery worker`` and starts an
+#: embedded worker beside the prefork one, which breaks the worker.
+CELERY_SCRIPT = str(Path(sys.executable).with_name("celery"))
+
+#: A probe returns (at least one job done, all jobs done).
+Probe = Callable[[], tuple[bool, bool]]
+
+
+class WorkerFailed(RuntimeError):
+    """Raised when the worker exits or times out before every job is done."""
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """Seconds from worker spawn until all jobs were done, and until the first one was."""
+
+    jobs: int
+    seconds: float
+    first_done_seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Jobs per second over the whole drain, start-up included."""
+        return self.jobs / self.seconds
+
+    @property
+    def rate_after_first(self) -> float:
+        """Jobs per second after the first job was done (start-up excluded)."""
+        return (self.jobs - 1) / max(self.seconds - self.first_done_seconds, 1e-9)
+
+
+def worker_command(queue: str, hostname: str) -> list[str]:
+    """Return the celery worker command line the brief prescribes, consuming ``queue``."""
+    return [
+        CELERY_SCRIPT, "-A", "bench.workers", "worker",
+        "-P", "prefork", "-c", "2", "-Q", queue, "-n", hostname,
+        "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING",
+    ]  # fmt: skip
+
+
+@contextmanager
+def running_worker(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` in its own process group; always stop it (and its pool) on exit."""
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield process
+        except BaseException:
+            log.seek(0)
+            tail = log.read()[-3000:].decode(errors="replace")
+            sys.stderr.write(f"--- worker log (tail) ---\n{tail}\n")
+            raise
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Warm-stop the worker, then kill what is left of its process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    # Pool children that outlived their parent are still in the group the worker led.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def drain(
+    command: list[str], env: dict[str, str], probe: Probe, jobs: int, timeout: float
+) -> DrainResult:
+    """Start the worker and poll ``probe`` until all ``jobs`` are done."""
+    started = time.perf_counter()
+    first: float | None = None
+    with running_worker(command, env) as process:
+        while True:
+            any_done, all_done = probe()
+            now = time.perf_counter() - started
+            if any_done and first is None:
+                first = now
+            if all_done:
+                return DrainResult(jobs, now, first if first is not None else now)
+            if process.poll() is not None:
+                raise WorkerFailed(f"worker exited with code {process.returncode}")
+            if now > timeout:
+                raise WorkerFailed(f"not all {jobs} jobs were done after {timeout:.0f}s")
+            time.sleep(POLL_INTERVAL_S)
+
+
+@contextmanager
+def store_probe(store_path: Path, queue_name: str, jobs: int) -> Iterator[Probe]:
+    """Yield a probe that counts the queue's COMPLETED jobs in the SQLite store."""
+    conn = sqlite3.connect(store_path)
+    query = "SELECT COUNT(*) FROM adapter_job WHERE queue_name = ? AND state = 'COMPLETED'"
+
+    def probe() -> tuple[bool, bool]:
+        (completed,) = conn.execute(query, (queue_name,)).fetchone()
+        return completed > 0, completed >= jobs
+
+    try:
+        yield probe
+    finally:
+        conn.close()
+
+
+def result_probe(client: redis.Redis, task_ids: list[str]) -> Probe:
+    """Return a probe that checks the raw tasks' result keys with EXISTS.
+
+    Results arrive nearly in queue order, so each poll checks the first few keys and the last
+    one; only when the last is there are all keys counted (one EXISTS over all of them).
+    """
+    keys = result_keys(task_ids)
+    first_keys, last_key = keys[:FIRST_KEYS], keys[-1]
+
+    def probe() -> tuple[bool, bool]:
+        any_done = bool(client.exists(*first_keys))
+        all_done = bool(client.exists(last_key)) and client.exists(*keys) == len(keys)
+        return any_done, all_done
+
+    return probe
