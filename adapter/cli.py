@@ -88,7 +88,8 @@ def _summary(out: TextIO, jobs: list[Job]) -> None:
     )
     for job in jobs:
         out.write(
-            f"  {job.queue_name:<16} {job.state.value:<9} attempts {job.attempts}  {job.duration} ms\n"
+            f"  {job.queue_name:<16} {job.state.value:<9} "
+            f"attempts {job.attempts}  {job.duration} ms\n"
         )
 
 

@@ -35,3 +35,7 @@ class StoreError(JobQueueError):
 
 class JobFailedError(JobQueueError):
     """Raised (and recorded by Celery) when a job's final attempt fails."""
+
+
+class InvalidListOptionsError(JobQueueError, ValueError):
+    """Raised when list options name an unknown field or operator, or a bad value."""

@@ -11,8 +11,12 @@ A store is written by producers (``add``) and by workers (``claim``, ``set_progr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from adapter.job import Job
+from adapter.listing import JobList, JobListOptions
 
 
 class JobStore(ABC):
@@ -49,6 +53,23 @@ class JobStore(ABC):
     @abstractmethod
     def delete(self, job_id: str) -> None:
         """Remove a job, used to undo ``insert`` when publishing it failed."""
+
+    @abstractmethod
+    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
+        """Return one page of the jobs matching ``options`` (see adapter.listing) and the total."""
+
+    @abstractmethod
+    def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
+        """Return the jobs with these ids, in the order given; unknown ids are dropped."""
+
+    @abstractmethod
+    def remove_settled(
+        self, queue_names: Sequence[str] | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Delete the jobs of ``queue_names`` (all if none) settled before ``older_than``.
+
+        ``older_than`` defaults to now; a naive time is UTC. Returns how many jobs were deleted.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional for stores without connections
         """Release connections."""

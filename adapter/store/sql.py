@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapter.errors import ConfigurationError, StoreError
 from adapter.job import Job, JobState, utcnow
+from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.store.base import JobStore
+from adapter.store.sql_query import JobListQuery
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +183,39 @@ class SqlJobStore(JobStore):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
+        parsed = parse_list_options(options)
+        engine = self._connect()
+        query = JobListQuery(jobs, engine.dialect.name, utcnow())
+        count, page = query.count(parsed), query.page(parsed)
+        try:
+            with engine.begin() as conn:
+                total = int(conn.execute(count).scalar_one())
+                rows = conn.execute(page).all()
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+        return JobList(items=[_job(row) for row in rows], total_items=total)
+
+    def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        found = {row.id: _job(row) for row in self._run(jobs.select().where(jobs.c.id.in_(wanted)))}
+        return [found[job_id] for job_id in wanted if job_id in found]
+
+    def remove_settled(
+        self, queue_names: Sequence[str] | None = None, older_than: datetime | None = None
+    ) -> int:
+        cutoff = utcnow() if older_than is None else older_than
+        if cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=UTC)  # naive times are UTC, as everywhere in the adapter
+        statement = jobs.delete().where(
+            jobs.c.is_settled.is_(True), jobs.c.settled_at < _naive(cutoff)
+        )
+        if queue_names:
+            statement = statement.where(jobs.c.queue_name.in_(list(queue_names)))
+        return int(self._run(statement).rowcount)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

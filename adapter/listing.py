@@ -1,0 +1,382 @@
+"""Vendure's JobListOptions for ``find_many``: the typed options and what they mean.
+
+Every store answers ``find_many`` with these semantics; the SQL store spells them in SQL
+(``adapter.store.sql_query``), stores without SQL evaluate them here (``matches``,
+``sort_jobs``, ``list_jobs``). They are Vendure's ``ListQueryBuilder`` (its SQL strategy):
+
+- Each operator of each field is one condition. The conditions of one level are combined with
+  that level's operator: ``filter_operator`` at the top, AND inside ``_and``, OR inside ``_or``.
+  The members of an ``_and``/``_or`` list are flattened into that group, so
+  ``_or: [{queueName: ..., state: ...}]`` means queueName OR state. Groups nest; an empty group
+  is ignored, and no conditions at all match every job.
+- A comparison with a missing value (``started_at``/``settled_at`` of a job that has none) is
+  never true, as in SQL; only ``isNull`` looks at missing values.
+- ``between`` includes both ends (SQL ``BETWEEN``; Vendure's in-memory strategy excludes them).
+- ``contains``/``notContains`` trim the operand and ignore case (``ILIKE`` on PostgreSQL,
+  ``LIKE`` on SQLite, where only ASCII letters fold); ``%`` and ``_`` are literal characters.
+- ``regex`` searches anywhere in the value and ignores case (PostgreSQL ``~*``); the pattern must
+  compile as a Python regular expression. ``in: []`` matches nothing, ``notIn: []`` everything.
+- Dates compare as timezone-aware datetimes; ISO strings are accepted, a naive time is UTC.
+  ``duration`` is ``Job.duration`` in milliseconds.
+- Sorting follows the ``sort`` keys in order, missing values first when ascending and last when
+  descending, then ``id`` ascending as a tie-breaker; no sort means ``created_at`` ascending.
+- ``take`` defaults to ``DEFAULT_TAKE``; a larger ``take`` than ``MAX_TAKE`` is refused.
+  ``total_items`` counts every match, before ``skip``/``take``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from operator import eq, ge, gt, le, lt, ne
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
+
+from adapter.errors import InvalidListOptionsError
+from adapter.job import Job
+
+#: Jobs per page when ``take`` is not given.
+DEFAULT_TAKE = 100
+#: Largest ``take`` accepted, in jobs (Vendure's default admin list query limit).
+MAX_TAKE = 1000
+
+
+class SortOrder(StrEnum):
+    """Direction of one sort key."""
+
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+class LogicalOperator(StrEnum):
+    """How the conditions of one filter level combine."""
+
+    AND = "AND"
+    OR = "OR"
+
+
+class SortField(StrEnum):
+    """The job fields a list can be sorted by (Vendure's ``JobSortParameter``)."""
+
+    ATTEMPTS = "attempts"
+    CREATED_AT = "created_at"
+    DURATION = "duration"
+    ID = "id"
+    PROGRESS = "progress"
+    QUEUE_NAME = "queue_name"
+    RETRIES = "retries"
+    SETTLED_AT = "settled_at"
+    STARTED_AT = "started_at"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _id_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Moment = Annotated[datetime, AfterValidator(_utc)]
+JobId = Annotated[str, BeforeValidator(_id_text)]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class StringOperators(_Options):
+    """Vendure's StringOperators."""
+
+    eq: str | None = None
+    not_eq: str | None = None
+    contains: str | None = None
+    not_contains: str | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+    regex: str | None = None
+    is_null: bool | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a valid regular expression: {err}") from err
+        return value
+
+
+class IdOperators(_Options):
+    """Vendure's IdOperators; integer ids are taken as their decimal text."""
+
+    eq: JobId | None = None
+    not_eq: JobId | None = None
+    in_: list[JobId] | None = Field(default=None, alias="in")
+    not_in: list[JobId] | None = None
+    is_null: bool | None = None
+
+
+class NumberRange(_Options):
+    """Bounds of a number ``between``, both included."""
+
+    start: float
+    end: float
+
+
+class NumberOperators(_Options):
+    """Vendure's NumberOperators."""
+
+    eq: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    gte: float | None = None
+    between: NumberRange | None = None
+    is_null: bool | None = None
+
+
+class DateRange(_Options):
+    """Bounds of a date ``between``, both included."""
+
+    start: Moment
+    end: Moment
+
+
+class DateOperators(_Options):
+    """Vendure's DateOperators."""
+
+    eq: Moment | None = None
+    before: Moment | None = None
+    after: Moment | None = None
+    between: DateRange | None = None
+    is_null: bool | None = None
+
+
+class BooleanOperators(_Options):
+    """Vendure's BooleanOperators."""
+
+    eq: bool | None = None
+    is_null: bool | None = None
+
+
+class JobFilter(_Options):
+    """Vendure's JobFilterParameter: operators per field, plus nested ``_and``/``_or`` groups."""
+
+    id: IdOperators | None = None
+    queue_name: StringOperators | None = None
+    state: StringOperators | None = None
+    is_settled: BooleanOperators | None = None
+    attempts: NumberOperators | None = None
+    duration: NumberOperators | None = None
+    progress: NumberOperators | None = None
+    retries: NumberOperators | None = None
+    created_at: DateOperators | None = None
+    started_at: DateOperators | None = None
+    settled_at: DateOperators | None = None
+    and_: list[JobFilter] | None = Field(default=None, alias="_and")
+    or_: list[JobFilter] | None = Field(default=None, alias="_or")
+
+
+_SORT_FIELD_BY_ALIAS = {to_camel(field.value): field.value for field in SortField}
+
+
+class JobListOptions(_Options):
+    """Vendure's JobListOptions: pagination, sort keys in order, filter and its operator."""
+
+    skip: int | None = Field(default=None, ge=0)
+    take: int | None = Field(default=None, ge=0)
+    sort: dict[SortField, SortOrder] = Field(default_factory=dict)
+    filter: JobFilter | None = None
+    filter_operator: LogicalOperator = LogicalOperator.AND
+
+    @field_validator("sort", mode="before")
+    @classmethod
+    def _snake_case_keys(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return {_SORT_FIELD_BY_ALIAS.get(key, key): order for key, order in value.items()}
+        return value
+
+
+@dataclass(frozen=True)
+class JobList:
+    """One page of jobs and how many jobs match in all (Vendure's ``{items, totalItems}``)."""
+
+    items: list[Job]
+    total_items: int
+
+
+def parse_list_options(options: JobListOptions | Mapping[str, Any] | None) -> JobListOptions:
+    """Return ``options`` as JobListOptions, reading Vendure's camelCase dict; None is no options.
+
+    Raises:
+        InvalidListOptionsError: naming the path of each unknown field or operator or bad value.
+    """
+    if options is None:
+        return JobListOptions()
+    if isinstance(options, JobListOptions):
+        return options
+    try:
+        return JobListOptions.model_validate(options)
+    except PydanticValidationError as err:
+        problems = "; ".join(_describe(error) for error in err.errors())
+        raise InvalidListOptionsError(problems) from err
+
+
+def _describe(error: ErrorDetails) -> str:
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        parent = loc[-2] if len(loc) > 1 else None
+        if parent is None:
+            what = "option"
+        elif parent == "filter" or isinstance(parent, int):
+            what = "field"
+        elif parent == "between":
+            what = "bound (use start and end)"
+        else:
+            what = "operator"
+        return f"{_path(loc)}: unknown {what}"
+    if loc and loc[-1] == "[key]":
+        return f"{_path(loc[:-1])}: unknown sort field"
+    if error["type"] == "missing":
+        return f"{_path(loc)}: missing"
+    if error["type"] == "value_error":
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
+    else:
+        message = error["msg"][:1].lower() + error["msg"][1:]
+    return f"{_path(loc)}: {message}, got {error['input']!r}"
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return path.removeprefix(".") or "options"
+
+
+def page_bounds(options: JobListOptions) -> tuple[int, int]:
+    """Return ``(skip, take)`` with the defaults; raise InvalidListOptionsError above MAX_TAKE."""
+    take = DEFAULT_TAKE if options.take is None else options.take
+    if take > MAX_TAKE:
+        raise InvalidListOptionsError(f"take: {take} is more than the limit of {MAX_TAKE}")
+    return options.skip or 0, take
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One operator of one field, for example ``queue_name`` ``contains`` ``"vid"``."""
+
+    field: str
+    operator: str
+    operand: Any
+
+
+@dataclass(frozen=True)
+class ConditionGroup:
+    """Conditions and groups combined with one logical operator."""
+
+    operator: LogicalOperator
+    conditions: tuple[Condition | ConditionGroup, ...]
+
+
+def condition_tree(filter: JobFilter | None, operator: LogicalOperator) -> ConditionGroup:
+    """Return the filter as Vendure's condition tree; its top level combines with ``operator``."""
+    return ConditionGroup(operator, _conditions(filter) if filter is not None else ())
+
+
+def _conditions(filter: JobFilter) -> tuple[Condition | ConditionGroup, ...]:
+    found: list[Condition | ConditionGroup] = []
+    for field, operators in filter:
+        if field in ("and_", "or_") or operators is None:
+            continue
+        found.extend(
+            Condition(field, name, operand) for name, operand in operators if operand is not None
+        )
+    for group_operator, members in (
+        (LogicalOperator.AND, filter.and_),
+        (LogicalOperator.OR, filter.or_),
+    ):
+        nested = tuple(condition for member in members or () for condition in _conditions(member))
+        if nested:
+            found.append(ConditionGroup(group_operator, nested))
+    return tuple(found)
+
+
+def _contains(value: str, needle: str) -> bool:
+    return needle.strip().lower() in value.lower()
+
+
+_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": eq,
+    "not_eq": ne,
+    "lt": lt,
+    "before": lt,
+    "lte": le,
+    "gt": gt,
+    "after": gt,
+    "gte": ge,
+    "between": lambda value, bounds: bool(bounds.start <= value <= bounds.end),
+    "contains": _contains,
+    "not_contains": lambda value, needle: not _contains(value, needle),
+    "in_": lambda value, options: value in options,
+    "not_in": lambda value, options: value not in options,
+    "regex": lambda value, pattern: re.search(pattern, value, re.IGNORECASE) is not None,
+}
+
+
+def _holds(job: Job, node: Condition | ConditionGroup) -> bool:
+    if isinstance(node, ConditionGroup):
+        results = (_holds(job, member) for member in node.conditions)
+        return all(results) if node.operator is LogicalOperator.AND else any(results)
+    value = getattr(job, node.field)
+    if node.operator == "is_null":
+        return (value is None) is node.operand
+    if node.operator in ("in_", "not_in") and not node.operand:
+        return node.operator == "not_in"
+    return value is not None and _TESTS[node.operator](value, node.operand)
+
+
+def matches(
+    job: Job, filter: JobFilter | None, operator: LogicalOperator = LogicalOperator.AND
+) -> bool:
+    """Tell whether ``job`` passes ``filter`` whose top level combines with ``operator``."""
+    tree = condition_tree(filter, operator)
+    return not tree.conditions or _holds(job, tree)
+
+
+def sort_order(sort: Mapping[SortField, SortOrder]) -> list[tuple[SortField, SortOrder]]:
+    """Return every sort key in order: the given ones (or created_at), then the id tie-breaker."""
+    keys = list(sort.items()) or [(SortField.CREATED_AT, SortOrder.ASC)]
+    if SortField.ID not in sort:
+        keys.append((SortField.ID, SortOrder.ASC))
+    return keys
+
+
+def sort_key(job: Job, field: SortField) -> tuple[bool, Any]:
+    """Return the key of ``job`` for ``field`` that puts a missing value before every other."""
+    value = getattr(job, field.value)
+    return value is not None, value
+
+
+def sort_jobs(jobs: Iterable[Job], sort: Mapping[SortField, SortOrder]) -> list[Job]:
+    """Return ``jobs`` sorted by ``sort`` as every store sorts them (see ``sort_order``)."""
+    ordered = list(jobs)
+    for field, order in reversed(sort_order(sort)):
+        ordered.sort(key=lambda job: sort_key(job, field), reverse=order is SortOrder.DESC)
+    return ordered
+
+
+def list_jobs(jobs: Iterable[Job], options: JobListOptions | Mapping[str, Any] | None) -> JobList:
+    """Answer ``find_many`` over jobs held in Python: filter, count, sort, then skip and take."""
+    parsed = parse_list_options(options)
+    skip, take = page_bounds(parsed)
+    found = [job for job in jobs if matches(job, parsed.filter, parsed.filter_operator)]
+    return JobList(items=sort_jobs(found, parsed.sort)[skip : skip + take], total_items=len(found))
