@@ -18,7 +18,9 @@ from adapter.celery import CeleryJobQueueStrategy
 from adapter.errors import (
     ConfigurationError,
     InvalidJobMessageError,
+    InvalidListOptionsError,
     InvalidQueueNameError,
+    JobCancelledError,
     JobDataError,
     JobFailedError,
     JobQueueError,
@@ -27,8 +29,10 @@ from adapter.errors import (
     StoreError,
 )
 from adapter.job import SETTLED_STATES, Job, JobState
+from adapter.listing import JobList, JobListOptions
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
+from adapter.subscribable import JobUpdate, SubscribableJob
 
 __all__ = [
     "SETTLED_STATES",
@@ -37,17 +41,23 @@ __all__ = [
     "ConfigurationError",
     "InspectableJobQueueStrategy",
     "InvalidJobMessageError",
+    "InvalidListOptionsError",
     "InvalidQueueNameError",
     "Job",
+    "JobCancelledError",
     "JobDataError",
     "JobFailedError",
+    "JobList",
+    "JobListOptions",
     "JobQueueError",
     "JobQueueStrategy",
     "JobState",
     "JobStore",
+    "JobUpdate",
     "ProcessNotImportableError",
     "PublishError",
     "StoreError",
+    "SubscribableJob",
     "constant_backoff",
     "exponential_backoff",
     "open_store",

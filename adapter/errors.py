@@ -33,6 +33,10 @@ class StoreError(JobQueueError):
     """Raised when the job store cannot be reached or refuses a write."""
 
 
+class JobCancelledError(JobQueueError):
+    """Raised inside a process by ``job.raise_if_cancelled()`` once its job was cancelled."""
+
+
 class JobFailedError(JobQueueError):
     """Raised (and recorded by Celery) when a job's final attempt fails."""
 

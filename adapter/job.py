@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic.alias_generators import to_camel
 
 from adapter.data import sanitize
-from adapter.errors import InvalidJobMessageError, InvalidQueueNameError
+from adapter.errors import InvalidJobMessageError, InvalidQueueNameError, JobCancelledError
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Job(BaseModel):
             return 0
         end = self.settled_at or utcnow()
         start = self.started_at or end
-        return int((end - start).total_seconds() * 1000)
+        return (end - start) // timedelta(milliseconds=1)
 
     def start(self) -> None:
         """Begin an attempt: RUNNING, ``attempts`` + 1; only from PENDING or RETRYING."""
@@ -168,6 +168,11 @@ class Job(BaseModel):
         """Settle as CANCELLED."""
         self.settled_at = utcnow()
         self.state = JobState.CANCELLED
+
+    def raise_if_cancelled(self) -> None:
+        """Raise JobCancelledError if the job was cancelled (call it between steps of work)."""
+        if self.state == JobState.CANCELLED:
+            raise JobCancelledError(f"job {self.id} was cancelled")
 
     def defer(self) -> None:
         """Send a RUNNING job back to PENDING with attempts reset, for another worker."""

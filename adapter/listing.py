@@ -34,7 +34,7 @@ from enum import StrEnum
 from operator import eq, ge, gt, le, lt, ne
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
@@ -80,12 +80,7 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _id_text(value: Any) -> Any:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 Moment = Annotated[datetime, AfterValidator(_utc)]
-JobId = Annotated[str, BeforeValidator(_id_text)]
 
 
 class _Options(BaseModel):
@@ -116,12 +111,14 @@ class StringOperators(_Options):
 
 
 class IdOperators(_Options):
-    """Vendure's IdOperators; integer ids are taken as their decimal text."""
+    """Vendure's IdOperators; numeric ids are taken as their decimal text."""
 
-    eq: JobId | None = None
-    not_eq: JobId | None = None
-    in_: list[JobId] | None = Field(default=None, alias="in")
-    not_in: list[JobId] | None = None
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    eq: str | None = None
+    not_eq: str | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
     is_null: bool | None = None
 
 
@@ -233,18 +230,19 @@ def parse_list_options(options: JobListOptions | Mapping[str, Any] | None) -> Jo
         raise InvalidListOptionsError(problems) from err
 
 
+#: What an unknown key is, by the key that holds it (an operator unless listed).
+_UNKNOWN = {"options": "option", "filter": "field", "between": "bound (use start and end)"}
+
+
 def _describe(error: ErrorDetails) -> str:
     loc = error["loc"]
+    if len(loc) > 1 and loc[0] == "sort" and isinstance(loc[1], str):
+        loc = ("sort", to_camel(loc[1]), *loc[2:])  # sort keys were made snake_case to validate
     if error["type"] == "extra_forbidden":
-        parent = loc[-2] if len(loc) > 1 else None
-        if parent is None:
-            what = "option"
-        elif parent == "filter" or isinstance(parent, int):
-            what = "field"
-        elif parent == "between":
-            what = "bound (use start and end)"
-        else:
-            what = "operator"
+        parent = loc[-2] if len(loc) > 1 else "options"
+        if parent == "filter" or isinstance(parent, int):
+            parent = "filter"
+        what = _UNKNOWN.get(parent, "operator")
         return f"{_path(loc)}: unknown {what}"
     if loc and loc[-1] == "[key]":
         return f"{_path(loc[:-1])}: unknown sort field"

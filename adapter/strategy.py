@@ -8,10 +8,12 @@ an ``async def`` coroutine function taking the Job and returning its result.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from adapter.job import Job
+from adapter.listing import JobList, JobListOptions
 
 ProcessFunction = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
 
@@ -39,8 +41,26 @@ class JobQueueStrategy(ABC):
 
 
 class InspectableJobQueueStrategy(JobQueueStrategy):
-    """A strategy whose jobs can be looked up after they were added."""
+    """A strategy whose jobs can be looked up, listed, cancelled and cleaned up."""
 
     @abstractmethod
     def find_one(self, job_id: str) -> Job | None:
         """Return the job as it is now, or None when no job has that id."""
+
+    @abstractmethod
+    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
+        """Return a page of jobs and the total before paging (Vendure's ``JobListOptions``)."""
+
+    @abstractmethod
+    def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
+        """Return the jobs with these ids that exist, in the order given."""
+
+    @abstractmethod
+    def remove_settled_jobs(
+        self, queue_names: Sequence[str] | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Delete settled jobs of ``queue_names`` (all if none) settled before ``older_than``."""
+
+    @abstractmethod
+    def cancel_job(self, job_id: str) -> Job | None:
+        """Cancel a job that has not settled; return it as it is now, or None if unknown."""

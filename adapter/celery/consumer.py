@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 #: How long ``start``/``stop`` wait for the consumer thread to apply a change, in seconds.
 APPLY_TIMEOUT_S = 15.0
+#: Longest the consumer's event loop sleeps before it sees a queue change or a stop request,
+#: in seconds (without a timer due, kombu's hub may otherwise wait up to 10 s).
+WAKE_INTERVAL_S = 0.25
 
 
 class ConsumerHandle:
@@ -32,6 +35,7 @@ class ConsumerHandle:
         self._registry = registry
         self._consumer: Any = None
         self._thread_id: int | None = None
+        self._wake_timer: Any = None
         self.ready = threading.Event()
 
     @property
@@ -58,11 +62,17 @@ class ConsumerHandle:
                 _add_queue(consumer, name)
 
         consumer.call_soon(consume_registered)
+        hub = getattr(consumer, "hub", None)
+        if hub is not None:
+            self._wake_timer = hub.call_repeatedly(WAKE_INTERVAL_S, _wake)
         self.ready.set()
 
     def unbind(self) -> None:
         """Forget the consumer when it stops."""
         self._consumer = None
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
         self.ready.clear()
 
     def add(self, queue_name: str) -> None:
@@ -92,6 +102,10 @@ class ConsumerHandle:
             logger.warning(
                 "the worker's consumer did not apply a queue change within %ss", APPLY_TIMEOUT_S
             )
+
+
+def _wake() -> None:
+    """Nothing: a due timer is what ends the event loop's wait."""
 
 
 def _add_queue(consumer: Any, queue_name: str) -> None:

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.worker import state as worker_state
 
 from adapter.celery.consumer import ConsumerHandle
 from adapter.celery.routing import celery_queue
@@ -89,8 +90,14 @@ class EmbeddedWorker:
             return
         self._worker = self._thread = None
         atexit.unregister(self.stop)
-        worker.stop(in_sighandler=False)
-        thread.join(STOP_TIMEOUT_S)
+        # The worker's own thread must shut it down: the broker connection is not thread-safe
+        # (py-amqp deadlocks when another thread cancels consumers while it reads). Celery's
+        # flag is process-wide; one embedded worker runs per process, so it is ours.
+        worker_state.should_stop = 0
+        try:
+            thread.join(STOP_TIMEOUT_S)
+        finally:
+            worker_state.should_stop = None
         if thread.is_alive():
             logger.warning("embedded worker still busy after %ss; leaving it", STOP_TIMEOUT_S)
 

@@ -13,22 +13,27 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import click
 from celery import Celery
 
 from adapter.backoff import BackoffStrategy, constant_backoff
+from adapter.cancellation import CancellationWatcher
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
-from adapter.celery.task import register_task
+from adapter.celery.task import JobRunner, register_task
 from adapter.data import ensure_json
 from adapter.errors import ConfigurationError, PublishError
 from adapter.job import Job, JobState, validate_queue_name
+from adapter.listing import JobList, JobListOptions
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
+from adapter.subscribable import SubscribableJob
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,13 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         app.steps["consumer"].add(queue_control_step(self._consumer))
-        self._task = register_task(app, self._registry, lambda: self.store, self.backoff_strategy)
+        runner = JobRunner(
+            registry=self._registry,
+            store=lambda: self.store,
+            backoff=self.backoff_strategy,
+            cancellations=CancellationWatcher(lambda: self.store),
+        )
+        self._task = register_task(app, runner)
 
     @property
     def store(self) -> JobStore:
@@ -87,7 +98,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._store = open_store(str(url))
         return self._store
 
-    def add(self, job: Job) -> Job:
+    def add(self, job: Job) -> SubscribableJob:
         validate_queue_name(job.queue_name)
         ensure_json(job.data)
         added = job.model_copy(
@@ -109,6 +120,10 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
                 task_id=added.id,
                 queue=celery_queue(added.queue_name),
                 headers={QUEUE_HEADER: added.queue_name},
+                # What Flower and `celery events` show as the arguments. Set here, it also
+                # spares Celery a repr of the whole job data on every add.
+                argsrepr=f"[job {added.id} on {added.queue_name!r}]",
+                kwargsrepr="{}",
             )
         except Exception as err:  # the broker's errors vary by transport
             assert added.id is not None
@@ -116,7 +131,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             raise PublishError(
                 f"could not publish job to queue {added.queue_name!r}: {err}"
             ) from err
-        return added
+        return SubscribableJob.wrap(added, self)
 
     def start(self, queue_name: str, process: ProcessFunction) -> None:
         validate_queue_name(queue_name)
@@ -139,8 +154,30 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._consumer.cancel(queue_name)
             logger.info("stopped queue %r", queue_name)
 
-    def find_one(self, job_id: str) -> Job | None:
-        return self.store.get(job_id)
+    def find_one(self, job_id: str) -> SubscribableJob | None:
+        found = self.store.get(job_id)
+        return None if found is None else SubscribableJob.wrap(found, self)
+
+    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
+        return self.store.find_many(options)
+
+    def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
+        return self.store.find_many_by_id(ids)
+
+    def remove_settled_jobs(
+        self, queue_names: Sequence[str] | None = None, older_than: datetime | None = None
+    ) -> int:
+        return self.store.remove_settled(queue_names, older_than)
+
+    def cancel_job(self, job_id: str) -> Job | None:
+        """Cancel a job: it never runs if not started, and a running process is told.
+
+        A settled job is left as it is (the returned job shows its settled state).
+        """
+        job = self.store.cancel(job_id)
+        if job is not None and job.state != JobState.CANCELLED:
+            logger.info("job %s is already %s; cancelling changed nothing", job_id, job.state)
+        return job
 
     def destroy(self) -> None:
         """Stop the embedded worker (running jobs finish) and close the store."""

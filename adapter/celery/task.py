@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
@@ -18,6 +19,7 @@ from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from adapter.backoff import BackoffStrategy
+from adapter.cancellation import CancellationWatcher
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import PROCESS_HEADER, QUEUE_HEADER, TASK_NAME, queue_name_of
 from adapter.data import ensure_json
@@ -32,13 +34,19 @@ logger = logging.getLogger(__name__)
 STORE_RETRY_DELAY_S = 5.0
 
 
-def register_task(
-    app: Celery,
-    registry: ProcessRegistry,
-    store: Callable[[], JobStore],
-    backoff: BackoffStrategy,
-) -> Task:
+@dataclass
+class JobRunner:
+    """What running a job needs: the process registry, the store, backoff, cancellation."""
+
+    registry: ProcessRegistry
+    store: Callable[[], JobStore]
+    backoff: BackoffStrategy
+    cancellations: CancellationWatcher
+
+
+def register_task(app: Celery, runner: JobRunner) -> Task:
     """Register ``adapter.run_job`` on ``app`` and return it."""
+    registry = runner.registry
 
     class JobRequest(Request):  # type: ignore[misc]
         """Tells the pool which process runs the job, as this (parent) process knows it.
@@ -56,7 +64,7 @@ def register_task(
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
-        return _run(task, wire_job, registry, store(), backoff)
+        return _run(task, wire_job, runner)
 
     return app.task(
         name=TASK_NAME,
@@ -70,34 +78,37 @@ def register_task(
     )(run_job)
 
 
-def _run(
-    task: Task, wire_job: Any, registry: ProcessRegistry, store: JobStore, backoff: BackoffStrategy
-) -> Any:
+def _run(task: Task, wire_job: Any, runner: JobRunner) -> Any:
     try:
         job = Job.from_wire(wire_job)
     except InvalidJobMessageError as err:
         logger.error("rejected message %s: %s", task.request.id, err)
         raise Reject(str(err), requeue=False) from err
-    process = registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
+    process = runner.registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
     if process is None:
         logger.info("job %s: queue %r is not run here; handing it back", job.id, job.queue_name)
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
+    store = runner.store()
     try:
         claimed = store.claim(job)
     except StoreError as err:
         logger.warning("job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S)
         raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
     if claimed is None:
-        logger.info("job %s is already settled; not running it", job.id)
+        logger.info("job %s is already settled (cancelled?); not running it", job.id)
         return None
-    return _attempt(task, claimed, process, store, backoff)
+    runner.cancellations.watch(claimed)
+    try:
+        _attempt(task, claimed, process, store, runner.backoff)
+    finally:
+        runner.cancellations.unwatch(claimed)
+    return None
 
 
 def _attempt(
     task: Task, job: Job, process: Callable[[Job], Any], store: JobStore, backoff: BackoffStrategy
-) -> Any:
-    job_id = job.id
-    assert job_id is not None
+) -> None:
+    job_id = job.id or ""
 
     def persist_progress(progressed: Job) -> None:
         store.set_progress(job_id, progressed.progress)
@@ -107,8 +118,12 @@ def _attempt(
         result = call_process(process, job)
         ensure_json(result, root="result")
     except Exception as err:  # a process may raise anything: it is a failed attempt
+        if job.state == JobState.CANCELLED:
+            logger.info("job %s stopped after it was cancelled: %s", job_id, err)
+            return
         job.fail(err)
-        _record(store, job)
+        if not _record(store, job):
+            return  # settled meanwhile (cancelled): no retry
         if job.state == JobState.RETRYING:
             delay_ms = backoff(job.queue_name, job.attempts, job)
             raise task.retry(
@@ -118,13 +133,15 @@ def _attempt(
             f"job {job_id} on {job.queue_name!r} failed after {job.attempts} "
             f"attempt(s): {job.error}"
         ) from (None if isinstance(err, JobDataError) else err)
+    if job.state == JobState.CANCELLED:
+        logger.info("job %s finished after it was cancelled; it stays CANCELLED", job_id)
+        return
     job.complete(result)
     _record(store, job)
-    return None
 
 
-def _record(store: JobStore, job: Job) -> None:
-    if not store.update(job):
-        logger.info(
-            "job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state
-        )
+def _record(store: JobStore, job: Job) -> bool:
+    if store.update(job):
+        return True
+    logger.info("job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state)
+    return False

@@ -13,7 +13,7 @@ def open_store(url: str) -> JobStore:
     if not url:
         raise ConfigurationError("the job store URL is empty; set ADAPTER_STORE_URL")
     scheme = url.split(":", 1)[0].split("+", 1)[0]
-    if scheme in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
+    if scheme in {"sqlite", "postgresql", "postgres"}:
         from adapter.store.sql import SqlJobStore
 
         return SqlJobStore(url)

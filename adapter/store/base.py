@@ -51,6 +51,14 @@ class JobStore(ABC):
         """Write every mutable field of an unsettled job; False when it is settled or unknown."""
 
     @abstractmethod
+    def cancel(self, job_id: str) -> Job | None:
+        """Settle an unsettled job as CANCELLED; return the job as stored now, or None."""
+
+    @abstractmethod
+    def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
+        """Return which of ``job_ids`` are CANCELLED now."""
+
+    @abstractmethod
     def delete(self, job_id: str) -> None:
         """Remove a job, used to undo ``insert`` when publishing it failed."""
 

@@ -116,68 +116,68 @@ class SqlJobStore(JobStore):
                 f"job store schema version is {found}, this adapter needs {SCHEMA_VERSION}"
             )
 
-    def _run(self, statement: Any) -> Any:
+    def _run(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
         try:
             with self._connect().begin() as conn:
-                return conn.execute(statement)
+                return conn.execute(statement, params)
         except sa.exc.OperationalError as err:
             raise StoreError(f"job store {self.url} failed: {err.orig}") from err
 
     def insert(self, job: Job) -> None:
         try:
-            self._run(jobs.insert().values(**_row(job)))
+            self._run(_INSERT, _row(job))
         except sa.exc.IntegrityError as err:
             raise StoreError(f"a job with id {job.id!r} already exists") from err
 
     def get(self, job_id: str) -> Job | None:
-        row = self._run(jobs.select().where(jobs.c.id == job_id)).first()
+        row = self._run(_GET, {"job_id": job_id}).first()
         return None if row is None else _job(row)
 
     def claim(self, job: Job) -> Job | None:
-        assert job.id is not None
-        now = _naive(utcnow())
-        start = (
-            jobs.update()
-            .where(jobs.c.id == job.id, _unsettled)
-            .values(
-                state=JobState.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
-                started_at=now,
-                updated_at=now,
-            )
-        )
+        params = {"job_id": job.id, "now": _naive(utcnow())}
         try:
             with self._connect().begin() as conn:
-                if conn.execute(start).rowcount == 0:
-                    if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job.id)).first():
+                row = conn.execute(_CLAIM, params).first()
+                if row is None:
+                    if conn.execute(_EXISTS, params).first():
                         return None  # settled: cancelled, or finished by another delivery
                     logger.warning("job %s was not in the store; recording it now", job.id)
-                    conn.execute(jobs.insert().values(**_row(job)))
-                    if conn.execute(start).rowcount == 0:
-                        return None
-                row = conn.execute(jobs.select().where(jobs.c.id == job.id)).first()
+                    conn.execute(_INSERT, _row(job))
+                    row = conn.execute(_CLAIM, params).first()
         except sa.exc.IntegrityError:
             return self.claim(job)  # another worker recorded it first; claim that record
         except sa.exc.OperationalError as err:
             raise StoreError(f"job store {self.url} failed: {err.orig}") from err
-        return _job(row)
+        return None if row is None else _job(row)
 
     def set_progress(self, job_id: str, progress: float) -> bool:
-        statement = (
-            jobs.update()
-            .where(jobs.c.id == job_id, _unsettled)
-            .values(progress=progress, updated_at=_naive(utcnow()))
-        )
-        return bool(self._run(statement).rowcount)
+        params = {"job_id": job_id, "progress": progress, "now": _naive(utcnow())}
+        return bool(self._run(_SET_PROGRESS, params).rowcount)
 
     def update(self, job: Job) -> bool:
-        values = _row(job)
-        del values["id"], values["created_at"]
-        statement = jobs.update().where(jobs.c.id == job.id, _unsettled).values(**values)
-        return bool(self._run(statement).rowcount)
+        row = _row(job)
+        params = {f"new_{name}": row[name] for name in _MUTABLE}
+        params["job_id"] = job.id
+        return bool(self._run(_UPDATE, params).rowcount)
+
+    def cancel(self, job_id: str) -> Job | None:
+        params = {"job_id": job_id, "now": _naive(utcnow())}
+        try:
+            with self._connect().begin() as conn:
+                conn.execute(_CANCEL, params)
+                row = conn.execute(_GET, params).first()
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+        return None if row is None else _job(row)
+
+    def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
+        statement = sa.select(jobs.c.id).where(
+            jobs.c.id.in_(list(job_ids)), jobs.c.state == JobState.CANCELLED.value
+        )
+        return {row.id for row in self._run(statement)}
 
     def delete(self, job_id: str) -> None:
-        self._run(jobs.delete().where(jobs.c.id == job_id))
+        self._run(_DELETE, {"job_id": job_id})
 
     def close(self) -> None:
         if self._engine is not None:
@@ -216,6 +216,53 @@ class SqlJobStore(JobStore):
         if queue_names:
             statement = statement.where(jobs.c.queue_name.in_(list(queue_names)))
         return int(self._run(statement).rowcount)
+
+
+_job_id: sa.BindParameter[str] = sa.bindparam("job_id")
+_now: sa.BindParameter[datetime] = sa.bindparam("now")
+_unsettled_job = sa.and_(jobs.c.id == _job_id, _unsettled)
+#: Columns a worker may change; ``update`` writes them all, guarded by ``settled_at IS NULL``.
+_MUTABLE = (
+    "state",
+    "progress",
+    "result",
+    "error",
+    "retries",
+    "attempts",
+    "started_at",
+    "settled_at",
+    "updated_at",
+    "is_settled",
+)
+# Statements are built once: building them per call cost more than running them on SQLite.
+_INSERT = jobs.insert()
+_GET = jobs.select().where(jobs.c.id == _job_id)
+_EXISTS = sa.select(jobs.c.id).where(jobs.c.id == _job_id)
+_DELETE = jobs.delete().where(jobs.c.id == _job_id)
+_CLAIM = (
+    jobs.update()
+    .where(_unsettled_job)
+    .values(
+        state=JobState.RUNNING.value,
+        attempts=jobs.c.attempts + 1,
+        started_at=_now,
+        updated_at=_now,
+    )
+    .returning(*jobs.c)
+)
+_SET_PROGRESS = (
+    jobs.update().where(_unsettled_job).values(progress=sa.bindparam("progress"), updated_at=_now)
+)
+_UPDATE = (
+    jobs.update()
+    .where(_unsettled_job)
+    .values({name: sa.bindparam(f"new_{name}") for name in _MUTABLE})
+)
+_CANCEL = (
+    jobs.update()
+    .where(_unsettled_job)
+    .values(state=JobState.CANCELLED.value, settled_at=_now, updated_at=_now, is_settled=True)
+)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

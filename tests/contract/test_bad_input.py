@@ -1,0 +1,81 @@
+"""Bad input gets a clear error naming the problem; nothing is published, stored or lost."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from adapter import CeleryJobQueueStrategy, Job, JobDataError, JobState
+from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from tests.support import wait_settled
+
+
+def messages_waiting(strategy: CeleryJobQueueStrategy, queue_name: str) -> int:
+    """Return how many messages wait in the celery queue of ``queue_name`` (0 if none exists)."""
+    with strategy.app.connection_for_write() as connection:
+        try:
+            declared = connection.default_channel.queue_declare(
+                celery_queue(queue_name), passive=True
+            )
+        except Exception:
+            return 0
+        return int(declared.message_count)
+
+
+class Unserializable:
+    """An object with no JSON form."""
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"order": {"lines": [1, {2, 3}]}}, "data.order.lines[1] is a set"),
+        ({"blob": b"\x00"}, "data.blob is a bytes"),
+        ({"price": float("nan")}, "data.price is nan"),
+        ({"thing": Unserializable()}, "data.thing is a Unserializable"),
+    ],
+)
+def test_unserializable_data_is_refused_naming_its_key_path(
+    strategy: CeleryJobQueueStrategy, queue: str, data: Any, message: str
+) -> None:
+    with pytest.raises(JobDataError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        strategy.add(Job(queue_name=queue, data=data))
+    assert messages_waiting(strategy, queue) == 0
+    assert strategy.store.find_many({"filter": {"queueName": {"eq": queue}}}).total_items == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("not a job", "a job message must be a JSON object, got str"),
+        (None, "a job message must be a JSON object, got NoneType"),
+        ({"data": 1}, "queueName: Field required"),
+        ({"queueName": "x", "data": 1}, "it has no id"),
+        ({"id": "x", "queueName": "x", "state": "SLEEPING"}, "state: Input should be"),
+    ],
+)
+def test_malformed_message_is_rejected_with_a_logged_reason_and_the_worker_goes_on(
+    strategy: CeleryJobQueueStrategy,
+    queue: str,
+    run: Any,
+    caplog: pytest.LogCaptureFixture,
+    payload: Any,
+    reason: str,
+) -> None:
+    seen: list[Any] = []
+    strategy.app.send_task(
+        TASK_NAME,
+        args=[payload] if payload is not None else [],
+        queue=celery_queue(queue),
+        headers={QUEUE_HEADER: queue},
+    )
+    valid = strategy.add(Job(queue_name=queue, data="valid"))
+    with caplog.at_level(logging.INFO):
+        run(queue, lambda job: seen.append(job.data))
+        assert wait_settled(strategy, valid).state == JobState.COMPLETED
+    assert seen == ["valid"]
+    rejections = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
+    assert len(rejections) == 1 and reason in rejections[0]
+    assert messages_waiting(strategy, queue) == 0
