@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -174,10 +176,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
         A settled job is left as it is (the returned job shows its settled state).
         """
-        job = self.store.cancel(job_id)
-        if job is not None and job.state != JobState.CANCELLED:
-            logger.info("job %s is already %s; cancelling changed nothing", job_id, job.state)
-        return job
+        before = self.store.get(job_id)
+        if before is not None and before.is_settled:
+            logger.info("job %s is already %s; cancelling changed nothing", job_id, before.state)
+        if before is None or before.is_settled:
+            return before
+        return self.store.cancel(job_id)
 
     def destroy(self) -> None:
         """Stop the embedded worker (running jobs finish) and close the store."""
@@ -188,7 +192,20 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     def _runs_embedded_worker(self) -> bool:
         if self._embedded_wanted is not None:
             return self._embedded_wanted
-        return not _inside_celery_cli()
+        return not _no_embedded_worker.get() and not _inside_celery_cli()
+
+
+_no_embedded_worker: ContextVar[bool] = ContextVar("no_embedded_worker", default=False)
+
+
+@contextmanager
+def no_embedded_worker() -> Iterator[None]:
+    """Within this block ``start`` never runs an embedded worker (the operator CLI's imports)."""
+    token = _no_embedded_worker.set(True)
+    try:
+        yield
+    finally:
+        _no_embedded_worker.reset(token)
 
 
 def _inside_celery_cli() -> bool:

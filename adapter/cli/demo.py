@@ -1,40 +1,18 @@
-"""The ``jobqueue`` command line: parse, call the library, print.
-
-jobqueue demo [--data-dir DIR]   run example jobs on the embedded default, live
-"""
+"""``jobqueue demo``: example jobs on the embedded default, drawn live, then a summary."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-import tempfile
 import time
-from collections.abc import Sequence
 from typing import TextIO
 
+from adapter.cli.render import progress_bar
 from adapter.demo import DemoRun, count_states
 from adapter.job import Job, JobState
 
 #: Seconds between two redraws of the live view.
 REFRESH_S = 0.2
-#: Characters in a progress bar.
-BAR_WIDTH = 20
 #: Longest the demo waits for its jobs, in seconds.
 DEMO_TIMEOUT_S = 120
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code."""
-    parser = argparse.ArgumentParser(prog="jobqueue", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run example jobs on the embedded default, live")
-    demo.add_argument(
-        "--data-dir", help="where the broker and store files go (default: a new temp dir)"
-    )
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args.data_dir or tempfile.mkdtemp(prefix="jobqueue-demo-"), sys.stdout)
-    return 2
 
 
 def run_demo(data_dir: str, out: TextIO) -> int:
@@ -71,12 +49,11 @@ def _draw(out: TextIO, jobs: list[Job], drawn: int) -> int:
 
 
 def _job_line(job: Job) -> str:
-    filled = int(BAR_WIDTH * job.progress / 100)
-    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    bar = progress_bar(job.progress)
     outcome = job.error if job.state in (JobState.FAILED, JobState.RETRYING) else job.result
     detail = "" if outcome is None else f"  {outcome}"
     return (
-        f"{job.queue_name:<16} {(job.id or '')[:8]}  {job.state.value:<9} [{bar}] "
+        f"{job.queue_name:<16} {(job.id or '')[:8]}  {job.state.value:<9} {bar} "
         f"{job.progress:>3.0f}%  attempt {job.attempts}/{job.retries + 1}{detail}"[:140]
     )
 
@@ -91,7 +68,3 @@ def _summary(out: TextIO, jobs: list[Job]) -> None:
             f"  {job.queue_name:<16} {job.state.value:<9} "
             f"attempts {job.attempts}  {job.duration} ms\n"
         )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

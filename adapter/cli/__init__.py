@@ -1,0 +1,112 @@
+"""The ``jobqueue`` command line: parse, call the library, print.
+
+    jobqueue demo                      example jobs on the embedded default, live
+    jobqueue add QUEUE JSON            add a job          [--retries N]
+    jobqueue list                      list jobs          [--queue Q]... [--state S]... [--take N]
+                                                          [--skip N] [--sort FIELD[:asc|desc]]
+    jobqueue show ID                   one job, every field
+    jobqueue cancel ID                 cancel a job that has not settled
+    jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
+    jobqueue watch ID                  live progress until the job settles (exit code: its state)
+
+``--app MODULE[:ATTR]`` uses the strategy your module builds (its broker and store); without it
+the strategy is built from ``celeryconfig`` (ADAPTER_BROKER_URL, ADAPTER_STORE_URL). ``--json``
+prints JSON for scripts. Errors print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from adapter.celery import CeleryJobQueueStrategy
+from adapter.celery.app import create_app
+from adapter.celery.strategy import no_embedded_worker
+from adapter.cli import commands
+from adapter.cli.demo import run_demo
+from adapter.errors import JobQueueError
+
+Command = Callable[[argparse.Namespace, CeleryJobQueueStrategy, TextIO], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return run_demo(args.data_dir or tempfile.mkdtemp(prefix="jobqueue-demo-"), sys.stdout)
+    command: Command = args.run
+    try:
+        with no_embedded_worker():
+            strategy = load_strategy(args.app)
+            try:
+                return command(args, strategy, sys.stdout)
+            finally:
+                strategy.destroy()
+    except (JobQueueError, ValueError) as err:
+        return commands.fail(str(err))
+    except KeyboardInterrupt:
+        return 130
+
+
+def load_strategy(app: str | None) -> CeleryJobQueueStrategy:
+    """Return the strategy of ``module[:attribute]``, or one built from ``celeryconfig``."""
+    if not app:
+        return CeleryJobQueueStrategy(create_app("jobqueue"), embedded_worker=False)
+    module_name, _, attribute = app.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise JobQueueError(f"cannot import {module_name!r}: {err}") from err
+    if attribute:
+        found = getattr(module, attribute, None)
+        if isinstance(found, CeleryJobQueueStrategy):
+            return found
+        raise JobQueueError(f"{app} is not a CeleryJobQueueStrategy")
+    for value in vars(module).values():
+        if isinstance(value, CeleryJobQueueStrategy):
+            return value
+    raise JobQueueError(f"module {module_name!r} has no CeleryJobQueueStrategy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--app", help="MODULE[:ATTR] whose CeleryJobQueueStrategy to use")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    parser = argparse.ArgumentParser(prog="jobqueue", description="Vendure-style jobs on Celery.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="example jobs on the embedded default, live")
+    demo.add_argument("--data-dir", help="folder for broker and store files (default: a new one)")
+    add = sub.add_parser("add", parents=[common], help="add a job")
+    add.add_argument("queue")
+    add.add_argument("data", help="the job data as JSON")
+    add.add_argument("--retries", type=int, default=0)
+    add.set_defaults(run=commands.add)
+    listing = sub.add_parser("list", parents=[common], help="list jobs")
+    listing.add_argument("--queue", action="append", help="only this queue (repeatable)")
+    listing.add_argument("--state", action="append", help="only this state (repeatable)")
+    listing.add_argument("--take", type=int, default=20)
+    listing.add_argument("--skip", type=int, default=0)
+    listing.add_argument("--sort", default="createdAt:desc", help="FIELD[:asc|desc]")
+    listing.set_defaults(run=commands.list_jobs)
+    for name, run, text in [
+        ("show", commands.show, "one job, every field"),
+        ("cancel", commands.cancel, "cancel a job that has not settled"),
+        ("watch", commands.watch, "live progress until the job settles"),
+    ]:
+        one = sub.add_parser(name, parents=[common], help=text)
+        one.add_argument("id")
+        one.set_defaults(run=run)
+    sub.choices["watch"].add_argument("--interval", type=float, default=0.2)
+    clean = sub.add_parser("clean", parents=[common], help="remove settled jobs")
+    clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
+    clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")
+    clean.set_defaults(run=commands.clean)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The operator commands: each takes parsed arguments and a strategy, prints, returns an exit code.
+
+Exit codes: 0 success; 1 a job or operation problem (unknown id, failed job, nothing changed);
+``watch`` exits 0 for COMPLETED, 1 for FAILED, 3 for CANCELLED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TextIO
+
+from adapter.celery import CeleryJobQueueStrategy
+from adapter.cli.render import (
+    JOB_HEADERS,
+    dumps,
+    job_details,
+    job_json,
+    job_rows,
+    parse_duration,
+    progress_bar,
+    table,
+)
+from adapter.errors import JobQueueError
+from adapter.job import Job, JobState, utcnow
+
+#: ``watch`` exit code per final state.
+WATCH_EXIT = {JobState.COMPLETED: 0, JobState.FAILED: 1, JobState.CANCELLED: 3}
+
+
+def add(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``add QUEUE JSON [--retries N]``: add one job and print it."""
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as err:
+        raise JobQueueError(f"job data is not valid JSON: {err}") from err
+    job = strategy.add(Job(queue_name=args.queue, data=data, retries=args.retries))
+    out.write(dumps(job_json(job)) if args.json else f"added job {job.id} to {job.queue_name}")
+    out.write("\n")
+    return 0
+
+
+def list_jobs(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``list``: a page of jobs, filtered and sorted."""
+    options: dict[str, object] = {"take": args.take, "skip": args.skip}
+    filters: dict[str, object] = {}
+    if args.queue:
+        filters["queueName"] = {"in": args.queue}
+    if args.state:
+        filters["state"] = {"in": [state.upper() for state in args.state]}
+    if filters:
+        options["filter"] = filters
+    field, _, order = args.sort.partition(":")
+    options["sort"] = {field: (order or "desc").upper()}
+    page = strategy.find_many(options)
+    if args.json:
+        out.write(
+            dumps({"items": [job_json(j) for j in page.items], "totalItems": page.total_items})
+        )
+    else:
+        out.write(table(JOB_HEADERS, job_rows(page.items)))
+        out.write(f"\n{len(page.items)} of {page.total_items} job(s)")
+    out.write("\n")
+    return 0
+
+
+def show(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``show ID``: every field of one job."""
+    job = strategy.find_one(args.id)
+    if job is None:
+        raise JobQueueError(f"no job with id {args.id}")
+    out.write((dumps(job_json(job)) if args.json else job_details(job)) + "\n")
+    return 0
+
+
+def cancel(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``cancel ID``: cancel a job that has not settled."""
+    before = strategy.find_one(args.id)
+    job = None if before is None else strategy.cancel_job(args.id)
+    if before is None or job is None:
+        raise JobQueueError(f"no job with id {args.id}")
+    changed = not before.is_settled and job.state == JobState.CANCELLED
+    if args.json:
+        out.write(dumps({**job_json(job), "cancelled": changed}) + "\n")
+    elif changed:
+        out.write(f"cancelled job {job.id}\n")
+    else:
+        out.write(f"job {job.id} is already {job.state.value}; nothing changed\n")
+    return 0 if changed else 1
+
+
+def clean(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``clean``: remove settled jobs, optionally only of some queues or older than a duration."""
+    try:
+        older_than = utcnow() - parse_duration(args.older_than) if args.older_than else None
+    except ValueError as err:
+        raise JobQueueError(str(err)) from err
+    removed = strategy.remove_settled_jobs(args.queue or None, older_than)
+    out.write(dumps({"removed": removed}) if args.json else f"removed {removed} settled job(s)")
+    out.write("\n")
+    return 0
+
+
+def watch(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``watch ID``: a live progress bar until the job settles; the exit code says how."""
+    job = strategy.find_one(args.id)
+    if job is None:
+        raise JobQueueError(f"no job with id {args.id}")
+    live = out.isatty() and not args.json
+    final = job.model_copy()
+    for update in job.updates(poll_interval=args.interval, error_on_fail=False):
+        final = job.model_copy(update=update.model_dump(exclude={"id", "data"}))
+        if args.json:
+            out.write(json.dumps(update.model_dump(mode="json")) + "\n")
+        else:
+            bar = progress_bar(update.progress)
+            line = f"{job.id}  {update.state.value:<9} {bar} {update.progress:>3.0f}%"
+            out.write(("\r\x1b[2K" + line) if live else line + "\n")
+        out.flush()
+    if live:
+        out.write("\n")
+    outcome = final.error if final.state == JobState.FAILED else final.result
+    if not args.json:
+        out.write(f"{final.state.value}: {outcome}\n")
+    return WATCH_EXIT.get(final.state, 1)
+
+
+def fail(message: str) -> int:
+    """Print a one-line error and return exit code 1."""
+    sys.stderr.write(f"jobqueue: {message}\n")
+    return 1

@@ -1,0 +1,225 @@
+"""How the Redis job store lays out its data: key names, job hash fields, and index plans.
+
+The Lua scripts of ``adapter.store.redis_scripts`` spell the same key names; this module is
+where Python reads and writes them. ``plan_index`` turns a list query into the sorted sets that
+hold its candidates, and says whether those sets answer the filter exactly (then
+``find_many`` pages them by rank without reading a single job).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from adapter.job import SETTLED_STATES, Job, JobState
+from adapter.listing import (
+    Condition,
+    JobFilter,
+    JobListOptions,
+    LogicalOperator,
+    condition_tree,
+    matches,
+)
+
+#: Start of the epoch in which times are stored, as integer microseconds.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Hash fields a worker may change; ``update`` writes them all (as the SQL store's columns).
+MUTABLE_FIELDS = (
+    "state",
+    "progress",
+    "result",
+    "error",
+    "retries",
+    "attempts",
+    "started_at",
+    "settled_at",
+    "updated_at",
+)
+#: Filter fields the sorted-set indexes can answer.
+_INDEXED_FIELDS = frozenset({"queue_name", "state", "is_settled"})
+
+
+def micros(value: datetime) -> int:
+    """Return ``value`` as whole microseconds since 1970 UTC; a naive time is UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: str | int) -> datetime:
+    """Return the timezone-aware UTC time stored as microseconds since 1970."""
+    return EPOCH + timedelta(microseconds=int(value))
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """The key names under one prefix (see the key layout in ``adapter.store.redis``)."""
+
+    prefix: str
+
+    @property
+    def schema(self) -> str:
+        """String holding the layout version."""
+        return f"{self.prefix}:schema"
+
+    @property
+    def queues(self) -> str:
+        """Set of the queue names that have jobs."""
+        return f"{self.prefix}:queues"
+
+    @property
+    def all(self) -> str:
+        """Sorted set of every job, scored by creation time."""
+        return f"{self.prefix}:idx:all"
+
+    @property
+    def settled(self) -> str:
+        """Sorted set of the settled jobs, scored by settlement time."""
+        return f"{self.prefix}:idx:settled"
+
+    @property
+    def unstamped(self) -> str:
+        """Set of the jobs in a settled state without a settlement time (so not settled)."""
+        return f"{self.prefix}:idx:unstamped"
+
+    def job(self, job_id: str) -> str:
+        """Hash of one job."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def queue(self, queue_name: str) -> str:
+        """Sorted set of one queue's jobs, scored by creation time."""
+        return f"{self.prefix}:idx:queue:{queue_name}"
+
+    def state(self, state: str) -> str:
+        """Sorted set of the jobs in one state, scored by creation time."""
+        return f"{self.prefix}:idx:state:{state}"
+
+    def state_queue(self, state: str, queue_name: str) -> str:
+        """Sorted set of one queue's jobs in one state, scored by creation time."""
+        return f"{self.prefix}:idx:state:{state}:queue:{queue_name}"
+
+    def settled_queue(self, queue_name: str) -> str:
+        """Sorted set of one queue's settled jobs, scored by settlement time."""
+        return f"{self.prefix}:idx:settled:queue:{queue_name}"
+
+    def scratch(self) -> str:
+        """A fresh key for a union that lives only while one script runs."""
+        return f"{self.prefix}:tmp:{uuid.uuid4().hex}"
+
+
+def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
+    """Return the hash fields of ``job``; a missing field means None (error and times)."""
+    fields = {
+        "id": str(job.id),
+        "queue_name": job.queue_name,
+        "data": json.dumps(job.data),
+        "state": job.state.value,
+        "progress": repr(float(job.progress)),
+        "result": json.dumps(job.result),
+        "retries": str(job.retries),
+        "attempts": str(job.attempts),
+        "created_at": str(micros(job.created_at)),
+        "updated_at": str(micros(updated_at)),
+    }
+    if job.error is not None:
+        fields["error"] = str(job.error)
+    for name, value in (("started_at", job.started_at), ("settled_at", job.settled_at)):
+        if value is not None:
+            fields[name] = str(micros(value))
+    return fields
+
+
+def job_from_hash(fields: Mapping[str, str]) -> Job:
+    """Return a fresh Job from its hash fields."""
+    progress = float(fields["progress"])
+    started, settled = fields.get("started_at"), fields.get("settled_at")
+    return Job.model_construct(
+        id=fields["id"],
+        queue_name=fields["queue_name"],
+        data=json.loads(fields["data"]),
+        state=JobState(fields["state"]),
+        progress=int(progress) if progress.is_integer() else progress,
+        result=json.loads(fields["result"]),
+        error=fields.get("error"),
+        retries=int(fields["retries"]),
+        attempts=int(fields["attempts"]),
+        created_at=from_micros(fields["created_at"]),
+        started_at=None if started is None else from_micros(started),
+        settled_at=None if settled is None else from_micros(settled),
+    )
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """The sorted sets (disjoint, scored by creation time) that hold every candidate job."""
+
+    keys: list[str]
+    #: True when the union of ``keys`` is exactly the jobs that match the filter.
+    exact: bool
+
+
+def plan_index(
+    options: JobListOptions,
+    keys: RedisKeys,
+    queue_names: Callable[[], Collection[str]],
+    has_unstamped: Callable[[], bool],
+) -> IndexPlan:
+    """Return the narrowest indexes for the filter of ``options``.
+
+    Only top-level conditions that must all hold narrow the search: those on ``queue_name``
+    (tested against ``queue_names()``, the queues that have jobs), and on ``state`` and
+    ``is_settled`` (tested against the six states). ``is_settled`` follows from the state
+    unless ``has_unstamped()``: a job in a settled state without ``settled_at`` is not settled.
+    """
+    tree = condition_tree(options.filter, options.filter_operator)
+    if tree.operator is LogicalOperator.OR and len(tree.conditions) > 1:
+        return IndexPlan([keys.all], exact=False)
+    narrowing = [
+        node
+        for node in tree.conditions
+        if isinstance(node, Condition) and node.field in _INDEXED_FIELDS
+    ]
+    indexed = {node.field for node in narrowing}
+    exact = len(narrowing) == len(tree.conditions)
+    top = options.filter or JobFilter()
+    queues: list[str] | None = None
+    if "queue_name" in indexed:
+        only_queue = JobFilter(queue_name=top.queue_name)
+        queues = sorted(
+            name
+            for name in queue_names()
+            if matches(Job.model_construct(queue_name=name), only_queue)
+        )
+    states: list[str] | None = None
+    if indexed & {"state", "is_settled"}:
+        loose = "is_settled" in indexed and has_unstamped()
+        exact = exact and not loose
+        states = _states(JobFilter(state=top.state, is_settled=top.is_settled), loose)
+    if queues is None and states is None:
+        return IndexPlan([keys.all], exact)
+    if states is None:
+        return IndexPlan([keys.queue(name) for name in queues or ()], exact)
+    if queues is None:
+        return IndexPlan([keys.state(state) for state in states], exact)
+    return IndexPlan([keys.state_queue(s, q) for s in states for q in queues], exact)
+
+
+def _states(state_filter: JobFilter, loose: bool) -> list[str]:
+    """Return the states a job passing ``state_filter`` can be in.
+
+    A job in a settled state is settled when it has ``settled_at``; ``loose`` also counts those
+    without it, so the answer holds even when such jobs exist.
+    """
+    found = []
+    for state in JobState:
+        settled = state in SETTLED_STATES
+        stamps = (EPOCH, None) if loose and settled else (EPOCH if settled else None,)
+        if any(
+            matches(Job.model_construct(queue_name="", state=state, settled_at=stamp), state_filter)
+            for stamp in stamps
+        ):
+            found.append(state.value)
+    return found

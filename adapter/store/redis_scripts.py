@@ -1,0 +1,246 @@
+"""The Redis job store's Lua scripts: every write that changes a job, atomic and guarded.
+
+Each script keeps a job's hash and its index entries in step (the key layout is in
+``adapter.store.redis`` and ``adapter.store.redis_layout``). The guard of the SQL store,
+``settled_at IS NULL``, is ``HEXISTS settled_at == 0`` here: a settled job is never overwritten.
+Scripts build key names from the prefix, so they run on one Redis server (not Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from redis.commands.core import Script
+
+#: Functions every script shares: put a job into its indexes, take it out of them.
+_COMMON = """
+local FINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
+
+-- Index job `id` by its hash now; `old` is the state it is indexed under, false if none yet.
+local function place(p, id, old)
+  local f = redis.call('HMGET', p .. ':job:' .. id, 'queue_name', 'state', 'created_at',
+    'settled_at')
+  local queue, state, created, settled = f[1], f[2], f[3], f[4]
+  if old ~= state then
+    if old then
+      redis.call('ZREM', p .. ':idx:state:' .. old, id)
+      redis.call('ZREM', p .. ':idx:state:' .. old .. ':queue:' .. queue, id)
+    end
+    redis.call('ZADD', p .. ':idx:state:' .. state, created, id)
+    redis.call('ZADD', p .. ':idx:state:' .. state .. ':queue:' .. queue, created, id)
+  end
+  if FINAL[state] and settled then
+    redis.call('ZADD', p .. ':idx:settled', settled, id)
+    redis.call('ZADD', p .. ':idx:settled:queue:' .. queue, settled, id)
+    redis.call('SREM', p .. ':idx:unstamped', id)
+  else
+    redis.call('ZREM', p .. ':idx:settled', id)
+    redis.call('ZREM', p .. ':idx:settled:queue:' .. queue, id)
+    if FINAL[state] then
+      redis.call('SADD', p .. ':idx:unstamped', id)
+    else
+      redis.call('SREM', p .. ':idx:unstamped', id)
+    end
+  end
+end
+
+-- Store a new job from the field/value pairs ARGV[from..] and index it.
+local function add(p, id, from)
+  local key = p .. ':job:' .. id
+  redis.call('HSET', key, unpack(ARGV, from))
+  local f = redis.call('HMGET', key, 'queue_name', 'created_at')
+  redis.call('ZADD', p .. ':idx:all', f[2], id)
+  redis.call('ZADD', p .. ':idx:queue:' .. f[1], f[2], id)
+  redis.call('SADD', p .. ':queues', f[1])
+  place(p, id, false)
+end
+
+-- Delete job `id` and every index entry of it; forget its queue once that has no jobs.
+local function remove(p, id)
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'queue_name', 'state')
+  local queue, state = f[1], f[2]
+  redis.call('DEL', key)
+  redis.call('ZREM', p .. ':idx:all', id)
+  redis.call('ZREM', p .. ':idx:settled', id)
+  redis.call('SREM', p .. ':idx:unstamped', id)
+  if not queue then
+    return 0
+  end
+  redis.call('ZREM', p .. ':idx:queue:' .. queue, id)
+  redis.call('ZREM', p .. ':idx:settled:queue:' .. queue, id)
+  redis.call('ZREM', p .. ':idx:state:' .. state, id)
+  redis.call('ZREM', p .. ':idx:state:' .. state .. ':queue:' .. queue, id)
+  if redis.call('ZCARD', p .. ':idx:queue:' .. queue) == 0 then
+    redis.call('SREM', p .. ':queues', queue)
+  end
+  return 1
+end
+
+local function unsettled(key)
+  return redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'settled_at') == 0
+end
+"""
+
+#: ARGV: prefix, id, field, value, ...  Returns 1, or 0 when the id is taken.
+INSERT = """
+local p, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. ':job:' .. id) == 1 then
+  return 0
+end
+add(p, id, 3)
+return 1
+"""
+
+#: ARGV: prefix, id, now, then the job's field/value pairs (recorded if the job is missing).
+#: Returns {1 if it was recorded, the job's fields after the claim or {} when settled}.
+CLAIM = """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local key = p .. ':job:' .. id
+local recorded = 0
+if redis.call('EXISTS', key) == 0 then
+  add(p, id, 4)
+  recorded = 1
+end
+if not unsettled(key) then
+  return {recorded, {}}
+end
+local old = redis.call('HGET', key, 'state')
+redis.call('HSET', key, 'state', 'RUNNING', 'started_at', now, 'updated_at', now)
+redis.call('HINCRBY', key, 'attempts', 1)
+place(p, id, old)
+return {recorded, redis.call('HGETALL', key)}
+"""
+
+#: ARGV: prefix, id, n, n field/value arguments to set, then the fields to delete. Returns 1/0.
+UPDATE = """
+local p, id, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local key = p .. ':job:' .. id
+if not unsettled(key) then
+  return 0
+end
+local old = redis.call('HGET', key, 'state')
+redis.call('HSET', key, unpack(ARGV, 4, 3 + n))
+if #ARGV > 3 + n then
+  redis.call('HDEL', key, unpack(ARGV, 4 + n))
+end
+place(p, id, old)
+return 1
+"""
+
+#: ARGV: prefix, id, progress, now. Returns 1/0.
+SET_PROGRESS = """
+local key = ARGV[1] .. ':job:' .. ARGV[2]
+if not unsettled(key) then
+  return 0
+end
+redis.call('HSET', key, 'progress', ARGV[3], 'updated_at', ARGV[4])
+return 1
+"""
+
+#: ARGV: prefix, id, now. Returns the job's fields as stored now ({} when unknown).
+CANCEL = """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local key = p .. ':job:' .. id
+if unsettled(key) then
+  local old = redis.call('HGET', key, 'state')
+  redis.call('HSET', key, 'state', 'CANCELLED', 'settled_at', now, 'updated_at', now)
+  place(p, id, old)
+end
+return redis.call('HGETALL', key)
+"""
+
+#: ARGV: prefix, id. Returns 1 when the job existed.
+DELETE = """
+return remove(ARGV[1], ARGV[2])
+"""
+
+#: ARGV: prefix, settled index key, cutoff (microseconds, excluded), batch size.
+#: Deletes up to one batch of the jobs settled before the cutoff; returns how many.
+REMOVE_SETTLED = """
+local p = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', ARGV[2], '-inf', '(' .. ARGV[3], 'LIMIT', 0, ARGV[4])
+for _, id in ipairs(ids) do
+  remove(p, id)
+end
+return #ids
+"""
+
+#: KEYS: one sorted set, or several (disjoint) and then a scratch key for their union.
+#: ARGV: skip, take, 1 for newest first. Returns {total, {id, score, id, score, ...}}.
+#: Ties in score are ordered by id ascending both ways, as ``adapter.listing`` sorts.
+PAGE = """
+local function newest_first(key, skip, take)
+  local raw = redis.call('ZREVRANGE', key, skip, skip + take - 1, 'WITHSCORES')
+  local out = {}
+  local i = 1
+  while i <= #raw do
+    local score = raw[i + 1]
+    local j = i
+    while raw[j + 3] == score do
+      j = j + 2
+    end
+    local members = {}
+    if i == 1 or j + 1 == #raw then
+      -- this run of equal scores may go on past the page: take its ids from the start
+      local offset = 0
+      if i == 1 then
+        offset = skip - redis.call('ZCOUNT', key, '(' .. score, '+inf')
+      end
+      members = redis.call('ZRANGEBYSCORE', key, score, score, 'LIMIT', offset, (j - i) / 2 + 1)
+    else
+      for k = j, i, -2 do
+        members[#members + 1] = raw[k]
+      end
+    end
+    for _, member in ipairs(members) do
+      out[#out + 1] = member
+      out[#out + 1] = score
+    end
+    i = j + 2
+  end
+  return out
+end
+
+local key, scratch = KEYS[1], nil
+if #KEYS > 1 then
+  scratch = KEYS[#KEYS]
+  redis.call('DEL', scratch)
+  for first = 1, #KEYS - 1, 500 do
+    local sources = {scratch}
+    for k = first, math.min(first + 499, #KEYS - 1) do
+      sources[#sources + 1] = KEYS[k]
+    end
+    redis.call('ZUNIONSTORE', scratch, #sources, unpack(sources))
+  end
+  key = scratch
+end
+local skip, take = tonumber(ARGV[1]), tonumber(ARGV[2])
+local total = redis.call('ZCARD', key)
+local page = {}
+if take > 0 and skip < total then
+  if ARGV[3] == '1' then
+    page = newest_first(key, skip, take)
+  else
+    page = redis.call('ZRANGE', key, skip, skip + take - 1, 'WITHSCORES')
+  end
+end
+if scratch then
+  redis.call('DEL', scratch)
+end
+return {total, page}
+"""
+
+
+class RedisScripts:
+    """The scripts registered on one client; call them as ``scripts.claim(args=[...])``."""
+
+    def __init__(self, client: Redis) -> None:
+        """Register every script on ``client`` (loaded into Redis on first use)."""
+        self.insert: Script = client.register_script(_COMMON + INSERT)
+        self.claim: Script = client.register_script(_COMMON + CLAIM)
+        self.update: Script = client.register_script(_COMMON + UPDATE)
+        self.set_progress: Script = client.register_script(_COMMON + SET_PROGRESS)
+        self.cancel: Script = client.register_script(_COMMON + CANCEL)
+        self.delete: Script = client.register_script(_COMMON + DELETE)
+        self.remove_settled: Script = client.register_script(_COMMON + REMOVE_SETTLED)
+        self.page: Script = client.register_script(PAGE)

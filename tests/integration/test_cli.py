@@ -1,0 +1,116 @@
+"""The ``jobqueue`` console script, run as a subprocess against each broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from adapter import CeleryJobQueueStrategy, JobState
+from tests.integration.conftest import ROOT, WorkerProcess
+from tests.support import delete_queues, unique_queue, wait_job
+
+#: The console script installed beside this interpreter (the project's .venv).
+JOBQUEUE = str(Path(sys.executable).parent / "jobqueue")
+
+
+@pytest.fixture
+def cli(
+    broker_url: str, store_url: str, data_dir: Path
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli(*args)`` runs the console script with this test's broker and store."""
+    env = {
+        **os.environ,
+        "ADAPTER_BROKER_URL": broker_url,
+        "ADAPTER_STORE_URL": store_url,
+        "ADAPTER_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(ROOT),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [JOBQUEUE, *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def test_operator_commands_add_list_show_cancel_clean(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("cli")
+    try:
+        added = cli("add", queue, '{"to": "ada@example.com"}', "--retries", "2", "--json")
+        assert added.returncode == 0, added.stderr
+        job = json.loads(added.stdout)
+        assert (job["queueName"], job["state"], job["retries"]) == (queue, "PENDING", 2)
+
+        listed = cli("list", "--queue", queue, "--json")
+        assert listed.returncode == 0 and json.loads(listed.stdout)["totalItems"] == 1
+        table = cli("list", "--queue", queue, "--state", "pending")
+        assert job["id"] in table.stdout and "1 of 1 job(s)" in table.stdout
+
+        shown = cli("show", job["id"])
+        assert shown.returncode == 0 and '"ada@example.com"' in shown.stdout
+
+        cancelled = cli("cancel", job["id"])
+        assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"cancelled job {job['id']}")
+        again = cli("cancel", job["id"])
+        assert again.returncode == 1 and "already CANCELLED; nothing changed" in again.stdout
+
+        kept = cli("clean", "--queue", queue, "--older-than", "1h")
+        assert kept.stdout.strip() == "removed 0 settled job(s)"
+        cleaned = cli("clean", "--queue", queue)
+        assert cleaned.stdout.strip() == "removed 1 settled job(s)"
+        assert producer.find_one(job["id"]) is None
+    finally:
+        delete_queues(producer, queue)
+
+
+def test_errors_print_one_line_and_exit_non_zero(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    cases = [
+        (("show", "no-such-job"), "jobqueue: no job with id no-such-job"),
+        (("add", "bad name", "{}"), "jobqueue: queue name 'bad name' is malformed"),
+        (("add", "q", "{oops"), "jobqueue: job data is not valid JSON"),
+        (("clean", "--older-than", "soon"), "jobqueue: not a duration: 'soon'"),
+        (("list", "--sort", "colour:asc"), "jobqueue: "),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert result.stderr.startswith(message), (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_watch_follows_a_job_to_completion_and_exits_with_its_state(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    producer: CeleryJobQueueStrategy,
+    make_worker: Callable[..., WorkerProcess],
+) -> None:
+    queue = unique_queue("watch")
+    worker = make_worker(f"{queue}=slow", "-P", "threads", "-c", "2")
+    try:
+        added = json.loads(cli("add", queue, "null", "--json").stdout)
+        worker.start()
+        wait_job(producer, added["id"], lambda job: job.state == JobState.RUNNING, "running")
+        # The slow process blocks its first attempt; cancel it so watch sees it settle.
+        producer.cancel_job(added["id"])
+        watched = cli("watch", added["id"], "--interval", "0.05")
+    finally:
+        worker.stop()
+        delete_queues(producer, queue)
+    assert watched.returncode == 3, watched.stderr
+    assert watched.stdout.strip().splitlines()[-1] == "CANCELLED: None"
