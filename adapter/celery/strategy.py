@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -139,6 +139,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         validate_queue_name(queue_name)
         if not callable(process):
             raise TypeError(f"process must be callable, got {process!r}")
+        active = _cli_launch.get()
+        if isinstance(active, frozenset) and queue_name not in active:
+            logger.info(
+                "queue %r is not in this worker's active queues; not starting it", queue_name
+            )
+            return
         first = self._registry.add(
             queue_name, process, require_import_path=self._consumer.pool_is_prefork
         )
@@ -155,6 +161,15 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         if self._registry.remove(queue_name, process):
             self._consumer.cancel(queue_name)
             logger.info("stopped queue %r", queue_name)
+
+    def running_queues(self) -> list[str]:
+        """Return the queue names this process runs."""
+        return self._registry.queue_names()
+
+    def stop_consuming(self) -> None:
+        """Stop taking new jobs of every queue (graceful shutdown); running jobs go on."""
+        for queue_name in self._registry.queue_names():
+            self._consumer.cancel(queue_name)
 
     def find_one(self, job_id: str) -> SubscribableJob | None:
         found = self.store.get(job_id)
@@ -192,20 +207,22 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     def _runs_embedded_worker(self) -> bool:
         if self._embedded_wanted is not None:
             return self._embedded_wanted
-        return not _no_embedded_worker.get() and not _inside_celery_cli()
+        return _cli_launch.get() is False and not _inside_celery_cli()
 
 
-_no_embedded_worker: ContextVar[bool] = ContextVar("no_embedded_worker", default=False)
+#: Set while the ``jobqueue`` command imports a module: no embedded worker is started, and
+#: with ``active_queues`` only those queues are started (Vendure's ``activeQueues``).
+_cli_launch: ContextVar[frozenset[str] | bool | None] = ContextVar("cli_launch", default=False)
 
 
 @contextmanager
-def no_embedded_worker() -> Iterator[None]:
-    """Within this block ``start`` never runs an embedded worker (the operator CLI's imports)."""
-    token = _no_embedded_worker.set(True)
+def launched_by_cli(active_queues: Iterable[str] | None = None) -> Iterator[None]:
+    """Within this block ``start`` never runs an embedded worker, and skips inactive queues."""
+    token = _cli_launch.set(None if active_queues is None else frozenset(active_queues))
     try:
         yield
     finally:
-        _no_embedded_worker.reset(token)
+        _cli_launch.reset(token)
 
 
 def _inside_celery_cli() -> bool:

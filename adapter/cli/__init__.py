@@ -8,6 +8,9 @@
     jobqueue cancel ID                 cancel a job that has not settled
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
+    jobqueue worker MODULE             a Celery worker for the queues MODULE starts
+                                       [--queues A,B] [--pool P] [--concurrency N]
+                                       [--graceful-timeout 20] [--health-port PORT]
 
 ``--app MODULE[:ATTR]`` uses the strategy your module builds (its broker and store); without it
 the strategy is built from ``celeryconfig`` (ADAPTER_BROKER_URL, ADAPTER_STORE_URL). ``--json``
@@ -25,7 +28,8 @@ from typing import TextIO
 
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
-from adapter.celery.strategy import no_embedded_worker
+from adapter.celery.strategy import launched_by_cli
+from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
 from adapter.cli import commands
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
@@ -38,9 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args.data_dir or tempfile.mkdtemp(prefix="jobqueue-demo-"), sys.stdout)
+    if args.command == "worker":
+        return _worker(args)
     command: Command = args.run
     try:
-        with no_embedded_worker():
+        with launched_by_cli():
             strategy = load_strategy(args.app)
             try:
                 return command(args, strategy, sys.stdout)
@@ -50,6 +56,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.fail(str(err))
     except KeyboardInterrupt:
         return 130
+
+
+def _worker(args: argparse.Namespace) -> int:
+    active = [name for name in args.queues.split(",") if name] if args.queues else None
+    try:
+        with launched_by_cli(active):
+            strategy = load_strategy(args.module)
+    except JobQueueError as err:
+        return commands.fail(str(err))
+    if not strategy.running_queues():
+        return commands.fail(
+            f"{args.module} starts no queue" + (f" among {active}" if active else "")
+        )
+    return run_worker(
+        strategy,
+        pool=args.pool,
+        concurrency=args.concurrency,
+        loglevel=args.loglevel,
+        hostname=args.hostname,
+        graceful_timeout=args.graceful_timeout,
+        health_port=args.health_port,
+    )
 
 
 def load_strategy(app: str | None) -> CeleryJobQueueStrategy:
@@ -105,6 +133,15 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
     clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")
     clean.set_defaults(run=commands.clean)
+    worker = sub.add_parser("worker", help="a Celery worker for the queues MODULE starts")
+    worker.add_argument("module", help="MODULE[:ATTR] that builds the strategy and starts queues")
+    worker.add_argument("--queues", help="comma-separated queue names to run (default: all)")
+    worker.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    worker.add_argument("--concurrency", type=int)
+    worker.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S)
+    worker.add_argument("--health-port", type=int, help="answer GET /health on this port")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("-n", "--hostname", help="Celery node name, e.g. jobs@%%h")
     return parser
 
 

@@ -55,6 +55,10 @@ class JobStore(ABC):
         """Settle an unsettled job as CANCELLED; return the job as stored now, or None."""
 
     @abstractmethod
+    def defer(self, job_ids: Sequence[str]) -> int:
+        """Send RUNNING, unsettled jobs back to PENDING with attempts reset; return how many."""
+
+    @abstractmethod
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         """Return which of ``job_ids`` are CANCELLED now."""
 

@@ -170,6 +170,18 @@ class SqlJobStore(JobStore):
             raise StoreError(f"job store {self.url} failed: {err.orig}") from err
         return None if row is None else _job(row)
 
+    def defer(self, job_ids: Sequence[str]) -> int:
+        statement = (
+            jobs.update()
+            .where(
+                jobs.c.id.in_(list(job_ids)),
+                _unsettled,
+                jobs.c.state == JobState.RUNNING.value,
+            )
+            .values(state=JobState.PENDING.value, attempts=0, updated_at=_naive(utcnow()))
+        )
+        return int(self._run(statement).rowcount) if job_ids else 0
+
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         statement = sa.select(jobs.c.id).where(
             jobs.c.id.in_(list(job_ids)), jobs.c.state == JobState.CANCELLED.value

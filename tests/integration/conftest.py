@@ -21,14 +21,37 @@ from tests.support import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Plain Celery's worker for the test app.
+CELERY_WORKER = (
+    sys.executable,
+    "-m",
+    "celery",
+    "-A",
+    "tests.integration.worker_app",
+    "worker",
+    "--without-heartbeat",
+    "--without-mingle",
+    "--without-gossip",
+    "-l",
+    "INFO",
+)
+#: The adapter's worker command for the test app.
+JOBQUEUE_WORKER = (
+    str(Path(sys.executable).parent / "jobqueue"),
+    "worker",
+    "tests.integration.worker_app",
+)
+
+
 @dataclass
 class WorkerProcess:
-    """A ``celery -A tests.integration.worker_app worker`` in its own process group."""
+    """A worker process for ``tests.integration.worker_app``, in its own process group."""
 
     env: dict[str, str]
     log: Path
     ready_file: Path
     args: list[str]
+    command: list[str] = field(default_factory=lambda: list(CELERY_WORKER))
     popen: subprocess.Popen[bytes] | None = field(default=None)
 
     def start(self) -> str:
@@ -36,22 +59,7 @@ class WorkerProcess:
         self.ready_file.unlink(missing_ok=True)
         with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tests.integration.worker_app",
-                    "worker",
-                    "--without-heartbeat",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "-l",
-                    "INFO",
-                    "-n",
-                    f"itest-{uuid.uuid4().hex[:8]}@%h",
-                    *self.args,
-                ],
+                [*self.command, "-n", f"itest-{uuid.uuid4().hex[:8]}@%h", *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -70,6 +78,12 @@ class WorkerProcess:
         if self.popen is not None and self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(30)
+
+    def terminate(self) -> int:
+        """Send SIGTERM to the worker's main process only; return its exit code."""
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(90)
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL if it lingers."""
@@ -125,7 +139,9 @@ def make_worker(
     """``make_worker(queues, *args, **env)`` returns an unstarted worker; all are killed after."""
     made: list[WorkerProcess] = []
 
-    def make(queues: str, *args: str, **extra_env: str) -> WorkerProcess:
+    def make(
+        queues: str, *args: str, command: tuple[str, ...] = CELERY_WORKER, **extra_env: str
+    ) -> WorkerProcess:
         env = {
             **os.environ,
             "ADAPTER_BROKER_URL": broker_url,
@@ -138,7 +154,9 @@ def make_worker(
         index = len(made)
         ready_file = tmp_path / f"ready{index}"
         env["TEST_READY_FILE"] = str(ready_file)
-        worker = WorkerProcess(env, tmp_path / f"worker{index}.log", ready_file, list(args))
+        worker = WorkerProcess(
+            env, tmp_path / f"worker{index}.log", ready_file, list(args), list(command)
+        )
         made.append(worker)
         return worker
 

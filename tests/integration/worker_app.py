@@ -36,7 +36,17 @@ def slow_first_attempt(job: Job) -> str:
     return f"done on attempt {job.attempts}"
 
 
-PROCESSES = {"echo": echo, "slow": slow_first_attempt}
+def gated(job: Job) -> str:
+    """Block until the file named by the job's data exists (at most two minutes)."""
+    release = Path(job.data["release_file"])
+    job.set_progress(10)
+    deadline = time.monotonic() + 120
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return f"released on attempt {job.attempts}"
+
+
+PROCESSES = {"echo": echo, "slow": slow_first_attempt, "gated": gated}
 
 for spec in filter(None, os.environ.get("TEST_QUEUES", "").split(",")):
     queue_name, _, process_name = spec.partition("=")
