@@ -17,6 +17,7 @@ from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backo
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.errors import (
     ConfigurationError,
+    DuplicateJobError,
     InvalidJobMessageError,
     InvalidListOptionsError,
     InvalidQueueNameError,
@@ -39,6 +40,7 @@ __all__ = [
     "BackoffStrategy",
     "CeleryJobQueueStrategy",
     "ConfigurationError",
+    "DuplicateJobError",
     "InspectableJobQueueStrategy",
     "InvalidJobMessageError",
     "InvalidListOptionsError",

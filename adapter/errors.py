@@ -33,6 +33,10 @@ class StoreError(JobQueueError):
     """Raised when the job store cannot be reached or refuses a write."""
 
 
+class DuplicateJobError(StoreError):
+    """Raised when a job is added with an id the store already holds."""
+
+
 class JobCancelledError(JobQueueError):
     """Raised inside a process by ``job.raise_if_cancelled()`` once its job was cancelled."""
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from celery import bootsteps
 
+from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import celery_queue
 
@@ -36,6 +37,7 @@ class ConsumerHandle:
         self._consumer: Any = None
         self._thread_id: int | None = None
         self._wake_timer: Any = None
+        self._warned = False
         self.ready = threading.Event()
 
     @property
@@ -51,6 +53,10 @@ class ConsumerHandle:
 
     def bind(self, consumer: Any) -> None:
         """Adopt ``consumer`` (called in its thread) and consume every registered queue."""
+        if not self._warned:
+            self._warned = True
+            for finding in check_settings(consumer.app):
+                logger.warning("preflight: %s: %s", finding.setting, finding.message)
         self._consumer = consumer
         self._thread_id = threading.get_ident()
         queue_names = self._registry.queue_names()

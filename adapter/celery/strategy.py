@@ -30,7 +30,7 @@ from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
 from adapter.celery.task import JobRunner, register_task
 from adapter.data import ensure_json
-from adapter.errors import ConfigurationError, PublishError
+from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
 from adapter.job import Job, JobState, validate_queue_name
 from adapter.listing import JobList, JobListOptions
 from adapter.store import JobStore, open_store
@@ -41,6 +41,12 @@ logger = logging.getLogger(__name__)
 
 #: Celery setting that names the job store URL (celeryconfig.py reads ADAPTER_STORE_URL).
 STORE_URL_SETTING = "adapter_store_url"
+#: Celery setting: the largest job data accepted by ``add``, in bytes of JSON.
+MAX_DATA_BYTES_SETTING = "adapter_max_data_bytes"
+#: Default of that setting: 1 MiB (brokers and stores cope; bigger payloads belong elsewhere).
+DEFAULT_MAX_DATA_BYTES = 1024 * 1024
+#: Namespace of the job ids derived from idempotency keys.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5b1f7c1e-6a51-4a8e-9d2b-0c7e3f0a9e11")
 
 
 class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
@@ -74,6 +80,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._store_arg = store
         self._store: JobStore | None = store if isinstance(store, JobStore) else None
         self.backoff_strategy = backoff_strategy or constant_backoff()
+        self.max_data_bytes = int(app.conf.get(MAX_DATA_BYTES_SETTING) or DEFAULT_MAX_DATA_BYTES)
         self._registry = ProcessRegistry()
         self._consumer = ConsumerHandle(self._registry)
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
@@ -100,12 +107,28 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._store = open_store(str(url))
         return self._store
 
-    def add(self, job: Job) -> SubscribableJob:
+    def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
+        """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
+
+        The key (unique per queue) becomes the job's id, so adding it again, from any process,
+        publishes nothing and returns the job as it is now.
+        """
         validate_queue_name(job.queue_name)
-        ensure_json(job.data)
+        size = len(ensure_json(job.data).encode())
+        if size > self.max_data_bytes:
+            raise JobDataError(
+                f"job data is {size} bytes of JSON; the limit is {self.max_data_bytes} "
+                f"(setting {MAX_DATA_BYTES_SETTING})"
+            )
+        job_id = job.id or str(uuid.uuid4())
+        if idempotency_key is not None:
+            job_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{job.queue_name}\0{idempotency_key}"))
+            existing = self.find_one(job_id)
+            if existing is not None:
+                return existing
         added = job.model_copy(
             update={
-                "id": job.id or str(uuid.uuid4()),
+                "id": job_id,
                 "state": JobState.PENDING,
                 "attempts": 0,
                 "progress": 0,
@@ -115,7 +138,13 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
                 "settled_at": None,
             }
         )
-        self.store.insert(added)
+        try:
+            self.store.insert(added)
+        except DuplicateJobError:
+            existing = self.find_one(job_id) if idempotency_key is not None else None
+            if existing is None:
+                raise
+            return existing  # another process added the same key first
         try:
             self._task.apply_async(
                 args=[added.to_wire()],

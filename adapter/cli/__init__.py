@@ -8,6 +8,7 @@
     jobqueue cancel ID                 cancel a job that has not settled
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
+    jobqueue check                     dangerous settings  [--longest-job 2h]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
                                        [--graceful-timeout 20] [--health-port PORT]
@@ -133,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
     clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")
     clean.set_defaults(run=commands.clean)
+    check = sub.add_parser("check", parents=[common], help="dangerous settings")
+    check.add_argument("--longest-job", help="longest job or retry delay, e.g. 2h")
+    check.set_defaults(run=commands.check)
     worker = sub.add_parser("worker", help="a Celery worker for the queues MODULE starts")
     worker.add_argument("module", help="MODULE[:ATTR] that builds the strategy and starts queues")
     worker.add_argument("--queues", help="comma-separated queue names to run (default: all)")

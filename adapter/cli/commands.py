@@ -12,6 +12,7 @@ import sys
 from typing import TextIO
 
 from adapter.celery import CeleryJobQueueStrategy
+from adapter.celery.preflight import check_settings
 from adapter.cli.render import (
     JOB_HEADERS,
     dumps,
@@ -124,6 +125,24 @@ def watch(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
     if not args.json:
         out.write(f"{final.state.value}: {outcome}\n")
     return WATCH_EXIT.get(final.state, 1)
+
+
+def check(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``check``: dangerous settings; exit 1 when there is any."""
+    try:
+        longest = parse_duration(args.longest_job).total_seconds() if args.longest_job else None
+    except ValueError as err:
+        raise JobQueueError(str(err)) from err
+    findings = check_settings(strategy.app, longest)
+    if args.json:
+        out.write(dumps([{"setting": f.setting, "message": f.message} for f in findings]) + "\n")
+    else:
+        broker = strategy.app.connection_for_write().as_uri()
+        out.write(f"broker {broker}, store {strategy.store.url}\n")
+        for finding in findings:
+            out.write(f"WARNING {finding.setting}: {finding.message}\n")
+        out.write(f"{len(findings)} finding(s)\n")
+    return 1 if findings else 0
 
 
 def fail(message: str) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from adapter.errors import ConfigurationError, StoreError
+from adapter.errors import ConfigurationError, DuplicateJobError, StoreError
 from adapter.job import Job, JobState, utcnow
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.store.base import JobStore
@@ -127,7 +127,7 @@ class SqlJobStore(JobStore):
         try:
             self._run(_INSERT, _row(job))
         except sa.exc.IntegrityError as err:
-            raise StoreError(f"a job with id {job.id!r} already exists") from err
+            raise DuplicateJobError(f"a job with id {job.id!r} already exists") from err
 
     def get(self, job_id: str) -> Job | None:
         row = self._run(_GET, {"job_id": job_id}).first()

@@ -79,3 +79,13 @@ def test_malformed_message_is_rejected_with_a_logged_reason_and_the_worker_goes_
     rejections = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
     assert len(rejections) == 1 and reason in rejections[0]
     assert messages_waiting(strategy, queue) == 0
+
+
+def test_job_data_over_the_size_limit_is_refused_and_nothing_is_added(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    limit = strategy.max_data_bytes
+    with pytest.raises(JobDataError, match=rf"bytes of JSON; the limit is {limit}"):
+        strategy.add(Job(queue_name=queue, data={"blob": "x" * limit}))
+    assert messages_waiting(strategy, queue) == 0
+    assert strategy.store.find_many({"filter": {"queueName": {"eq": queue}}}).total_items == 0

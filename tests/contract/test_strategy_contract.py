@@ -222,3 +222,30 @@ def test_malformed_queue_name_is_refused_at_add_and_start(
         strategy.add(Job(queue_name=name, data=None))
     with pytest.raises(InvalidQueueNameError, match="queue name"):
         strategy.start(name, lambda job: None)
+
+
+def test_adding_an_idempotency_key_twice_returns_the_first_job(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    calls: list[Any] = []
+    first = strategy.add(Job(queue_name=queue, data="first"), idempotency_key="order-42")
+    again = strategy.add(Job(queue_name=queue, data="second"), idempotency_key="order-42")
+    other = strategy.add(Job(queue_name=queue, data="other"), idempotency_key="order-43")
+    assert again.id == first.id and again.data == "first"
+    assert other.id != first.id
+    run(queue, lambda job: calls.append(job.data))
+    wait_settled(strategy, first)
+    wait_settled(strategy, other)
+    assert sorted(calls) == ["first", "other"]
+    later = strategy.add(Job(queue_name=queue, data="third"), idempotency_key="order-42")
+    assert (later.id, later.state, later.data) == (first.id, JobState.COMPLETED, "first")
+
+
+def test_a_burst_of_jobs_runs_in_the_order_it_was_added(
+    strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    order: list[int] = []
+    jobs = [strategy.add(Job(queue_name=queue, data=i)) for i in range(40)]
+    run(queue, lambda job: order.append(job.data))
+    wait_settled(strategy, jobs[-1])
+    assert order == list(range(40))
