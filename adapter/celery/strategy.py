@@ -27,7 +27,7 @@ from adapter.cancellation import CancellationWatcher
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue, queue_name_of
 from adapter.celery.task import JobRunner, register_task
 from adapter.data import ensure_json
 from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
@@ -190,6 +190,21 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         if self._registry.remove(queue_name, process):
             self._consumer.cancel(queue_name)
             logger.info("stopped queue %r", queue_name)
+
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Return, per queue with stored jobs, how many jobs are in each state."""
+        return self.store.queue_counts()
+
+    def consumers(self, timeout: float = 1.0) -> dict[str, list[str]]:
+        """Return, per queue name, the Celery workers consuming it now (asks them; may be slow)."""
+        replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        found: dict[str, list[str]] = {}
+        for worker, queues in replies.items():
+            for queue in queues:
+                name = queue_name_of(queue.get("name", ""))
+                if name is not None:
+                    found.setdefault(name, []).append(worker)
+        return found
 
     def running_queues(self) -> list[str]:
         """Return the queue names this process runs."""

@@ -8,6 +8,7 @@
     jobqueue cancel ID                 cancel a job that has not settled
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
+    jobqueue queues                    per queue: jobs by state, workers consuming it
     jobqueue check                     dangerous settings  [--longest-job 2h]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
@@ -134,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
     clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")
     clean.set_defaults(run=commands.clean)
+    queues = sub.add_parser("queues", parents=[common], help="jobs by state, workers per queue")
+    queues.set_defaults(run=commands.queues)
     check = sub.add_parser("check", parents=[common], help="dangerous settings")
     check.add_argument("--longest-job", help="longest job or retry delay, e.g. 2h")
     check.set_defaults(run=commands.check)

@@ -127,6 +127,38 @@ def watch(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
     return WATCH_EXIT.get(final.state, 1)
 
 
+def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``queues``: per queue, jobs by state and the workers consuming it."""
+    counts = strategy.queue_counts()
+    consumers = strategy.consumers()
+    names = sorted(set(counts) | set(consumers))
+    if args.json:
+        out.write(
+            dumps(
+                {
+                    name: {
+                        "states": {s.value: n for s, n in counts.get(name, {}).items()},
+                        "workers": consumers.get(name, []),
+                    }
+                    for name in names
+                }
+            )
+            + "\n"
+        )
+        return 0
+    headers = ["QUEUE", *(state.value for state in JobState), "WORKERS"]
+    rows = [
+        [
+            name,
+            *(counts.get(name, {}).get(state, 0) for state in JobState),
+            ", ".join(consumers.get(name, [])) or "-",
+        ]
+        for name in names
+    ]
+    out.write(table(headers, rows) + "\n")
+    return 0
+
+
 def check(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
     """``check``: dangerous settings; exit 1 when there is any."""
     try:

@@ -1,4 +1,5 @@
-"""Job stores, chosen by URL: ``sqlite:///path`` (the embedded default) or any SQLAlchemy URL."""
+"""Job stores, chosen by URL: ``sqlite:///path`` (the embedded default), ``postgresql://...``
+(any SQLAlchemy URL of those two) or ``redis://host:port/db`` (also ``rediss://``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ def open_store(url: str) -> JobStore:
         from adapter.store.sql import SqlJobStore
 
         return SqlJobStore(url)
+    if scheme in {"redis", "rediss"}:
+        from adapter.store.redis import RedisJobStore
+
+        return RedisJobStore(url)
     raise ConfigurationError(
-        f"unsupported job store URL scheme {scheme!r}: use sqlite:///path or postgresql://..."
+        f"unsupported job store URL scheme {scheme!r}: use sqlite:///path, postgresql://... or redis://..."
     )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from adapter.job import Job
+from adapter.job import Job, JobState
 from adapter.listing import JobList, JobListOptions
 
 
@@ -53,6 +53,10 @@ class JobStore(ABC):
     @abstractmethod
     def cancel(self, job_id: str) -> Job | None:
         """Settle an unsettled job as CANCELLED; return the job as stored now, or None."""
+
+    @abstractmethod
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Return, for every queue with stored jobs, how many jobs are in each state."""
 
     @abstractmethod
     def defer(self, job_ids: Sequence[str]) -> int:

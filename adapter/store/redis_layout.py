@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +20,7 @@ from adapter.listing import (
     JobFilter,
     JobListOptions,
     LogicalOperator,
+    StringOperators,
     condition_tree,
     matches,
 )
@@ -187,17 +188,20 @@ def plan_index(
     top = options.filter or JobFilter()
     queues: list[str] | None = None
     if "queue_name" in indexed:
-        only_queue = JobFilter(queue_name=top.queue_name)
-        queues = sorted(
-            name
-            for name in queue_names()
-            if matches(Job.model_construct(queue_name=name), only_queue)
-        )
+        queues = _listed(top.queue_name)
+        if queues is None:
+            queues = _passing_queues(top.queue_name, queue_names())
     states: list[str] | None = None
-    if indexed & {"state", "is_settled"}:
-        loose = "is_settled" in indexed and has_unstamped()
+    if "is_settled" in indexed:
+        loose = has_unstamped()
         exact = exact and not loose
-        states = _states(JobFilter(state=top.state, is_settled=top.is_settled), loose)
+        states = _passing_states(JobFilter(state=top.state, is_settled=top.is_settled), loose)
+    elif "state" in indexed:
+        listed = _listed(top.state)
+        if listed is None:
+            states = _passing_states(JobFilter(state=top.state), loose=False)
+        else:
+            states = [state for state in listed if state in JobState.__members__]
     if queues is None and states is None:
         return IndexPlan([keys.all], exact)
     if states is None:
@@ -207,19 +211,45 @@ def plan_index(
     return IndexPlan([keys.state_queue(s, q) for s in states for q in queues], exact)
 
 
-def _states(state_filter: JobFilter, loose: bool) -> list[str]:
-    """Return the states a job passing ``state_filter`` can be in.
+def _listed(operators: StringOperators | None) -> list[str] | None:
+    """Return the only values ``operators`` accept when they are just ``eq`` and ``in``."""
+    if operators is None:
+        return None
+    used = {name: value for name, value in operators if value is not None}
+    if not used or not set(used) <= {"eq", "in_"}:
+        return None
+    accepted = set(used["in_"]) if "in_" in used else {used["eq"]}
+    if "eq" in used:
+        accepted &= {used["eq"]}
+    return sorted(accepted)
+
+
+def _passing_queues(operators: StringOperators | None, queue_names: Iterable[str]) -> list[str]:
+    """Return the names of ``queue_names`` that pass ``operators``, tested one by one."""
+    only = JobFilter(queue_name=operators)
+    probe = Job.model_construct(queue_name="")
+    passing = []
+    for name in queue_names:
+        probe.queue_name = name
+        if matches(probe, only):
+            passing.append(name)
+    return sorted(passing)
+
+
+def _passing_states(state_filter: JobFilter, loose: bool) -> list[str]:
+    """Return the states a job passing ``state_filter`` (on state and is_settled) can be in.
 
     A job in a settled state is settled when it has ``settled_at``; ``loose`` also counts those
     without it, so the answer holds even when such jobs exist.
     """
-    found = []
+    probe = Job.model_construct(queue_name="")
+    passing = []
     for state in JobState:
         settled = state in SETTLED_STATES
-        stamps = (EPOCH, None) if loose and settled else (EPOCH if settled else None,)
-        if any(
-            matches(Job.model_construct(queue_name="", state=state, settled_at=stamp), state_filter)
-            for stamp in stamps
-        ):
-            found.append(state.value)
-    return found
+        probe.state = state
+        for stamp in (EPOCH, None) if loose and settled else (EPOCH if settled else None,):
+            probe.settled_at = stamp
+            if matches(probe, state_filter):
+                passing.append(state.value)
+                break
+    return passing

@@ -149,6 +149,22 @@ end
 return redis.call('HGETALL', key)
 """
 
+#: ARGV: prefix, now, id, ...  Sends RUNNING, unsettled jobs back to PENDING with attempts 0.
+#: Returns how many.
+DEFER = """
+local p, now = ARGV[1], ARGV[2]
+local deferred = 0
+for i = 3, #ARGV do
+  local key = p .. ':job:' .. ARGV[i]
+  if unsettled(key) and redis.call('HGET', key, 'state') == 'RUNNING' then
+    redis.call('HSET', key, 'state', 'PENDING', 'attempts', 0, 'updated_at', now)
+    place(p, ARGV[i], 'RUNNING')
+    deferred = deferred + 1
+  end
+end
+return deferred
+"""
+
 #: ARGV: prefix, id. Returns 1 when the job existed.
 DELETE = """
 return remove(ARGV[1], ARGV[2])
@@ -163,6 +179,27 @@ for _, id in ipairs(ids) do
   remove(p, id)
 end
 return #ids
+"""
+
+#: ARGV: prefix, id, ...  Returns a JSON array of the fields of the jobs that exist, in order:
+#: one JSON text is parsed far faster by the client than a reply per field.
+LOAD = """
+local p = ARGV[1]
+local found = {}
+for i = 2, #ARGV do
+  local flat = redis.call('HGETALL', p .. ':job:' .. ARGV[i])
+  if #flat > 0 then
+    local fields = {}
+    for k = 1, #flat, 2 do
+      fields[flat[k]] = flat[k + 1]
+    end
+    found[#found + 1] = fields
+  end
+end
+if #found == 0 then
+  return '[]'
+end
+return cjson.encode(found)
 """
 
 #: KEYS: one sorted set, or several (disjoint) and then a scratch key for their union.
@@ -241,6 +278,8 @@ class RedisScripts:
         self.update: Script = client.register_script(_COMMON + UPDATE)
         self.set_progress: Script = client.register_script(_COMMON + SET_PROGRESS)
         self.cancel: Script = client.register_script(_COMMON + CANCEL)
+        self.defer: Script = client.register_script(_COMMON + DEFER)
         self.delete: Script = client.register_script(_COMMON + DELETE)
         self.remove_settled: Script = client.register_script(_COMMON + REMOVE_SETTLED)
         self.page: Script = client.register_script(PAGE)
+        self.load: Script = client.register_script(LOAD)

@@ -170,6 +170,15 @@ class SqlJobStore(JobStore):
             raise StoreError(f"job store {self.url} failed: {err.orig}") from err
         return None if row is None else _job(row)
 
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        statement = sa.select(jobs.c.queue_name, jobs.c.state, sa.func.count()).group_by(
+            jobs.c.queue_name, jobs.c.state
+        )
+        counts: dict[str, dict[JobState, int]] = {}
+        for queue_name, state, count in self._run(statement):
+            counts.setdefault(queue_name, dict.fromkeys(JobState, 0))[JobState(state)] = count
+        return counts
+
     def defer(self, job_ids: Sequence[str]) -> int:
         statement = (
             jobs.update()

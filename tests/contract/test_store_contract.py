@@ -1,4 +1,4 @@
-"""The job store contract, run on every store: SQLite (a file per test) and real PostgreSQL.
+"""The job store contract, run on every store: SQLite (a file per test), PostgreSQL and Redis.
 
 It ports Vendure's findMany spec (in-memory-job-queue-strategy.spec.ts) and adds every operator
 family, nested groups, pagination, ``find_many_by_id`` and ``remove_settled``. Most answers are
@@ -6,7 +6,8 @@ also checked against ``adapter.listing.list_jobs``, the in-Python reading of the
 so that every store means the same thing by them.
 
 PostgreSQL runs in a schema of its own, created for the session and dropped after it; each test
-empties the table afterwards.
+empties the table afterwards. Redis keeps its keys under a prefix of the session's own; each test
+deletes every key under it afterwards (never a flush: the server is shared).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from adapter.errors import InvalidListOptionsError
-from adapter.job import Job
+from adapter.job import Job, JobState
 from adapter.listing import (
     DEFAULT_TAKE,
     MAX_TAKE,
@@ -35,6 +37,7 @@ from adapter.listing import (
     list_jobs,
 )
 from adapter.store.base import JobStore
+from adapter.store.redis import RedisJobStore
 from adapter.store.sql import SqlJobStore
 from tests.factories import at, make_job, make_spec_jobs, make_varied_jobs
 
@@ -59,13 +62,57 @@ def postgres_store(postgres_url: str) -> Iterator[SqlJobStore]:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def delete_keys(url: str, prefix: str) -> int:
+    """Delete every Redis key under ``prefix`` (SCAN and DEL, never a flush); return how many."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                deleted += int(client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other session uses; every key under it is deleted after the session."""
+    prefix = f"adapter-t-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_keys(redis_url, prefix)
+
+
+@pytest.fixture
+def redis_store(redis_url: str, redis_prefix: str) -> Iterator[RedisJobStore]:
+    """An empty Redis store under the session's prefix, emptied after the test."""
+    opened = RedisJobStore(redis_url, prefix=redis_prefix)
+    yield opened
+    opened.close()
+    delete_keys(redis_url, redis_prefix)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     """An empty store of each kind."""
     if request.param == "sqlite":
         opened = SqlJobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
         yield opened
         opened.close()
+        return
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_store")
         return
     shared: SqlJobStore = request.getfixturevalue("postgres_store")
     yield shared
@@ -392,3 +439,19 @@ def test_remove_settled_with_no_arguments_keeps_every_unsettled_job(
     assert store.remove_settled() == len(SETTLED)
     assert ids(store.find_many()) == UNSETTLED
     assert store.remove_settled() == 0
+
+
+def test_queue_counts_give_jobs_by_state_per_queue(store: JobStore) -> None:
+    for _ in range(3):
+        store.insert(make_job(queue_name="counted-a"))
+    cancelled = make_job(queue_name="counted-a")
+    store.insert(cancelled)
+    store.cancel(cancelled.id or "")
+    store.insert(make_job(queue_name="counted-b"))
+    counts = store.queue_counts()
+    assert {state: n for state, n in counts["counted-a"].items() if n} == {
+        JobState.PENDING: 3,
+        JobState.CANCELLED: 1,
+    }
+    assert counts["counted-b"][JobState.PENDING] == 1
+    assert set(counts["counted-b"]) == set(JobState)

@@ -1,0 +1,325 @@
+"""Redis job store: every job a hash, sorted sets as indexes, Lua scripts for every write.
+
+URL: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS), as
+``redis.Redis.from_url`` reads it; query parameters such as ``socket_timeout`` pass through.
+One Redis server (or a Sentinel-managed primary); not Redis Cluster, since scripts touch keys
+they build from the prefix. Several stores share a database when their prefixes differ.
+
+Key layout, under ``prefix`` (``"adapter"`` unless given):
+
+==================================  =========================================================
+``{p}:schema``                      string: the layout version (``SCHEMA_VERSION``)
+``{p}:job:{id}``                    hash: the job's columns, as the SQL store's table
+``{p}:queues``                      set: queue names that have jobs
+``{p}:idx:all``                     sorted set: every job, scored by ``created_at``
+``{p}:idx:queue:{q}``               sorted set: queue ``q``'s jobs, by ``created_at``
+``{p}:idx:state:{s}``               sorted set: jobs in state ``s``, by ``created_at``
+``{p}:idx:state:{s}:queue:{q}``     sorted set: queue ``q``'s jobs in state ``s``, likewise
+``{p}:idx:settled``                 sorted set: settled jobs, scored by ``settled_at``
+``{p}:idx:settled:queue:{q}``       sorted set: queue ``q``'s settled jobs, likewise
+``{p}:idx:unstamped``               set: jobs in a settled state but without ``settled_at``
+``{p}:tmp:{hex}``                   a union of indexes, alive only while one script runs
+==================================  =========================================================
+
+The state comes before the queue in ``idx:state:{s}:queue:{q}`` because states are a fixed
+set and queue names may contain ``:``. Hash fields: ``data`` and ``result`` are JSON text,
+times are integer microseconds since 1970 UTC (also the scores, exact below 2**53), ``progress``
+is a float's ``repr``; ``error``, ``started_at`` and ``settled_at`` are absent when unset.
+
+Every write is one Lua script (``adapter.store.redis_scripts``), so a job and its index entries
+change together, and a settled job is never overwritten. ``find_many`` pages the indexes by
+rank (``ZCARD`` gives the total; several indexes are merged) when every condition of the filter
+is about queue name, state or whether the job is settled, combined with AND, and the sort is by
+``created_at`` alone: a page costs the same with a million jobs as with ten. Any other query
+reads the jobs of the narrowest indexes and evaluates it with ``adapter.listing``: exact, but
+it reads every candidate job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from adapter.errors import ConfigurationError, DuplicateJobError, StoreError
+from adapter.job import Job, JobState, utcnow
+from adapter.listing import (
+    JobList,
+    JobListOptions,
+    SortField,
+    SortOrder,
+    list_jobs,
+    page_bounds,
+    parse_list_options,
+)
+from adapter.store.base import JobStore
+from adapter.store.redis_layout import (
+    MUTABLE_FIELDS,
+    RedisKeys,
+    job_from_hash,
+    job_hash,
+    micros,
+    plan_index,
+)
+from adapter.store.redis_scripts import RedisScripts
+
+logger = logging.getLogger(__name__)
+
+#: Version of the key layout above; a store with another version is refused.
+SCHEMA_VERSION = 1
+#: Jobs read per pipelined round trip when a query must look at the jobs themselves.
+LOAD_CHUNK = 1000
+#: Jobs deleted per script call by ``remove_settled``, so Redis is never blocked for long.
+REMOVE_BATCH = 500
+#: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
+#: it, one script unions the indexes in Redis first.
+MERGE_LIMIT = 20_000
+#: Seconds to wait for a connection to Redis.
+CONNECT_TIMEOUT_S = 5.0
+#: Seconds to wait for a reply from Redis.
+SOCKET_TIMEOUT_S = 30.0
+
+
+class RedisJobStore(JobStore):
+    """Job store in Redis hashes with sorted-set indexes."""
+
+    def __init__(self, url: str, prefix: str = "adapter") -> None:
+        """Prepare a store on ``url`` under key ``prefix``; nothing connects before first use."""
+        self.url = mask_password(url)
+        self.keys = RedisKeys(prefix)
+        self._raw_url = url
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = self._new_client()
+        self._scripts = RedisScripts(self._client)
+        self._pid = os.getpid()
+        self._schema_checked = False
+
+    def _new_client(self) -> redis.Redis:
+        try:
+            return redis.Redis.from_url(
+                self._raw_url,
+                decode_responses=True,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+            )
+        except ValueError as err:
+            raise ConfigurationError(f"malformed job store URL {self.url}: {err}") from err
+
+    def _connect(self) -> tuple[redis.Redis, RedisScripts]:
+        """Return this process's client, checking the layout version on first use."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = self._new_client()  # a forked child opens its own connections
+                self._scripts = RedisScripts(self._client)
+                self._pid = os.getpid()
+            if not self._schema_checked:
+                self._check_schema_version(self._client)
+                self._schema_checked = True
+            return self._client, self._scripts
+
+    def _check_schema_version(self, client: redis.Redis) -> None:
+        client.set(self.keys.schema, str(SCHEMA_VERSION), nx=True)
+        stored = client.get(self.keys.schema)
+        found = None if stored is None else _text(stored)
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"job store schema version is {found}, this adapter needs {SCHEMA_VERSION}"
+            )
+
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[tuple[redis.Redis, RedisScripts]]:
+        """Give the client and scripts of this process; a Redis error becomes a StoreError."""
+        try:
+            yield self._connect()
+        except redis.RedisError as err:
+            raise StoreError(f"job store {self.url} failed: {err}") from err
+
+    def insert(self, job: Job) -> None:
+        with self._talking() as (_, scripts):
+            args = [self.keys.prefix, str(job.id), *_pairs(job_hash(job, utcnow()))]
+            if not scripts.insert(args=args):
+                raise DuplicateJobError(f"a job with id {job.id!r} already exists")
+
+    def get(self, job_id: str) -> Job | None:
+        with self._talking() as (_, scripts):
+            found = self._load(scripts, [job_id])
+        return found[0] if found else None
+
+    def claim(self, job: Job) -> Job | None:
+        now = utcnow()
+        with self._talking() as (_, scripts):
+            args = [self.keys.prefix, str(job.id), str(micros(now)), *_pairs(job_hash(job, now))]
+            recorded, fields = scripts.claim(args=args)
+        if recorded:
+            logger.warning("job %s was not in the store; recorded it now", job.id)
+        return job_from_hash(_as_dict(fields)) if fields else None
+
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        args: list[str | int] = [self.keys.prefix, job_id, repr(float(progress)), micros(utcnow())]
+        with self._talking() as (_, scripts):
+            return bool(scripts.set_progress(args=args))
+
+    def update(self, job: Job) -> bool:
+        fields = job_hash(job, utcnow())
+        changed = {name: fields[name] for name in MUTABLE_FIELDS if name in fields}
+        unset = [name for name in MUTABLE_FIELDS if name not in fields]
+        args: list[str | int] = [self.keys.prefix, str(job.id), 2 * len(changed)]
+        args += [*_pairs(changed), *unset]
+        with self._talking() as (_, scripts):
+            return bool(scripts.update(args=args))
+
+    def cancel(self, job_id: str) -> Job | None:
+        with self._talking() as (_, scripts):
+            fields = scripts.cancel(args=[self.keys.prefix, job_id, micros(utcnow())])
+        return job_from_hash(_as_dict(fields)) if fields else None
+
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        with self._talking() as (client, _):
+            names = sorted(_text(name) for name in client.smembers(self.keys.queues))
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                for state in JobState:
+                    pipe.zcard(self.keys.state_queue(state.value, name))
+            cards = iter(pipe.execute())
+        counts = {name: {state: int(next(cards)) for state in JobState} for name in names}
+        return {name: by_state for name, by_state in counts.items() if any(by_state.values())}
+
+    def defer(self, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+        args = [self.keys.prefix, str(micros(utcnow())), *dict.fromkeys(job_ids)]
+        with self._talking() as (_, scripts):
+            return int(scripts.defer(args=args))
+
+    def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return set()
+        with self._talking() as (client, _):
+            scores = client.zmscore(self.keys.state(JobState.CANCELLED.value), wanted)
+        return {job_id for job_id, score in zip(wanted, scores, strict=True) if score is not None}
+
+    def delete(self, job_id: str) -> None:
+        with self._talking() as (_, scripts):
+            scripts.delete(args=[self.keys.prefix, job_id])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
+        parsed = parse_list_options(options)
+        skip, take = page_bounds(parsed)
+        with self._talking() as (client, scripts):
+            plan = plan_index(
+                parsed,
+                self.keys,
+                queue_names=lambda: {_text(name) for name in client.smembers(self.keys.queues)},
+                has_unstamped=lambda: bool(client.scard(self.keys.unstamped)),
+            )
+            if not plan.keys:
+                return JobList(items=[], total_items=0)
+            if plan.exact and set(parsed.sort) <= {SortField.CREATED_AT}:
+                newest_first = parsed.sort.get(SortField.CREATED_AT) is SortOrder.DESC
+                total, ids = self._page(client, scripts, plan.keys, skip, take, newest_first)
+                return JobList(items=self._load(scripts, ids), total_items=total)
+            with client.pipeline(transaction=True) as pipe:
+                for key in plan.keys:
+                    pipe.zrange(key, 0, -1)
+                candidates = [job_id for members in pipe.execute() for job_id in members]
+            return list_jobs(self._load(scripts, candidates), parsed)
+
+    def _page(
+        self,
+        client: redis.Redis,
+        scripts: RedisScripts,
+        keys: list[str],
+        skip: int,
+        take: int,
+        newest_first: bool,
+    ) -> tuple[int, list[str]]:
+        """Return the total of ``keys`` and the ids at ranks ``skip`` to ``skip + take``."""
+        order = int(newest_first)
+        if len(keys) > 1 and len(keys) * (skip + take) <= MERGE_LIMIT:
+            with client.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    scripts.page(keys=[key], args=[0, skip + take, order], client=pipe)
+                replies = pipe.execute()
+            total = sum(int(count) for count, _ in replies)
+            return total, _merged([flat for _, flat in replies], newest_first)[skip : skip + take]
+        union = keys if len(keys) == 1 else [*keys, self.keys.scratch()]
+        total, flat = scripts.page(keys=union, args=[skip, take, order])
+        return int(total), list(flat[::2])
+
+    def _load(self, scripts: RedisScripts, ids: Iterable[str]) -> list[Job]:
+        """Return the jobs of ``ids`` that exist, in that order, read in chunks."""
+        jobs: list[Job] = []
+        wanted = list(ids)
+        for start in range(0, len(wanted), LOAD_CHUNK):
+            found = scripts.load(args=[self.keys.prefix, *wanted[start : start + LOAD_CHUNK]])
+            jobs.extend(job_from_hash(fields) for fields in json.loads(found))
+        return jobs
+
+    def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
+        with self._talking() as (_, scripts):
+            return self._load(scripts, dict.fromkeys(ids))
+
+    def remove_settled(
+        self, queue_names: Sequence[str] | None = None, older_than: datetime | None = None
+    ) -> int:
+        cutoff = micros(utcnow() if older_than is None else older_than)
+        indexes = (
+            [self.keys.settled_queue(name) for name in dict.fromkeys(queue_names)]
+            if queue_names
+            else [self.keys.settled]
+        )
+        removed = 0
+        with self._talking() as (_, scripts):
+            for index in indexes:
+                while True:
+                    args: list[str | int] = [self.keys.prefix, index, cutoff, REMOVE_BATCH]
+                    batch = int(scripts.remove_settled(args=args))
+                    removed += batch
+                    if batch < REMOVE_BATCH:
+                        break
+        return removed
+
+
+def mask_password(url: str) -> str:
+    """Return ``url`` with its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _merged(pages: Iterable[Sequence[str]], newest_first: bool) -> list[str]:
+    """Return the ids of flat ``[id, score, ...]`` pages in one order: by score, then id."""
+    heads = [(float(flat[i + 1]), flat[i]) for flat in pages for i in range(0, len(flat), 2)]
+    heads.sort(key=lambda head: (-head[0] if newest_first else head[0], head[1]))
+    return [job_id for _, job_id in heads]
+
+
+def _pairs(fields: Mapping[str, str]) -> list[str]:
+    return [part for pair in fields.items() for part in pair]
+
+
+def _as_dict(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _text(value: bytes | str) -> str:
+    """Return a reply as text (the client already decodes; this tells mypy so)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,455 @@
+"""RedisJobStore on the real Redis: the settled guard of every write, conflicts, its indexes.
+
+The behaviour every store shares is in test_store_contract.py; these tests are about what only
+Redis has: index membership as jobs change state, paging across ties and across several
+indexes, batched removal and the layout version (tests/unit/test_redis_store_offline.py has
+what needs no server). Each test keeps its keys under a prefix of its own and deletes them
+afterwards (never a flush: the server is shared).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from adapter.errors import StoreError
+from adapter.job import Job, JobState
+from adapter.listing import list_jobs
+from adapter.store import redis as redis_store_module
+from adapter.store.redis import SCHEMA_VERSION, RedisJobStore
+from adapter.store.redis_layout import RedisKeys, micros
+from tests.contract.test_store_contract import delete_keys
+from tests.factories import at, make_job
+
+pytestmark = pytest.mark.redis
+
+CREATED = datetime(2020, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    chosen = f"adapter-t-{uuid.uuid4().hex[:12]}"
+    yield chosen
+    delete_keys(redis_url, chosen)
+
+
+@pytest.fixture
+def store(redis_url: str, prefix: str) -> Iterator[RedisJobStore]:
+    """An empty Redis store under this test's prefix."""
+    opened = RedisJobStore(redis_url, prefix=prefix)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the tests' database, for looking at keys."""
+    made = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield made
+    made.close()
+
+
+def stored(store: RedisJobStore, job: Job) -> Job:
+    """Return ``job`` as the store holds it now; fail if it is missing."""
+    found = store.get(str(job.id))
+    assert found is not None, f"job {job.id} is not in the store"
+    return found
+
+
+def members(client: redis.Redis, key: str) -> list[str]:
+    """Return the members of a sorted set, lowest score first."""
+    return [str(member) for member in client.zrange(key, 0, -1)]
+
+
+def keys_under(client: redis.Redis, prefix: str) -> set[str]:
+    """Return every key under ``prefix``."""
+    return {str(key) for key in client.scan_iter(match=f"{prefix}:*")}
+
+
+# Opening
+
+
+def test_store_of_another_schema_version_is_refused(
+    redis_url: str, prefix: str, client: redis.Redis
+) -> None:
+    client.set(RedisKeys(prefix).schema, "99")
+    opened = RedisJobStore(redis_url, prefix=prefix)
+    with pytest.raises(StoreError) as caught:
+        opened.get("anything")
+    opened.close()
+    assert str(caught.value) == (
+        f"job store schema version is 99, this adapter needs {SCHEMA_VERSION}"
+    )
+
+
+def test_first_use_records_the_schema_version(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    store.get("anything")
+    assert client.get(RedisKeys(prefix).schema) == str(SCHEMA_VERSION)
+
+
+# insert / get / delete
+
+
+def test_get_returns_every_field_that_was_inserted(store: RedisJobStore) -> None:
+    job = make_job(
+        data={"to": ["a@example.com"], "n": 1, "nested": {"ok": True}},
+        state=JobState.FAILED,
+        progress=37.5,
+        result={"sent": [1, 2]},
+        error="smtp down",
+        retries=3,
+        attempts=4,
+        created_at=CREATED,
+        started_at=datetime(2020, 3, 1, 12, 0, 1, 654321, tzinfo=UTC) - timedelta(hours=2),
+        settled_at=datetime(2020, 3, 1, 10, 0, 2, 1, tzinfo=UTC),
+    )
+    store.insert(job)
+    found = stored(store, job)
+    assert found == job
+    for value in (found.created_at, found.started_at, found.settled_at):
+        assert value is not None and value.utcoffset() == timedelta(0)
+
+
+def test_unset_fields_come_back_unset(store: RedisJobStore) -> None:
+    job = make_job(data=None)
+    store.insert(job)
+    found = stored(store, job)
+    assert (found.data, found.result, found.error, found.started_at) == (None, None, None, None)
+    assert found.progress == 0 and isinstance(found.progress, int)
+
+
+def test_insert_of_a_taken_id_is_refused_and_changes_nothing(store: RedisJobStore) -> None:
+    first = make_job(id="same", queue_name="first")
+    store.insert(first)
+    with pytest.raises(StoreError, match=r"^a job with id 'same' already exists$"):
+        store.insert(make_job(id="same", queue_name="second"))
+    assert stored(store, first).queue_name == "first"
+    assert store.find_many().total_items == 1
+
+
+def test_delete_leaves_no_key_but_the_schema(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    job = make_job(state=JobState.COMPLETED, settled_at=CREATED)
+    store.insert(job)
+    store.delete(str(job.id))
+    store.delete("no-such-job")
+    assert store.get(str(job.id)) is None
+    assert keys_under(client, prefix) == {RedisKeys(prefix).schema}
+
+
+def test_returned_jobs_are_independent_snapshots(store: RedisJobStore) -> None:
+    job = make_job(data={"lines": [1]})
+    store.insert(job)
+    first = stored(store, job)
+    first.data["lines"].append(2)
+    assert stored(store, job).data == {"lines": [1]}
+    assert stored(store, job) is not stored(store, job)
+
+
+# claim, update, set_progress, cancel: a settled job is never overwritten
+
+
+def test_claim_moves_a_pending_job_to_running_and_counts_an_attempt(store: RedisJobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempts) == (JobState.RUNNING, 1)
+    assert claimed.started_at is not None
+    assert stored(store, job) == claimed
+
+
+@pytest.mark.parametrize("state", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
+def test_claim_of_a_settled_job_returns_none_and_changes_nothing(
+    store: RedisJobStore, state: JobState
+) -> None:
+    job = make_job(state=state, attempts=1, settled_at=CREATED)
+    store.insert(job)
+    before = stored(store, job)
+    assert store.claim(job) is None
+    assert stored(store, job) == before
+
+
+def test_claim_of_an_unknown_job_records_it_then_claims_it(store: RedisJobStore) -> None:
+    job = make_job(queue_name="resize-image", data={"w": 10}, retries=2)
+    claimed = store.claim(job)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempts, claimed.data) == (JobState.RUNNING, 1, {"w": 10})
+    assert [
+        found.id for found in store.find_many({"filter": {"state": {"eq": "RUNNING"}}}).items
+    ] == [job.id]
+
+
+def test_claim_of_an_unknown_settled_job_records_it_but_does_not_claim_it(
+    store: RedisJobStore,
+) -> None:
+    job = make_job(state=JobState.CANCELLED, settled_at=CREATED)
+    assert store.claim(job) is None
+    assert stored(store, job) == job
+
+
+def test_late_completion_never_overwrites_a_cancellation(store: RedisJobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    running = store.claim(job)
+    assert running is not None
+    cancelled = store.cancel(str(job.id))
+    assert cancelled is not None and cancelled.state == JobState.CANCELLED
+    running.complete("late result")
+    assert store.update(running) is False
+    assert store.set_progress(str(job.id), 50) is False
+    assert store.claim(job) is None
+    found = stored(store, job)
+    assert (found.state, found.result, found.progress) == (JobState.CANCELLED, None, 0)
+
+
+def test_cancel_of_a_settled_job_returns_it_unchanged(store: RedisJobStore) -> None:
+    job = make_job(state=JobState.COMPLETED, progress=100, settled_at=CREATED)
+    store.insert(job)
+    assert store.cancel(str(job.id)) == job
+    assert store.cancel("no-such-job") is None
+
+
+def test_update_writes_every_mutable_field_and_unsets_cleared_ones(store: RedisJobStore) -> None:
+    job = make_job(created_at=CREATED)
+    store.insert(job)
+    running = store.claim(job)
+    assert running is not None
+    running.retries = 1
+    running.fail("boom")
+    assert store.update(running)
+    assert (stored(store, job).state, stored(store, job).error) == (JobState.RETRYING, "boom")
+    again = stored(store, job)
+    again.error = None
+    again.created_at = CREATED + timedelta(days=1)
+    again.complete({"sent": 3})
+    assert store.update(again)
+    found = stored(store, job)
+    assert (found.state, found.result, found.error) == (JobState.COMPLETED, {"sent": 3}, None)
+    assert (found.created_at, found.retries, found.is_settled) == (CREATED, 1, True)
+
+
+def test_writes_to_an_unknown_job_are_refused(store: RedisJobStore) -> None:
+    assert store.update(make_job(id="no-such-job")) is False
+    assert store.set_progress("no-such-job", 10) is False
+    assert store.get("no-such-job") is None
+
+
+# Index membership
+
+
+def test_a_completed_job_is_listed_under_completed_and_no_longer_under_pending(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    keys = RedisKeys(prefix)
+    job = make_job(queue_name="mail")
+    store.insert(job)
+    pending = {"filter": {"queueName": {"eq": "mail"}, "state": {"eq": "PENDING"}}}
+    assert store.find_many(pending).total_items == 1
+    running = store.claim(job)
+    assert running is not None
+    running.complete()
+    assert store.update(running)
+    assert store.find_many(pending).total_items == 0
+    completed = {"filter": {"queueName": {"eq": "mail"}, "state": {"eq": "COMPLETED"}}}
+    assert [found.id for found in store.find_many(completed).items] == [job.id]
+    assert members(client, keys.state_queue("PENDING", "mail")) == []
+    assert members(client, keys.state("RUNNING")) == []
+    assert members(client, keys.state_queue("COMPLETED", "mail")) == [job.id]
+    assert client.zscore(keys.settled, str(job.id)) == micros(
+        stored(store, job).settled_at or CREATED
+    )
+    assert members(client, keys.settled_queue("mail")) == [job.id]
+
+
+def test_a_settled_state_without_settled_at_is_not_settled(store: RedisJobStore) -> None:
+    odd = make_job(id="odd", state=JobState.COMPLETED, created_at=at(10, 0))
+    normal = make_job(
+        id="normal", state=JobState.COMPLETED, settled_at=at(10, 2), created_at=at(10, 1)
+    )
+    pending = make_job(id="pending", created_at=at(10, 2))
+    jobs = [odd, normal, pending]
+    for job in jobs:
+        store.insert(job)
+    for settled in (True, False):
+        options: dict[str, Any] = {"filter": {"isSettled": {"eq": settled}}}
+        expected = list_jobs(jobs, options)
+        assert store.find_many(options) == expected
+    assert store.remove_settled() == 1
+    assert store.find_many().total_items == 2
+
+
+# Paging by index: ties in created_at, several indexes
+
+
+def tied_jobs() -> list[Job]:
+    """Jobs in two queues and three states whose creation times are often equal."""
+    states = [JobState.PENDING, JobState.RUNNING, JobState.RETRYING]
+    return [
+        make_job(
+            id=f"job-{(n * 7) % 25:02d}",
+            queue_name=("alpha", "beta")[n % 2],
+            state=states[n % 3],
+            created_at=at(10, n // 4),
+        )
+        for n in range(25)
+    ]
+
+
+@pytest.mark.parametrize("merge_limit", [0, 1_000_000], ids=["union-in-redis", "merge-in-python"])
+@pytest.mark.parametrize(
+    "filter",
+    [
+        {},
+        {"queueName": {"eq": "alpha"}},
+        {"state": {"in": ["PENDING", "RETRYING"]}},
+        {"queueName": {"in": ["alpha", "beta"]}, "state": {"notEq": "RUNNING"}},
+        {"isSettled": {"eq": False}, "queueName": {"contains": "A"}},
+    ],
+)
+@pytest.mark.parametrize("order", [None, "ASC", "DESC"])
+def test_pages_by_created_at_break_ties_by_id_like_every_store(
+    store: RedisJobStore,
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    client: redis.Redis,
+    filter: dict[str, Any],
+    order: str | None,
+    merge_limit: int,
+) -> None:
+    monkeypatch.setattr(redis_store_module, "MERGE_LIMIT", merge_limit)
+    jobs = tied_jobs()
+    for job in jobs:
+        store.insert(job)
+    sort = {} if order is None else {"createdAt": order}
+    for skip in range(0, 26, 3):
+        for take in (0, 1, 2, 5, 30):
+            options = {"filter": filter, "sort": sort, "skip": skip, "take": take}
+            assert store.find_many(options) == list_jobs(jobs, options), options
+    assert not {key for key in keys_under(client, prefix) if ":tmp:" in key}
+
+
+# remove_settled
+
+
+def settled_jobs() -> list[Job]:
+    """Six settled jobs in two queues, settled a minute apart from 10:00, and one pending."""
+    return [
+        make_job(
+            id=f"done-{n}",
+            queue_name=("mail", "video")[n % 2],
+            state=JobState.COMPLETED,
+            settled_at=at(10, n),
+        )
+        for n in range(6)
+    ] + [make_job(id="waiting", queue_name="mail")]
+
+
+@pytest.mark.parametrize(
+    ("queue_names", "older_than", "left"),
+    [
+        (None, None, ["waiting"]),
+        (["mail"], None, ["done-1", "done-3", "done-5", "waiting"]),
+        (["video", "video"], None, ["done-0", "done-2", "done-4", "waiting"]),
+        (None, at(10, 3), ["done-3", "done-4", "done-5", "waiting"]),
+        (["mail", "nope"], at(10, 4), ["done-1", "done-3", "done-4", "done-5", "waiting"]),
+        (None, at(9, 0), ["done-0", "done-1", "done-2", "done-3", "done-4", "done-5", "waiting"]),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 2, 500])
+def test_remove_settled_deletes_in_batches_what_its_arguments_select(
+    store: RedisJobStore,
+    monkeypatch: pytest.MonkeyPatch,
+    queue_names: list[str] | None,
+    older_than: datetime | None,
+    left: list[str],
+    batch: int,
+) -> None:
+    monkeypatch.setattr(redis_store_module, "REMOVE_BATCH", batch)
+    for job in settled_jobs():
+        store.insert(job)
+    assert store.remove_settled(queue_names, older_than) == 7 - len(left)
+    assert sorted(str(job.id) for job in store.find_many().items) == left
+    assert store.find_many({"filter": {"isSettled": {"eq": True}}}).total_items == len(left) - 1
+
+
+def test_remove_settled_forgets_a_queue_once_it_has_no_jobs(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    for job in settled_jobs():
+        store.insert(job)
+    assert client.smembers(RedisKeys(prefix).queues) == {"mail", "video"}
+    store.remove_settled()
+    assert client.smembers(RedisKeys(prefix).queues) == {"mail"}
+    assert store.find_many({"filter": {"queueName": {"notEq": "x"}}}).total_items == 1
+
+
+# Processes
+
+
+def _write_from_child(store: RedisJobStore, job: Job, existing_id: str) -> None:
+    store.insert(job)
+    assert store.set_progress(existing_id, 55)
+
+
+def test_store_used_in_a_forked_child_writes_what_the_parent_reads(store: RedisJobStore) -> None:
+    existing = make_job()
+    store.insert(existing)
+    from_child = make_job(queue_name="from-child")
+    child = multiprocessing.get_context("fork").Process(
+        target=_write_from_child, args=(store, from_child, str(existing.id))
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert stored(store, from_child).queue_name == "from-child"
+    assert stored(store, existing).progress == 55
+
+
+def test_defer_sends_only_running_unsettled_jobs_back_to_pending(store: RedisJobStore) -> None:
+    running, pending = make_job(id="running"), make_job(id="pending")
+    done = make_job(id="done", state=JobState.RUNNING, attempts=1, settled_at=CREATED)
+    for job in (running, pending, done):
+        store.insert(job)
+    assert store.claim(running) is not None
+    assert store.defer(["running", "pending", "done", "running", "nope"]) == 1
+    assert store.defer([]) == 0
+    found = stored(store, running)
+    assert (found.state, found.attempts) == (JobState.PENDING, 0)
+    assert stored(store, done).state == JobState.RUNNING
+    page = store.find_many({"filter": {"state": {"eq": "PENDING"}}, "sort": {"createdAt": "ASC"}})
+    assert [job.id for job in page.items] == ["running", "pending"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"filter": {"queueName": {"eq": "alpha"}, "state": {"eq": "PENDING"}}, "take": 3},
+        {"filter": {"isSettled": {"eq": False}}, "sort": {"createdAt": "DESC"}, "skip": 4},
+        {"filter": {"state": {"in": ["RUNNING", "RETRYING"]}}, "filterOperator": "OR"},
+        {"filter": {"queueName": {"regex": "^b"}, "_and": []}, "sort": {"createdAt": "ASC"}},
+    ],
+)
+def test_queries_the_indexes_answer_never_evaluate_jobs_in_python(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> None:
+    jobs = tied_jobs()
+    for job in jobs:
+        store.insert(job)
+    expected = list_jobs(jobs, options)
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("find_many read every candidate job")
+
+    monkeypatch.setattr(redis_store_module, "list_jobs", refuse)
+    assert store.find_many(options) == expected
