@@ -3,7 +3,8 @@
 ADAPTER_BROKER_URL   broker URL; ``amqp://guest:guest@127.0.0.1:5672//``, ``redis://127.0.0.1:6379/0``
                      or ``filesystem://`` (the embedded default: no server, works across the
                      processes of one machine). CELERY_BROKER_URL is read when it is unset.
-ADAPTER_STORE_URL    job store URL; default ``sqlite:///$ADAPTER_DATA_DIR/jobs.sqlite3``.
+ADAPTER_STORE_URL    job store URL; default: the result backend's Redis or database when one is
+                     configured (CELERY_RESULT_BACKEND), else ``sqlite:///$ADAPTER_DATA_DIR/jobs.sqlite3``.
 ADAPTER_DATA_DIR     where the embedded broker and store keep their files;
                      default ``~/.local/share/adapter``.
 
@@ -21,9 +22,10 @@ _data_dir = os.path.abspath(
 broker_url = os.environ.get("ADAPTER_BROKER_URL") or os.environ.get(
     "CELERY_BROKER_URL", "filesystem://"
 )
-adapter_store_url = os.environ.get(
-    "ADAPTER_STORE_URL", f"sqlite:///{os.path.join(_data_dir, 'jobs.sqlite3')}"
-)
+# Unset, the store follows the deployment: the result backend's Redis or database if one is
+# configured, else a SQLite file in the data dir (see adapter.celery.strategy.store_url_for).
+adapter_store_url = os.environ.get("ADAPTER_STORE_URL")
+adapter_data_dir = _data_dir
 
 if broker_url.startswith("filesystem://"):
     broker_transport_options = filesystem_transport_options(_data_dir)
@@ -42,4 +44,5 @@ accept_content = ["json"]
 result_serializer = "json"
 # Job state lives in the job store; Celery's own results are not needed.
 task_ignore_result = True
+result_backend = os.environ.get("CELERY_RESULT_BACKEND")
 worker_hijack_root_logger = False

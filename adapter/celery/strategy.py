@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: Celery setting that names the job store URL (celeryconfig.py reads ADAPTER_STORE_URL).
 STORE_URL_SETTING = "adapter_store_url"
+#: Celery setting: the folder of the embedded broker and the default SQLite store.
+DATA_DIR_SETTING = "adapter_data_dir"
+#: Default of that setting.
+DEFAULT_DATA_DIR = "~/.local/share/adapter"
 #: Celery setting: the largest job data accepted by ``add``, in bytes of JSON.
 MAX_DATA_BYTES_SETTING = "adapter_max_data_bytes"
 #: Default of that setting: 1 MiB (brokers and stores cope; bigger payloads belong elsewhere).
@@ -98,13 +103,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     def store(self) -> JobStore:
         """The job store, opened on first use."""
         if self._store is None:
-            url = self._store_arg or self.app.conf.get(STORE_URL_SETTING)
-            if not url:
-                raise ConfigurationError(
-                    f"no job store configured: pass store= or set {STORE_URL_SETTING} "
-                    "(ADAPTER_STORE_URL in celeryconfig.py)"
-                )
-            self._store = open_store(str(url))
+            self._store = open_store(str(self._store_arg or store_url_for(self.app.conf)))
         return self._store
 
     def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
@@ -256,6 +255,25 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
 #: Set while the ``jobqueue`` command imports a module: no embedded worker is started, and
 #: with ``active_queues`` only those queues are started (Vendure's ``activeQueues``).
+def store_url_for(conf: Any) -> str:
+    """Return the job store URL of a deployment.
+
+    The ``adapter_store_url`` setting when there is one; else the Celery result backend's
+    Redis or database (``db+...``), so jobs live where results already do; else a SQLite file
+    in ``adapter_data_dir``.
+    """
+    explicit = conf.get(STORE_URL_SETTING)
+    if explicit:
+        return str(explicit)
+    backend = str(conf.get("result_backend") or "")
+    if backend.startswith(("redis://", "rediss://")):
+        return backend
+    if backend.startswith("db+"):
+        return backend.removeprefix("db+")
+    data_dir = conf.get(DATA_DIR_SETTING) or os.path.expanduser(DEFAULT_DATA_DIR)
+    return f"sqlite:///{os.path.join(data_dir, 'jobs.sqlite3')}"
+
+
 _cli_launch: ContextVar[frozenset[str] | bool | None] = ContextVar("cli_launch", default=False)
 
 
