@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import redis
 
+from adapter.job import JobState
+from adapter.store import JobStore
 from bench.common import result_keys
 
 #: Root of the repository: the worker runs there so ``bench.workers`` and ``celeryconfig`` import.
@@ -129,20 +130,14 @@ def drain(
             time.sleep(POLL_INTERVAL_S)
 
 
-@contextmanager
-def store_probe(store_path: Path, queue_name: str, jobs: int) -> Iterator[Probe]:
-    """Yield a probe that counts the queue's COMPLETED jobs in the SQLite store."""
-    conn = sqlite3.connect(store_path)
-    query = "SELECT COUNT(*) FROM adapter_job WHERE queue_name = ? AND state = 'COMPLETED'"
+def store_probe(store: JobStore, queue_name: str, jobs: int) -> Probe:
+    """Return a probe that counts the queue's COMPLETED jobs in the job store."""
 
     def probe() -> tuple[bool, bool]:
-        (completed,) = conn.execute(query, (queue_name,)).fetchone()
+        completed = store.queue_counts().get(queue_name, {}).get(JobState.COMPLETED, 0)
         return completed > 0, completed >= jobs
 
-    try:
-        yield probe
-    finally:
-        conn.close()
+    return probe
 
 
 def result_probe(client: redis.Redis, task_ids: list[str]) -> Probe:

@@ -1,9 +1,9 @@
 """Benchmark the adapter beside raw Celery, in the same run, and print the ratios.
 
-Usage: ``python bench/run.py [--broker redis|amqp|all] [--jobs 10000]``
+Usage: ``python bench/run.py [--broker redis|amqp|all] [--jobs 10000] [--store sqlite|redis]``
 
-For each broker: (a) the add rate of ``strategy.add`` (SQLite store in a temp dir, the default
-deployment) against ``app.send_task`` with the same app and payload size; (b) the drain rate of
+For each broker: (a) the add rate of ``strategy.add`` (store: a SQLite file in a temp dir, or
+the Redis store in the results' database, as with a Redis result backend) against ``app.send_task`` with the same app and payload size; (b) the drain rate of
 a ``celery worker -P prefork -c 2`` over the jobs (a) queued, the adapter until its store shows
 all COMPLETED, raw Celery until every result is in Redis. Queues are unique per run, purged
 before and after, then deleted with the result keys and the temp dir.
@@ -67,13 +67,12 @@ class BrokerReport:
     raw_drain: DrainResult
 
 
-def run_broker(broker: str, jobs: int) -> BrokerReport:
+def run_broker(broker: str, jobs: int, store_kind: str) -> BrokerReport:
     """Run the add and drain benchmarks on one broker and clean up after them."""
     url = BROKER_URLS[broker]
     names = new_run_names()
     tmp = Path(tempfile.mkdtemp(prefix="adapter-bench-"))
-    store_path = tmp / "jobs.sqlite3"
-    store_url = f"sqlite:///{store_path}"
+    store_url = f"sqlite:///{tmp / 'jobs.sqlite3'}" if store_kind == "sqlite" else RESULT_URL
     app = make_app(url, store_url)
     strategy = CeleryJobQueueStrategy(app, store=store_url)
     results = redis.Redis.from_url(RESULT_URL)
@@ -87,11 +86,11 @@ def run_broker(broker: str, jobs: int) -> BrokerReport:
         _check_queued(app, names, jobs)
         env = {ENV_BROKER: url, ENV_STORE: store_url, ENV_RESULT: RESULT_URL}
         timeout = max(120.0, jobs / 20)
-        with store_probe(store_path, names.queue_name, jobs) as probe:
-            adapter_drain = drain(
-                worker_command(names.adapter_celery_queue, hostnames[0]),
-                {**env, ENV_ADAPTER_QUEUE: names.queue_name}, probe, jobs, timeout,
-            )  # fmt: skip
+        adapter_drain = drain(
+            worker_command(names.adapter_celery_queue, hostnames[0]),
+            {**env, ENV_ADAPTER_QUEUE: names.queue_name},
+            store_probe(strategy.store, names.queue_name, jobs), jobs, timeout,
+        )  # fmt: skip
         raw_drain = drain(
             worker_command(names.raw_queue, hostnames[1]),
             env, result_probe(results, raw_ids), jobs, timeout,
@@ -103,6 +102,9 @@ def run_broker(broker: str, jobs: int) -> BrokerReport:
         if broker == "redis":
             with redis.Redis.from_url(url) as broker_client:
                 clean_redis_broker(broker_client, names.all_celery_queues(), hostnames)
+        if store_kind == "redis":
+            for key in results.scan_iter("adapter:*"):  # the Redis store's keys in db 12
+                results.delete(key)
         results.close()
         strategy.destroy()
         app.close()
@@ -129,7 +131,7 @@ def format_report(report: BrokerReport) -> str:
     ]
     lines = [
         f"broker {report.broker}: {report.url} | jobs per side: {report.jobs}",
-        f"adapter store: SQLite (the default deployment) in a temp dir: {report.store_url}",
+        f"adapter store: {report.store_url}",
         f"{'':36}{'adapter':>10}{'raw':>10}{'adapter/raw':>13}{'target':>9}",
     ]
     for label, adapter, raw, target in rows:
@@ -151,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", choices=[*BROKER_URLS, "all"], default="all")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per side (default 10000)")
+    parser.add_argument(
+        "--store", choices=["sqlite", "redis"], default="sqlite",
+        help="the adapter's job store: a SQLite file, or Redis db 12 (the results' database)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     brokers = list(BROKER_URLS) if args.broker == "all" else [args.broker]
     print(
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "gossip; adapter: store rows COMPLETED; raw: no-op task results in Redis db 12.\n"
     )
     for broker in brokers:
-        print(format_report(run_broker(broker, args.jobs)), end="\n\n", flush=True)
+        print(format_report(run_broker(broker, args.jobs, args.store)), end="\n\n", flush=True)
     return 0
 
 
