@@ -3,7 +3,8 @@
 Usage: ``python bench/run.py [--broker redis|amqp|all] [--jobs 10000] [--store sqlite|redis]``
 
 For each broker: (a) the add rate of ``strategy.add`` (store: a SQLite file in a temp dir, or
-the Redis store in the results' database, as with a Redis result backend) against ``app.send_task`` with the same app and payload size; (b) the drain rate of
+the Redis store in the results' database, as with a Redis result backend) against
+``app.send_task`` with the same app and payload size; (b) the drain rate of
 a ``celery worker -P prefork -c 2`` over the jobs (a) queued, the adapter until its store shows
 all COMPLETED, raw Celery until every result is in Redis. Queues are unique per run, purged
 before and after, then deleted with the result keys and the temp dir.
