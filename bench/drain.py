@@ -22,7 +22,6 @@ from pathlib import Path
 
 import redis
 
-from adapter.job import JobState
 from adapter.store import JobStore
 from bench.common import result_keys
 
@@ -133,8 +132,10 @@ def drain(
 def store_probe(store: JobStore, queue_name: str, jobs: int) -> Probe:
     """Return a probe that counts the queue's COMPLETED jobs in the job store."""
 
+    completed_here = {"filter": {"queueName": {"eq": queue_name}, "state": {"eq": "COMPLETED"}}}
+
     def probe() -> tuple[bool, bool]:
-        completed = store.queue_counts().get(queue_name, {}).get(JobState.COMPLETED, 0)
+        completed = store.find_many({**completed_here, "take": 0}).total_items
         return completed > 0, completed >= jobs
 
     return probe
