@@ -14,6 +14,12 @@ Retries::
 """
 
 from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backoff
+from adapter.buffer import (
+    InMemoryJobBufferStorage,
+    JobBuffer,
+    JobBufferStorage,
+    SqlJobBufferStorage,
+)
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.errors import (
     ConfigurationError,
@@ -31,6 +37,7 @@ from adapter.errors import (
 )
 from adapter.job import SETTLED_STATES, Job, JobState
 from adapter.listing import JobList, JobListOptions
+from adapter.service import ErrorHandler, JobQueue, JobQueueInfo, JobQueueService
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
 from adapter.subscribable import JobUpdate, SubscribableJob
@@ -41,23 +48,31 @@ __all__ = [
     "CeleryJobQueueStrategy",
     "ConfigurationError",
     "DuplicateJobError",
+    "ErrorHandler",
+    "InMemoryJobBufferStorage",
     "InspectableJobQueueStrategy",
     "InvalidJobMessageError",
     "InvalidListOptionsError",
     "InvalidQueueNameError",
     "Job",
+    "JobBuffer",
+    "JobBufferStorage",
     "JobCancelledError",
     "JobDataError",
     "JobFailedError",
     "JobList",
     "JobListOptions",
+    "JobQueue",
     "JobQueueError",
+    "JobQueueInfo",
+    "JobQueueService",
     "JobQueueStrategy",
     "JobState",
     "JobStore",
     "JobUpdate",
     "ProcessNotImportableError",
     "PublishError",
+    "SqlJobBufferStorage",
     "StoreError",
     "SubscribableJob",
     "constant_backoff",

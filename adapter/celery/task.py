@@ -10,6 +10,7 @@ late: a worker that dies mid-job leaves its message to be delivered again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
+#: Pauses between tries to record an outcome in a busy or unreachable store, in seconds.
+RECORD_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
 #: Wait before a job is offered again when the store could not be reached, in seconds.
 STORE_RETRY_DELAY_S = 5.0
 
@@ -141,7 +144,25 @@ def _attempt(
 
 
 def _record(store: JobStore, job: Job) -> bool:
-    if store.update(job):
+    """Write the attempt's outcome; a busy store is retried, never given up on quietly."""
+    for delay in RECORD_RETRY_DELAYS_S:
+        try:
+            written = store.update(job)
+            break
+        except StoreError as err:
+            logger.warning("job %s: recording %s failed (%s); retrying", job.id, job.state, err)
+            time.sleep(delay)
+    else:
+        try:
+            written = store.update(job)
+        except StoreError as err:
+            # Hand the message back rather than acknowledge a job whose outcome is unrecorded:
+            # it runs again (at least once) instead of staying RUNNING for ever.
+            logger.error("job %s: could not record %s: %s; handing it back", job.id, job.state, err)
+            raise Reject(
+                f"could not record the outcome of job {job.id}: {err}", requeue=True
+            ) from err
+    if written:
         return True
     logger.info("job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state)
     return False
