@@ -114,3 +114,30 @@ def test_watch_follows_a_job_to_completion_and_exits_with_its_state(
         delete_queues(producer, queue)
     assert watched.returncode == 3, watched.stderr
     assert watched.stdout.strip().splitlines()[-1] == "CANCELLED: None"
+
+
+def test_queues_shows_counts_by_state_and_check_reports_the_broker(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    producer: CeleryJobQueueStrategy,
+    broker_url: str,
+) -> None:
+    queue = unique_queue("counts")
+    try:
+        for data in ("a", "b"):
+            cli("add", queue, json.dumps(data))
+        job = json.loads(cli("add", queue, "null", "--json").stdout)
+        cli("cancel", job["id"])
+        shown = cli("queues", "--json")
+        assert shown.returncode == 0, shown.stderr
+        states = json.loads(shown.stdout)[queue]["states"]
+        assert (states["PENDING"], states["CANCELLED"], states["COMPLETED"]) == (2, 1, 0)
+        table = cli("queues").stdout
+        assert any(line.startswith(queue) for line in table.splitlines())
+    finally:
+        delete_queues(producer, queue)
+    checked = cli("check")
+    assert checked.stdout.startswith("broker ") and "guest:guest" not in checked.stdout
+    if broker_url.startswith("filesystem://"):
+        assert checked.returncode == 1 and "WARNING broker_url" in checked.stdout
+    else:
+        assert (checked.returncode, checked.stdout.splitlines()[-1]) == (0, "0 finding(s)")
