@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from adapter.errors import ConfigurationError, StoreError
+from adapter.errors import ConfigurationError
 from adapter.job import Job, utcnow
-from adapter.store.sql import SQLITE_BUSY_TIMEOUT_MS
+from adapter.store.sql_engine import ProcessEngine
 from adapter.strategy import JobQueueStrategy
 
 logger = logging.getLogger(__name__)
@@ -101,41 +99,13 @@ class SqlJobBufferStorage(JobBufferStorage):
     """Buffered jobs in one SQL table, shared by every process using the same database."""
 
     def __init__(self, url: str) -> None:
-        try:
-            self._url = sa.make_url(url)
-        except sa.exc.ArgumentError as err:
-            raise ConfigurationError(f"malformed job buffer URL: {err}") from err
-        self.url = self._url.render_as_string(hide_password=True)
-        self._engine: Engine | None = None
-        self._engine_pid = 0
-        self._lock = threading.Lock()
-
-    def _connect(self) -> Engine:
-        with self._lock:
-            if self._engine is None or self._engine_pid != os.getpid():
-                self._engine = self._open_engine()
-                self._engine_pid = os.getpid()
-            return self._engine
-
-    def _open_engine(self) -> Engine:
-        is_sqlite = self._url.get_backend_name() == "sqlite"
-        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if is_sqlite else {}
-        try:
-            engine = sa.create_engine(self._url, connect_args=connect_args)
-            _metadata.create_all(engine, checkfirst=True)
-        except (sa.exc.ArgumentError, ImportError) as err:
-            raise ConfigurationError(f"cannot open job buffer {self.url}: {err}") from err
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"cannot reach job buffer {self.url}: {err.orig}") from err
-        return engine
+        self._db = ProcessEngine(url, "job buffer", _metadata)
+        self.url = self._db.url
 
     def _run(self, statement: Any) -> list[Any]:
-        try:
-            with self._connect().begin() as conn:
-                result = conn.execute(statement)
-                return list(result.all()) if result.returns_rows else []
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"job buffer {self.url} failed: {err.orig}") from err
+        with self._db.begin() as conn:
+            result = conn.execute(statement)
+            return list(result.all()) if result.returns_rows else []
 
     def add(self, buffer_id: str, job: Job) -> Job:
         now = utcnow().replace(tzinfo=None)  # stored as naive UTC, as in the job store
@@ -168,9 +138,7 @@ class SqlJobBufferStorage(JobBufferStorage):
 
     def close(self) -> None:
         """Release connections."""
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self._db.dispose()
 
 
 class JobBufferService:

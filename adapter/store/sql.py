@@ -14,27 +14,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from adapter.errors import ConfigurationError, DuplicateJobError, StoreError
+from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import Job, JobState, utcnow
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.store.base import JobStore
+from adapter.store.sql_engine import ProcessEngine
 from adapter.store.sql_query import JobListQuery
 
 logger = logging.getLogger(__name__)
 
 #: Version of the table layout below; bump it with a migration when columns change.
 SCHEMA_VERSION = 1
-#: How long SQLite waits for a lock held by another writer, in milliseconds.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 metadata = sa.MetaData()
 jobs = sa.Table(
@@ -70,40 +67,8 @@ class SqlJobStore(JobStore):
     """Job store in one SQL table."""
 
     def __init__(self, url: str) -> None:
-        try:
-            self._url = sa.make_url(url)
-        except sa.exc.ArgumentError as err:
-            raise ConfigurationError(f"malformed job store URL: {err}") from err
-        self.url = self._url.render_as_string(hide_password=True)
-        self._engine: Engine | None = None
-        self._engine_pid = 0
-        self._lock = threading.Lock()
-
-    def _connect(self) -> Engine:
-        if self._engine is None or self._engine_pid != os.getpid():
-            with self._lock:
-                if self._engine is None or self._engine_pid != os.getpid():
-                    self._engine = self._open_engine()
-                    self._engine_pid = os.getpid()
-        return self._engine
-
-    def _open_engine(self) -> Engine:
-        is_sqlite = self._url.get_backend_name() == "sqlite"
-        if is_sqlite and self._url.database not in (None, "", ":memory:"):
-            os.makedirs(os.path.dirname(os.path.abspath(self._url.database)), exist_ok=True)
-        try:
-            engine = sa.create_engine(self._url, pool_pre_ping=not is_sqlite)
-        except (sa.exc.ArgumentError, ImportError) as err:
-            raise ConfigurationError(f"cannot open job store {self.url}: {err}") from err
-        if is_sqlite:
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        try:
-            metadata.create_all(engine, checkfirst=True)
-            with engine.begin() as conn:
-                self._check_schema_version(conn)
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"cannot reach job store {self.url}: {err.orig}") from err
-        return engine
+        self._db = ProcessEngine(url, "job store", metadata, self._check_schema_version)
+        self.url = self._db.url
 
     @staticmethod
     def _check_schema_version(conn: Connection) -> None:
@@ -117,11 +82,7 @@ class SqlJobStore(JobStore):
             )
 
     def _run(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
-        try:
-            with self._connect().begin() as conn:
-                return conn.execute(statement, params)
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+        return self._db.run(statement, params)
 
     def insert(self, job: Job) -> None:
         try:
@@ -136,7 +97,7 @@ class SqlJobStore(JobStore):
     def claim(self, job: Job) -> Job | None:
         params = {"job_id": job.id, "now": _naive(utcnow())}
         try:
-            with self._connect().begin() as conn:
+            with self._db.begin() as conn:
                 row = conn.execute(_CLAIM, params).first()
                 if row is None:
                     if conn.execute(_EXISTS, params).first():
@@ -146,8 +107,6 @@ class SqlJobStore(JobStore):
                     row = conn.execute(_CLAIM, params).first()
         except sa.exc.IntegrityError:
             return self.claim(job)  # another worker recorded it first; claim that record
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
         return None if row is None else _job(row)
 
     def set_progress(self, job_id: str, progress: float) -> bool:
@@ -162,12 +121,9 @@ class SqlJobStore(JobStore):
 
     def cancel(self, job_id: str) -> Job | None:
         params = {"job_id": job_id, "now": _naive(utcnow())}
-        try:
-            with self._connect().begin() as conn:
-                conn.execute(_CANCEL, params)
-                row = conn.execute(_GET, params).first()
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+        with self._db.begin() as conn:
+            conn.execute(_CANCEL, params)
+            row = conn.execute(_GET, params).first()
         return None if row is None else _job(row)
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
@@ -201,21 +157,15 @@ class SqlJobStore(JobStore):
         self._run(_DELETE, {"job_id": job_id})
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self._db.dispose()
 
     def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
         parsed = parse_list_options(options)
-        engine = self._connect()
-        query = JobListQuery(jobs, engine.dialect.name, utcnow())
+        query = JobListQuery(jobs, self._db.get().dialect.name, utcnow())
         count, page = query.count(parsed), query.page(parsed)
-        try:
-            with engine.begin() as conn:
-                total = int(conn.execute(count).scalar_one())
-                rows = conn.execute(page).all()
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"job store {self.url} failed: {err.orig}") from err
+        with self._db.begin() as conn:
+            total = int(conn.execute(count).scalar_one())
+            rows = conn.execute(page).all()
         return JobList(items=[_job(row) for row in rows], total_items=total)
 
     def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
@@ -284,14 +234,6 @@ _CANCEL = (
     .where(_unsettled_job)
     .values(state=JobState.CANCELLED.value, settled_at=_now, updated_at=_now, is_settled=True)
 )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
 
 
 def _naive(value: datetime | None) -> datetime | None:

@@ -1,0 +1,104 @@
+"""One SQLAlchemy engine per OS process, for every SQL table the adapter keeps.
+
+The job store and the SQL job-buffer storage share this: the URL is checked at construction,
+the engine opens on first use (and again in a forked child, whose inherited pool is not its
+own), tables are created then, SQLite runs in WAL mode with a long busy timeout so several
+processes can write one file, and database errors become StoreError naming the URL with its
+password masked.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from adapter.errors import ConfigurationError, StoreError
+
+#: How long SQLite waits for a lock held by another writer, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class ProcessEngine:
+    """A lazily opened, per-process SQLAlchemy engine for the tables of ``metadata``."""
+
+    def __init__(
+        self,
+        url: str,
+        what: str,
+        metadata: sa.MetaData,
+        on_open: Callable[[Connection], None] | None = None,
+    ) -> None:
+        try:
+            self._url = sa.make_url(url)
+        except sa.exc.ArgumentError as err:
+            raise ConfigurationError(f"malformed {what} URL: {err}") from err
+        #: The URL with its password masked, for messages.
+        self.url = self._url.render_as_string(hide_password=True)
+        self._what = what
+        self._metadata = metadata
+        self._on_open = on_open
+        self._engine: Engine | None = None
+        self._engine_pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> Engine:
+        """Return this process's engine, opening it (and the tables) on first use."""
+        if self._engine is None or self._engine_pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._engine_pid != os.getpid():
+                    self._engine = self._open()
+                    self._engine_pid = os.getpid()
+        return self._engine
+
+    def _open(self) -> Engine:
+        is_sqlite = self._url.get_backend_name() == "sqlite"
+        if is_sqlite and self._url.database not in (None, "", ":memory:"):
+            os.makedirs(os.path.dirname(os.path.abspath(self._url.database)), exist_ok=True)
+        try:
+            engine = sa.create_engine(self._url, pool_pre_ping=not is_sqlite)
+        except (sa.exc.ArgumentError, ImportError) as err:
+            raise ConfigurationError(f"cannot open {self._what} {self.url}: {err}") from err
+        if is_sqlite:
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            self._metadata.create_all(engine, checkfirst=True)
+            if self._on_open is not None:
+                with engine.begin() as conn:
+                    self._on_open(conn)
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"cannot reach {self._what} {self.url}: {err.orig}") from err
+        return engine
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Give a connection inside one transaction; a database error becomes StoreError."""
+        try:
+            with self.get().begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"{self._what} {self.url} failed: {err.orig}") from err
+
+    def run(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+        """Execute one statement in its own transaction and return its result."""
+        with self.begin() as conn:
+            return conn.execute(statement, params)
+
+    def dispose(self) -> None:
+        """Close this process's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
