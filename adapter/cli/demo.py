@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TextIO
 
@@ -19,6 +20,9 @@ def run_demo(data_dir: str, out: TextIO) -> int:
     """Run the demo, drawing each job's progress until all are settled; 0 when all settled."""
     out.write(f"Embedded default: filesystem:// broker and SQLite store in {data_dir}\n")
     out.write("Starting queues send-email, resize-image, generate-report on an embedded worker\n\n")
+    # The live view owns the terminal: library warnings (the embedded broker's preflight note)
+    # would break its redraw, and the summary says how every job ended.
+    logging.getLogger("adapter").setLevel(logging.ERROR)
     run = DemoRun(data_dir)
     drawn = 0
     deadline = time.monotonic() + DEMO_TIMEOUT_S

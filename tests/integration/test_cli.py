@@ -141,3 +141,15 @@ def test_queues_shows_counts_by_state_and_check_reports_the_broker(
         assert checked.returncode == 1 and "WARNING broker_url" in checked.stdout
     else:
         assert (checked.returncode, checked.stdout.splitlines()[-1]) == (0, "0 finding(s)")
+
+
+def test_demo_runs_every_example_job_to_a_summary(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ADAPTER_")}
+    result = subprocess.run(
+        [JOBQUEUE, "demo", "--data-dir", str(tmp_path)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Summary: COMPLETED 6, FAILED 1" in result.stdout
+    assert "attempt 3/3  sent to flaky@example.com" in result.stdout
+    assert (tmp_path / "jobs.sqlite3").exists()
