@@ -18,6 +18,19 @@ from typing import Any
 from adapter.job import Job, JobState
 from adapter.listing import JobList, JobListOptions
 
+#: Fields a worker may change after ``add``; ``update`` writes them all (one list for all stores).
+MUTABLE_FIELDS = (
+    "state",
+    "progress",
+    "result",
+    "error",
+    "retries",
+    "attempts",
+    "started_at",
+    "settled_at",
+    "updated_at",
+)
+
 
 class JobStore(ABC):
     """Persists jobs by id; backends fill in these few operations."""

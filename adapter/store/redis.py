@@ -60,9 +60,8 @@ from adapter.listing import (
     page_bounds,
     parse_list_options,
 )
-from adapter.store.base import JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.redis_layout import (
-    MUTABLE_FIELDS,
     RedisKeys,
     job_from_hash,
     job_hash,

@@ -27,18 +27,6 @@ from adapter.listing import (
 
 #: Start of the epoch in which times are stored, as integer microseconds.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Hash fields a worker may change; ``update`` writes them all (as the SQL store's columns).
-MUTABLE_FIELDS = (
-    "state",
-    "progress",
-    "result",
-    "error",
-    "retries",
-    "attempts",
-    "started_at",
-    "settled_at",
-    "updated_at",
-)
 #: Filter fields the sorted-set indexes can answer.
 _INDEXED_FIELDS = frozenset({"queue_name", "state", "is_settled"})
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import Job, JobState, utcnow
 from adapter.listing import JobList, JobListOptions, parse_list_options
-from adapter.store.base import JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.sql_engine import ProcessEngine
 from adapter.store.sql_query import JobListQuery
 
@@ -192,19 +192,8 @@ class SqlJobStore(JobStore):
 _job_id: sa.BindParameter[str] = sa.bindparam("job_id")
 _now: sa.BindParameter[datetime] = sa.bindparam("now")
 _unsettled_job = sa.and_(jobs.c.id == _job_id, _unsettled)
-#: Columns a worker may change; ``update`` writes them all, guarded by ``settled_at IS NULL``.
-_MUTABLE = (
-    "state",
-    "progress",
-    "result",
-    "error",
-    "retries",
-    "attempts",
-    "started_at",
-    "settled_at",
-    "updated_at",
-    "is_settled",
-)
+#: Columns ``update`` writes, guarded by ``settled_at IS NULL`` (plus the derived flag).
+_MUTABLE = (*MUTABLE_FIELDS, "is_settled")
 # Statements are built once: building them per call cost more than running them on SQLite.
 _INSERT = jobs.insert()
 _GET = jobs.select().where(jobs.c.id == _job_id)
