@@ -92,3 +92,32 @@ def test_worker_runs_only_its_active_queues(
     finally:
         worker.stop()
         delete_queues(producer, active, other)
+
+
+def test_concurrency_two_runs_two_jobs_at_once_and_the_third_waits(
+    producer: CeleryJobQueueStrategy,
+    make_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    queue = unique_queue("concurrency")
+    release = tmp_path / "release"
+    worker = make_worker(
+        f"{queue}=gated", "--pool", "threads", "--concurrency", "2", command=JOBQUEUE_WORKER
+    )
+    try:
+        jobs = [producer.add(Job(queue_name=queue, data={"release_file": str(release)}))
+                for _ in range(3)]  # fmt: skip
+        worker.start()
+        for job in jobs[:2]:
+            wait_job(producer, job.id or "", lambda found: found.state == JobState.RUNNING, "run")
+        time.sleep(1)  # a third slot, wrongly there, would have taken the last job by now
+        third = producer.find_one(jobs[2].id or "")
+        assert third is not None and third.state == JobState.PENDING
+        release.touch()
+        done = [wait_settled(producer, job) for job in jobs]
+    finally:
+        worker.stop()
+        delete_queues(producer, queue)
+    assert [job.state for job in done] == [JobState.COMPLETED] * 3
+    assert done[2].started_at is not None and done[0].settled_at is not None
+    assert done[2].started_at >= min(d.settled_at for d in done[:2] if d.settled_at)
