@@ -312,7 +312,8 @@ def _contains(value: str, needle: str) -> bool:
     return needle.strip().lower() in value.lower()
 
 
-_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+#: Filter operators that are plain comparisons, by name (Python and SQL both use these).
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "eq": eq,
     "not_eq": ne,
     "lt": lt,
@@ -321,6 +322,10 @@ _TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "gt": gt,
     "after": gt,
     "gte": ge,
+}
+
+_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    **COMPARISONS,
     "between": lambda value, bounds: bool(bounds.start <= value <= bounds.end),
     "contains": _contains,
     "not_contains": lambda value, needle: not _contains(value, needle),

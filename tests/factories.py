@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from adapter.buffer import JobBuffer
 from adapter.job import Job
 
 
@@ -70,3 +71,17 @@ def make_varied_jobs() -> list[Job]:
         make_job(created_at=at(10, minute), **dict(zip(fields, row, strict=True)))
         for minute, row in enumerate(rows)
     ]
+
+
+class JoiningBuffer(JobBuffer):
+    """Collects the jobs of one queue and reduces them to one job, their data joined by spaces."""
+
+    def __init__(self, buffer_id: str, queue_name: str) -> None:
+        self.id = buffer_id
+        self.queue_name = queue_name
+
+    def collect(self, job: Job) -> bool:
+        return job.queue_name == self.queue_name
+
+    def reduce(self, jobs: list[Job]) -> list[Job]:
+        return [Job(queue_name=jobs[0].queue_name, data=" ".join(str(j.data) for j in jobs))]

@@ -17,9 +17,8 @@ same answer. Where the two databases differ:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from adapter.errors import StoreError
 from adapter.job import STARTABLE_STATES
 from adapter.listing import (
+    COMPARISONS,
     Condition,
     ConditionGroup,
     JobFilter,
@@ -42,17 +42,6 @@ from adapter.listing import (
 
 #: Dialects whose ``duration`` expression this module knows.
 SUPPORTED_DIALECTS = frozenset({"sqlite", "postgresql"})
-#: Filter operators that are plain SQL comparisons, by name.
-_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
-    "eq": eq,
-    "not_eq": ne,
-    "lt": lt,
-    "before": lt,
-    "lte": le,
-    "gt": gt,
-    "after": gt,
-    "gte": ge,
-}
 #: Sort fields compared as text; PostgreSQL sorts them with the ``"C"`` collation.
 _TEXT_SORT_FIELDS = frozenset({SortField.ID, SortField.QUEUE_NAME})
 
@@ -138,8 +127,8 @@ class JobListQuery:
         column = self._column(condition.field)
         operator, operand = condition.operator, _sql_value(condition.operand)
         clause: ColumnElement[bool]
-        if operator in _COMPARISONS:
-            clause = _COMPARISONS[operator](column, operand)
+        if operator in COMPARISONS:
+            clause = COMPARISONS[operator](column, operand)
         elif operator == "between":
             clause = column.between(_sql_value(operand.start), _sql_value(operand.end))
         elif operator in ("contains", "not_contains"):

@@ -20,30 +20,16 @@ import pytest
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.buffer import (
     InMemoryJobBufferStorage,
-    JobBuffer,
     JobBufferStorage,
     SqlJobBufferStorage,
 )
 from adapter.service import BUFFERED_JOB_ID, JobQueueInfo, JobQueueService
 from tests.contract.conftest import BackoffRecorder
+from tests.factories import JoiningBuffer
 from tests.support import delete_queues, unique_queue, wait_for, wait_job, wait_settled
 
 MakeService = Callable[..., JobQueueService]
 PENDING, RUNNING, COMPLETED = JobState.PENDING, JobState.RUNNING, JobState.COMPLETED
-
-
-class JoiningBuffer(JobBuffer):
-    """Collects the jobs of one queue and reduces them to one job, their data joined by spaces."""
-
-    def __init__(self, buffer_id: str, queue_name: str) -> None:
-        self.id = buffer_id
-        self.queue_name = queue_name
-
-    def collect(self, job: Job) -> bool:
-        return job.queue_name == self.queue_name
-
-    def reduce(self, jobs: list[Job]) -> list[Job]:
-        return [Job(queue_name=jobs[0].queue_name, data=" ".join(str(j.data) for j in jobs))]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 
 from adapter.buffer import (
     InMemoryJobBufferStorage,
-    JobBuffer,
     JobBufferService,
     JobBufferStorage,
     SqlJobBufferStorage,
@@ -18,6 +17,7 @@ from adapter.buffer import (
 from adapter.errors import ConfigurationError
 from adapter.job import Job
 from adapter.strategy import JobQueueStrategy, ProcessFunction
+from tests.factories import JoiningBuffer
 
 
 class RecordingStrategy(JobQueueStrategy):
@@ -36,20 +36,6 @@ class RecordingStrategy(JobQueueStrategy):
 
     def stop(self, queue_name: str, process: ProcessFunction) -> None:
         """Run nothing."""
-
-
-class JoiningBuffer(JobBuffer):
-    """Collects the jobs of one queue and reduces them to one job, their data joined by spaces."""
-
-    def __init__(self, buffer_id: str, queue_name: str) -> None:
-        self.id = buffer_id
-        self.queue_name = queue_name
-
-    def collect(self, job: Job) -> bool:
-        return job.queue_name == self.queue_name
-
-    def reduce(self, jobs: list[Job]) -> list[Job]:
-        return [Job(queue_name=jobs[0].queue_name, data=" ".join(str(j.data) for j in jobs))]
 
 
 class FailingReduceBuffer(JoiningBuffer):
