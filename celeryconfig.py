@@ -7,6 +7,8 @@ ADAPTER_STORE_URL    job store URL; default: the result backend's Redis or datab
                      configured (CELERY_RESULT_BACKEND), else ``sqlite:///$ADAPTER_DATA_DIR/jobs.sqlite3``.
 ADAPTER_DATA_DIR     where the embedded broker and store keep their files;
                      default ``~/.local/share/adapter``.
+ADAPTER_HEARTBEAT_INTERVAL, ADAPTER_HEARTBEAT_TIMEOUT, ADAPTER_MAX_REDELIVERIES
+                     how lost workers are noticed (seconds, seconds, count); see below.
 
 Use it with ``app.config_from_object("celeryconfig")``.
 """
@@ -36,6 +38,14 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 # Take one message per free pool slot: a stopped queue leaves its waiting jobs in the broker.
 worker_prefetch_multiplier = 1
+# A running job beats every `adapter_heartbeat_interval` seconds; a job silent for
+# `adapter_heartbeat_timeout` seconds lost its worker and is run again (adapter.celery.reaper),
+# instead of waiting for Redis's hour-long visibility timeout or staying RUNNING for ever.
+adapter_heartbeat_interval = float(os.environ.get("ADAPTER_HEARTBEAT_INTERVAL", "10"))
+adapter_heartbeat_timeout = float(os.environ.get("ADAPTER_HEARTBEAT_TIMEOUT", "60"))
+# Reject-on-worker-lost, bounded: a job that keeps killing its worker (OOM, a segfault) is
+# started at most retries + 1 + this many times, then FAILED, instead of looping for ever.
+adapter_max_redeliveries = int(os.environ.get("ADAPTER_MAX_REDELIVERIES", "3"))
 # Keep retrying the broker at start-up instead of exiting on the first refused connection.
 broker_connection_retry_on_startup = True
 # JSON only: a message can never make a worker unpickle code.

@@ -13,9 +13,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from adapter.forksafe import ForkSafeLock
 from adapter.job import Job
 
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid = 0
 

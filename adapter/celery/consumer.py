@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from celery import bootsteps
 
+from adapter.celery.poison import DeadLetterOffice, install_hooks
 from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import celery_queue
@@ -32,8 +33,17 @@ WAKE_INTERVAL_S = 0.25
 class ConsumerHandle:
     """The running consumer of this process's worker, once there is one."""
 
-    def __init__(self, registry: ProcessRegistry) -> None:
+    def __init__(
+        self,
+        registry: ProcessRegistry,
+        *,
+        on_bind: Callable[[], None] = lambda: None,
+        on_unbind: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Follow ``registry``; ``on_bind``/``on_unbind`` run as a consumer starts and stops."""
         self._registry = registry
+        self._on_bind = on_bind
+        self._on_unbind = on_unbind
         self._consumer: Any = None
         self._thread_id: int | None = None
         self._wake_timer: Any = None
@@ -71,10 +81,12 @@ class ConsumerHandle:
         hub = getattr(consumer, "hub", None)
         if hub is not None:
             self._wake_timer = hub.call_repeatedly(WAKE_INTERVAL_S, _wake)
+        self._on_bind()
         self.ready.set()
 
     def unbind(self) -> None:
         """Forget the consumer when it stops."""
+        self._on_unbind()
         self._consumer = None
         if self._wake_timer is not None:
             self._wake_timer.cancel()
@@ -119,13 +131,19 @@ def _add_queue(consumer: Any, queue_name: str) -> None:
     consumer.add_task_queue(name, exchange=name, exchange_type="direct", routing_key=name)
 
 
-def queue_control_step(handle: ConsumerHandle) -> type[bootsteps.StartStopStep]:
-    """Return a consumer bootstep class bound to ``handle``."""
+def queue_control_step(
+    handle: ConsumerHandle, office: DeadLetterOffice
+) -> type[bootsteps.StartStopStep]:
+    """Return a consumer bootstep class bound to ``handle``; ``office`` takes poison."""
 
     class AdapterQueueControl(bootsteps.StartStopStep):  # type: ignore[misc]
         """Keeps the consumer's queues equal to the adapter's started queues."""
 
         requires: ClassVar = {"celery.worker.consumer.tasks:Tasks"}
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            install_hooks(parent, office)  # before the consumer builds its message handlers
 
         def start(self, parent: Any) -> None:
             handle.bind(parent)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from adapter.errors import ProcessNotImportableError
+from adapter.forksafe import ForkSafeLock
 
 Process = Callable[..., Any]
 #: Separates slot and import path inside a process token.
@@ -49,7 +49,7 @@ class ProcessRegistry:
     """Queue name -> the process functions started for it, in start order."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._slots: list[Process] = []
         self._paths: dict[int, str] = {}
         self._active: dict[str, list[int]] = {}

@@ -26,3 +26,11 @@ def queue_name_of(celery_queue_name: str) -> str | None:
     if celery_queue_name.startswith(QUEUE_PREFIX):
         return celery_queue_name[len(QUEUE_PREFIX) :]
     return None
+
+
+#: Celery setting: the RabbitMQ queue that keeps the messages workers dead-letter, as they came.
+DEAD_LETTER_QUEUE_SETTING = "adapter_dead_letter_queue"
+#: Default of that setting.
+DEAD_LETTER_QUEUE = "adapter.dead-letter"
+#: Header added to a dead-lettered message: why it was not run.
+DEAD_LETTER_REASON_HEADER = "x-adapter-dead-letter-reason"

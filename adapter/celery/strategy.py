@@ -1,8 +1,12 @@
 """CeleryJobQueueStrategy: Vendure's job-queue interface on a Celery app.
 
-- ``add`` records the job in the store (PENDING) and publishes one Celery task message,
-  ``adapter.run_job`` with ``task_id == job.id``, on the celery queue of the job's queue name.
-  If publishing fails the record is removed: nothing half-written.
+- ``add`` publishes one Celery task message, ``adapter.run_job`` with ``task_id == job.id``, on
+  the celery queue of the job's queue name (``adapter.celery.publish``), and records the job
+  PENDING in the store. A job given no id is recorded just after its publish, in a batch
+  (``adapter.celery.write_behind``): this process reads it as soon as ``add`` returns, other
+  processes about a millisecond later. A job with an id or an idempotency key is recorded
+  first, and removed if publishing fails. Either way nothing is half-written: a job whose
+  message was refused is not in the store, and ``add`` raises ``PublishError``.
 - ``start``/``stop`` edit the process registry. In a Celery worker process (``celery -A module
   worker``) the consumer bootstep follows it; in any other process an embedded threads-pool
   worker is started on the first ``start``.
@@ -24,16 +28,21 @@ import click
 from celery import Celery
 
 from adapter.backoff import BackoffStrategy, constant_backoff
-from adapter.cancellation import CancellationWatcher
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
+from adapter.celery.poison import DeadLetterOffice
+from adapter.celery.publish import JobPublisher
+from adapter.celery.reaper import Liveness, Reaper
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue, queue_name_of
+from adapter.celery.routing import TASK_NAME, queue_name_of
 from adapter.celery.task import JobRunner, register_task
+from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json
+from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
 from adapter.job import Job, JobState, validate_queue_name
 from adapter.listing import JobList, JobListOptions
+from adapter.running import RunningJobs
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
@@ -86,22 +95,36 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._store: JobStore | None = store if isinstance(store, JobStore) else None
         self.backoff_strategy = backoff_strategy or constant_backoff()
         self.max_data_bytes = int(app.conf.get(MAX_DATA_BYTES_SETTING) or DEFAULT_MAX_DATA_BYTES)
+        self.liveness = Liveness.from_conf(app.conf)
         self._registry = ProcessRegistry()
-        self._consumer = ConsumerHandle(self._registry)
+        self._reaper = Reaper(lambda: self.store, self._publish, self.liveness)
+        self._consumer = ConsumerHandle(
+            self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
+        )
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
-        app.steps["consumer"].add(queue_control_step(self._consumer))
+        office = DeadLetterOffice(lambda: self.store)
+        app.steps["consumer"].add(queue_control_step(self._consumer, office))
         runner = JobRunner(
             registry=self._registry,
             store=lambda: self.store,
             backoff=self.backoff_strategy,
-            cancellations=CancellationWatcher(lambda: self.store),
+            running=RunningJobs(
+                lambda: self.store, heartbeat_interval=self.liveness.heartbeat_interval
+            ),
+            liveness=self.liveness,
         )
-        self._task = register_task(app, runner)
+        self._task = register_task(app, runner, office)
+        self._publisher = JobPublisher(app, self._task)
+        self._write_behind = WriteBehind(self._opened_store)
 
     @property
     def store(self) -> JobStore:
-        """The job store, opened on first use."""
+        """The job store, opened on first use; it holds every job ``add`` returned here."""
+        self._write_behind.flush()
+        return self._opened_store()
+
+    def _opened_store(self) -> JobStore:
         if self._store is None:
             self._store = open_store(str(self._store_arg or store_url_for(self.app.conf)))
         return self._store
@@ -137,6 +160,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
                 "settled_at": None,
             }
         )
+        if job.id is None and idempotency_key is None:
+            # A fresh id is in no store yet: publish first, then record the job in the next
+            # batch instead of paying a store round trip per add.
+            self._publish(added)
+            self._write_behind.add(added)
+            return SubscribableJob.wrap(added, self)
         try:
             self.store.insert(added)
         except DuplicateJobError:
@@ -145,23 +174,19 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
                 raise
             return existing  # another process added the same key first
         try:
-            self._task.apply_async(
-                args=[added.to_wire()],
-                task_id=added.id,
-                queue=celery_queue(added.queue_name),
-                headers={QUEUE_HEADER: added.queue_name},
-                # What Flower and `celery events` show as the arguments. Set here, it also
-                # spares Celery a repr of the whole job data on every add.
-                argsrepr=f"[job {added.id} on {added.queue_name!r}]",
-                kwargsrepr="{}",
-            )
-        except Exception as err:  # the broker's errors vary by transport
+            self._publish(added)
+        except PublishError:
             assert added.id is not None
             self.store.delete(added.id)
-            raise PublishError(
-                f"could not publish job to queue {added.queue_name!r}: {err}"
-            ) from err
+            raise
         return SubscribableJob.wrap(added, self)
+
+    def _publish(self, job: Job) -> None:
+        """Send the one message that runs ``job`` (``add``, and the reaper for lost jobs)."""
+        try:
+            self._publisher.publish(job)
+        except Exception as err:  # the broker's errors vary by transport
+            raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
 
     def start(self, queue_name: str, process: ProcessFunction) -> None:
         validate_queue_name(queue_name)
@@ -241,9 +266,19 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             return before
         return self.store.cancel(job_id)
 
+    def dead_letters(self, take: int = 100) -> list[DeadLetter]:
+        """Return the latest messages workers refused to run (not jobs), newest first."""
+        return self.store.dead_letters(take)
+
+    def reap_lost_jobs(self) -> list[Job]:
+        """Hand back now the jobs whose worker was lost (workers do it every heartbeat)."""
+        return self._reaper.reap_once()
+
     def destroy(self) -> None:
         """Stop the embedded worker (running jobs finish) and close the store."""
         self._embedded.stop()
+        self._reaper.stop()
+        self._write_behind.flush()
         if self._store is not None:
             self._store.close()
 

@@ -20,13 +20,15 @@ from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from adapter.backoff import BackoffStrategy
-from adapter.cancellation import CancellationWatcher
+from adapter.celery.poison import DeadLetterOffice, guarded_strategy
+from adapter.celery.reaper import Liveness
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import PROCESS_HEADER, QUEUE_HEADER, TASK_NAME, queue_name_of
 from adapter.data import ensure_json
 from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
 from adapter.job import Job, JobState
 from adapter.runner import call_process
+from adapter.running import RunningJobs
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
@@ -39,16 +41,17 @@ STORE_RETRY_DELAY_S = 5.0
 
 @dataclass
 class JobRunner:
-    """What running a job needs: the process registry, the store, backoff, cancellation."""
+    """What running a job needs: the process registry, the store, backoff, the running jobs."""
 
     registry: ProcessRegistry
     store: Callable[[], JobStore]
     backoff: BackoffStrategy
-    cancellations: CancellationWatcher
+    running: RunningJobs
+    liveness: Liveness
 
 
-def register_task(app: Celery, runner: JobRunner) -> Task:
-    """Register ``adapter.run_job`` on ``app`` and return it."""
+def register_task(app: Celery, runner: JobRunner, office: DeadLetterOffice) -> Task:
+    """Register ``adapter.run_job`` on ``app`` and return it; ``office`` takes poison."""
     registry = runner.registry
 
     class JobRequest(Request):  # type: ignore[misc]
@@ -78,6 +81,7 @@ def register_task(app: Celery, runner: JobRunner) -> Task:
         ignore_result=True,
         max_retries=None,
         Request=JobRequest,
+        Strategy=staticmethod(guarded_strategy(office)),  # a class attribute: no binding
     )(run_job)
 
 
@@ -100,11 +104,20 @@ def _run(task: Task, wire_job: Any, runner: JobRunner) -> Any:
     if claimed is None:
         logger.info("job %s is already settled (cancelled?); not running it", job.id)
         return None
-    runner.cancellations.watch(claimed)
+    if runner.liveness.lost_too_often(claimed):
+        claimed.fail(
+            f"started {claimed.attempts} times without finishing: its worker was lost each "
+            f"time; not run again (at most {runner.liveness.max_redeliveries} restarts after "
+            "lost workers)"
+        )
+        logger.error("job %s: %s", claimed.id, claimed.error)
+        _record(store, claimed)
+        return None
+    runner.running.watch(claimed)
     try:
         _attempt(task, claimed, process, store, runner.backoff)
     finally:
-        runner.cancellations.unwatch(claimed)
+        runner.running.unwatch(claimed)
     return None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from adapter.dead_letter import DeadLetter
 from adapter.job import Job, JobState
 from adapter.listing import JobList, JobListOptions
 
@@ -41,6 +42,14 @@ class JobStore(ABC):
     @abstractmethod
     def insert(self, job: Job) -> None:
         """Store a new job, which already carries its id."""
+
+    @abstractmethod
+    def insert_many(self, new_jobs: Sequence[Job]) -> None:
+        """Store new jobs at once (one transaction or round trip), skipping ids already stored.
+
+        A skipped job is left exactly as stored: a worker may have recorded it from its message
+        (``claim``) and run it before this write arrives (``adapter.celery.write_behind``).
+        """
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -74,6 +83,29 @@ class JobStore(ABC):
     @abstractmethod
     def defer(self, job_ids: Sequence[str]) -> int:
         """Send RUNNING, unsettled jobs back to PENDING with attempts reset; return how many."""
+
+    @abstractmethod
+    def heartbeat(self, job_ids: Sequence[str]) -> int:
+        """Mark RUNNING, unsettled jobs among ``job_ids`` alive now; return how many.
+
+        A beat is the job's ``updated_at``: progress and claims count as beats too.
+        """
+
+    @abstractmethod
+    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
+        """Hand back RUNNING, unsettled jobs not heard of since ``stale_before``.
+
+        Each becomes RETRYING with progress 0 and ``error = reason``, atomically per job: a job
+        that beat or settled meanwhile is left alone. Returns the jobs changed, as stored now.
+        """
+
+    @abstractmethod
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep ``letter``: a message that was not a job and was not run."""
+
+    @abstractmethod
+    def dead_letters(self, take: int = 100) -> list[DeadLetter]:
+        """Return the latest ``take`` dead letters, newest first."""
 
     @abstractmethod
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:

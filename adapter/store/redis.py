@@ -19,6 +19,7 @@ Key layout, under ``prefix`` (``"adapter"`` unless given):
 ``{p}:idx:settled:queue:{q}``       sorted set: queue ``q``'s settled jobs, likewise
 ``{p}:idx:unstamped``               set: jobs in a settled state but without ``settled_at``
 ``{p}:tmp:{hex}``                   a union of indexes, alive only while one script runs
+``{p}:dead``                        list: dead letters as JSON, newest first, capped
 ==================================  =========================================================
 
 The state comes before the queue in ``idx:state:{s}:queue:{q}`` because states are a fixed
@@ -41,7 +42,6 @@ import contextlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -49,7 +49,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError, StoreError
+from adapter.forksafe import ForkSafeLock
 from adapter.job import Job, JobState, utcnow
 from adapter.listing import (
     JobList,
@@ -81,6 +83,8 @@ REMOVE_BATCH = 500
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
+#: Dead letters kept; older ones are dropped.
+MAX_DEAD_LETTERS = 10_000
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT_S = 5.0
 #: Seconds to wait for a reply from Redis.
@@ -95,7 +99,7 @@ class RedisJobStore(JobStore):
         self.url = mask_password(url)
         self.keys = RedisKeys(prefix)
         self._raw_url = url
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._client: redis.Redis | None = self._new_client()
         self._scripts = RedisScripts(self._client)
         self._pid = os.getpid()
@@ -147,6 +151,14 @@ class RedisJobStore(JobStore):
             if not scripts.insert(args=args):
                 raise DuplicateJobError(f"a job with id {job.id!r} already exists")
 
+    def insert_many(self, new_jobs: Sequence[Job]) -> None:
+        now = utcnow()
+        with self._talking() as (client, scripts), client.pipeline(transaction=False) as pipe:
+            for job in new_jobs:
+                args = [self.keys.prefix, str(job.id), *_pairs(job_hash(job, now))]
+                scripts.insert(args=args, client=pipe)  # skips a stored id
+            pipe.execute()
+
     def get(self, job_id: str) -> Job | None:
         with self._talking() as (_, scripts):
             found = self._load(scripts, [job_id])
@@ -197,6 +209,30 @@ class RedisJobStore(JobStore):
         args = [self.keys.prefix, str(micros(utcnow())), *dict.fromkeys(job_ids)]
         with self._talking() as (_, scripts):
             return int(scripts.defer(args=args))
+
+    def heartbeat(self, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+        args = [self.keys.prefix, str(micros(utcnow())), *dict.fromkeys(job_ids)]
+        with self._talking() as (_, scripts):
+            return int(scripts.heartbeat(args=args))
+
+    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
+        args: list[str | int] = [self.keys.prefix, micros(stale_before), micros(utcnow()), reason]
+        with self._talking() as (_, scripts):
+            reaped = scripts.reap(args=args)
+        return [job_from_hash(fields) for fields in json.loads(reaped)]
+
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        with self._talking() as (client, _), client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.dead_letters, letter.model_dump_json())
+            pipe.ltrim(self.keys.dead_letters, 0, MAX_DEAD_LETTERS - 1)
+            pipe.execute()
+
+    def dead_letters(self, take: int = 100) -> list[DeadLetter]:
+        with self._talking() as (client, _):
+            found = client.lrange(self.keys.dead_letters, 0, take - 1) if take > 0 else []
+        return [DeadLetter.model_validate_json(text) for text in found]
 
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         wanted = list(dict.fromkeys(job_ids))

@@ -74,6 +74,11 @@ class RedisKeys:
         """Set of the jobs in a settled state without a settlement time (so not settled)."""
         return f"{self.prefix}:idx:unstamped"
 
+    @property
+    def dead_letters(self) -> str:
+        """List of dead letters as JSON, newest first."""
+        return f"{self.prefix}:dead"
+
     def job(self, job_id: str) -> str:
         """Hash of one job."""
         return f"{self.prefix}:job:{job_id}"

@@ -11,6 +11,28 @@ from __future__ import annotations
 from redis import Redis
 from redis.commands.core import Script
 
+#: Read jobs for the client: one JSON text is parsed far faster than a reply per field.
+_AS_JSON = """
+-- Return a JSON array of the fields of the jobs `ids` that exist, in that order.
+local function as_json(p, ids)
+  local found = {}
+  for _, id in ipairs(ids) do
+    local flat = redis.call('HGETALL', p .. ':job:' .. id)
+    if #flat > 0 then
+      local fields = {}
+      for k = 1, #flat, 2 do
+        fields[flat[k]] = flat[k + 1]
+      end
+      found[#found + 1] = fields
+    end
+  end
+  if #found == 0 then
+    return '[]'
+  end
+  return cjson.encode(found)
+end
+"""
+
 #: Functions every script shares: put a job into its indexes, take it out of them.
 _COMMON = """
 local FINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
@@ -165,6 +187,37 @@ end
 return deferred
 """
 
+#: ARGV: prefix, now, id, ...  Stamps RUNNING, unsettled jobs' updated_at. Returns how many.
+HEARTBEAT = """
+local p, now = ARGV[1], ARGV[2]
+local beat = 0
+for i = 3, #ARGV do
+  local key = p .. ':job:' .. ARGV[i]
+  if unsettled(key) and redis.call('HGET', key, 'state') == 'RUNNING' then
+    redis.call('HSET', key, 'updated_at', now)
+    beat = beat + 1
+  end
+end
+return beat
+"""
+
+#: ARGV: prefix, before, now, reason. RUNNING, unsettled jobs with updated_at < before become
+#: RETRYING (progress 0, error reason). Returns a JSON array of their fields after the change.
+REAP = """
+local p, before, now, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local reaped = {}
+for _, id in ipairs(redis.call('ZRANGE', p .. ':idx:state:RUNNING', 0, -1)) do
+  local key = p .. ':job:' .. id
+  if unsettled(key) and tonumber(redis.call('HGET', key, 'updated_at')) < before then
+    redis.call('HSET', key, 'state', 'RETRYING', 'progress', '0.0', 'error', reason,
+      'updated_at', now)
+    place(p, id, 'RUNNING')
+    reaped[#reaped + 1] = id
+  end
+end
+return as_json(p, reaped)
+"""
+
 #: ARGV: prefix, id. Returns 1 when the job existed.
 DELETE = """
 return remove(ARGV[1], ARGV[2])
@@ -181,25 +234,9 @@ end
 return #ids
 """
 
-#: ARGV: prefix, id, ...  Returns a JSON array of the fields of the jobs that exist, in order:
-#: one JSON text is parsed far faster by the client than a reply per field.
+#: ARGV: prefix, id, ...  Returns a JSON array of the fields of the jobs that exist, in order.
 LOAD = """
-local p = ARGV[1]
-local found = {}
-for i = 2, #ARGV do
-  local flat = redis.call('HGETALL', p .. ':job:' .. ARGV[i])
-  if #flat > 0 then
-    local fields = {}
-    for k = 1, #flat, 2 do
-      fields[flat[k]] = flat[k + 1]
-    end
-    found[#found + 1] = fields
-  end
-end
-if #found == 0 then
-  return '[]'
-end
-return cjson.encode(found)
+return as_json(ARGV[1], {unpack(ARGV, 2)})
 """
 
 #: KEYS: one sorted set, or several (disjoint) and then a scratch key for their union.
@@ -279,7 +316,9 @@ class RedisScripts:
         self.set_progress: Script = client.register_script(_COMMON + SET_PROGRESS)
         self.cancel: Script = client.register_script(_COMMON + CANCEL)
         self.defer: Script = client.register_script(_COMMON + DEFER)
+        self.heartbeat: Script = client.register_script(_COMMON + HEARTBEAT)
+        self.reap: Script = client.register_script(_COMMON + _AS_JSON + REAP)
         self.delete: Script = client.register_script(_COMMON + DELETE)
         self.remove_settled: Script = client.register_script(_COMMON + REMOVE_SETTLED)
         self.page: Script = client.register_script(PAGE)
-        self.load: Script = client.register_script(LOAD)
+        self.load: Script = client.register_script(_AS_JSON + LOAD)

@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from adapter.dead_letter import DeadLetter
 from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import Job, JobState, utcnow
 from adapter.listing import JobList, JobListOptions, parse_list_options
@@ -53,6 +55,19 @@ jobs = sa.Table(
     sa.Column("is_settled", sa.Boolean, nullable=False, default=False),
     sa.Index("ix_adapter_job_queue_state_created", "queue_name", "state", "created_at"),
     sa.Index("ix_adapter_job_created", "created_at"),
+)
+dead_letters = sa.Table(
+    "adapter_dead_letter",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("received_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("queue", sa.String(255), nullable=False),
+    sa.Column("task_name", sa.String(255), nullable=True),
+    sa.Column("task_id", sa.String(255), nullable=True),
+    sa.Column("content_type", sa.String(255), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
 )
 meta = sa.Table(
     "adapter_meta",
@@ -89,6 +104,13 @@ class SqlJobStore(JobStore):
             self._run(_INSERT, _row(job))
         except sa.exc.IntegrityError as err:
             raise DuplicateJobError(f"a job with id {job.id!r} already exists") from err
+
+    def insert_many(self, new_jobs: Sequence[Job]) -> None:
+        if not new_jobs:
+            return
+        statement = _INSERT_ABSENT[self._db.get().dialect.name]
+        with self._db.begin() as conn:
+            conn.execute(statement, [_row(job) for job in new_jobs])
 
     def get(self, job_id: str) -> Job | None:
         row = self._run(_GET, {"job_id": job_id}).first()
@@ -138,14 +160,43 @@ class SqlJobStore(JobStore):
     def defer(self, job_ids: Sequence[str]) -> int:
         statement = (
             jobs.update()
-            .where(
-                jobs.c.id.in_(list(job_ids)),
-                _unsettled,
-                jobs.c.state == JobState.RUNNING.value,
-            )
+            .where(jobs.c.id.in_(list(job_ids)), _RUNNING)
             .values(state=JobState.PENDING.value, attempts=0, updated_at=_naive(utcnow()))
         )
         return int(self._run(statement).rowcount) if job_ids else 0
+
+    def heartbeat(self, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+        params = {"job_ids": list(job_ids), "now": _naive(utcnow())}
+        return int(self._run(_HEARTBEAT, params).rowcount)
+
+    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
+        params = {"before": _naive(stale_before), "reason": reason, "now": _naive(utcnow())}
+        with self._db.begin() as conn:
+            return [_job(row) for row in conn.execute(_REAP, params).all()]
+
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        row = letter.model_dump()
+        row.update(received_at=_naive(letter.received_at), headers=json.dumps(letter.headers))
+        self._run(dead_letters.insert(), row)
+
+    def dead_letters(self, take: int = 100) -> list[DeadLetter]:
+        statement = (
+            dead_letters.select()
+            .order_by(dead_letters.c.received_at.desc(), dead_letters.c.id)
+            .limit(take)
+        )
+        return [
+            DeadLetter.model_validate(
+                {
+                    **row._asdict(),
+                    "received_at": row.received_at.replace(tzinfo=UTC),
+                    "headers": json.loads(row.headers),
+                }
+            )
+            for row in self._run(statement)
+        ]
 
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         statement = sa.select(jobs.c.id).where(
@@ -196,6 +247,11 @@ _unsettled_job = sa.and_(jobs.c.id == _job_id, _unsettled)
 _MUTABLE = (*MUTABLE_FIELDS, "is_settled")
 # Statements are built once: building them per call cost more than running them on SQLite.
 _INSERT = jobs.insert()
+#: ``insert_many`` per dialect: a row whose id is already stored is skipped, never overwritten.
+_INSERT_ABSENT = {
+    "sqlite": sqlite.insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.id]),
+    "postgresql": postgresql.insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.id]),
+}
 _GET = jobs.select().where(jobs.c.id == _job_id)
 _EXISTS = sa.select(jobs.c.id).where(jobs.c.id == _job_id)
 _DELETE = jobs.delete().where(jobs.c.id == _job_id)
@@ -217,6 +273,23 @@ _UPDATE = (
     jobs.update()
     .where(_unsettled_job)
     .values({name: sa.bindparam(f"new_{name}") for name in _MUTABLE})
+)
+_RUNNING = sa.and_(_unsettled, jobs.c.state == JobState.RUNNING.value)
+_HEARTBEAT = (
+    jobs.update()
+    .where(jobs.c.id.in_(sa.bindparam("job_ids", expanding=True)), _RUNNING)
+    .values(updated_at=_now)
+)
+_REAP = (
+    jobs.update()
+    .where(_RUNNING, jobs.c.updated_at < sa.bindparam("before"))
+    .values(
+        state=JobState.RETRYING.value,
+        progress=0,
+        error=sa.bindparam("reason"),
+        updated_at=_now,
+    )
+    .returning(*jobs.c)
 )
 _CANCEL = (
     jobs.update()

@@ -10,7 +10,6 @@ password masked.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from adapter.errors import ConfigurationError, StoreError
+from adapter.forksafe import ForkSafeLock
 
 #: How long SQLite waits for a lock held by another writer, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -45,7 +45,7 @@ class ProcessEngine:
         self._on_open = on_open
         self._engine: Engine | None = None
         self._engine_pid = 0
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def get(self) -> Engine:
         """Return this process's engine, opening it (and the tables) on first use."""

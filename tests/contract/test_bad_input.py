@@ -50,13 +50,13 @@ def test_unserializable_data_is_refused_naming_its_key_path(
     ("payload", "reason"),
     [
         ("not a job", "a job message must be a JSON object, got str"),
-        (None, "a job message must be a JSON object, got NoneType"),
+        (None, "a job message has one argument, the job; this one has 0"),
         ({"data": 1}, "queueName: Field required"),
         ({"queueName": "x", "data": 1}, "it has no id"),
         ({"id": "x", "queueName": "x", "state": "SLEEPING"}, "state: Input should be"),
     ],
 )
-def test_malformed_message_is_rejected_with_a_logged_reason_and_the_worker_goes_on(
+def test_malformed_message_is_dead_lettered_with_its_reason_and_the_worker_goes_on(
     strategy: CeleryJobQueueStrategy,
     queue: str,
     run: Any,
@@ -76,9 +76,12 @@ def test_malformed_message_is_rejected_with_a_logged_reason_and_the_worker_goes_
         run(queue, lambda job: seen.append(job.data))
         assert wait_settled(strategy, valid).state == JobState.COMPLETED
     assert seen == ["valid"]
-    rejections = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
+    rejections = [r.getMessage() for r in caplog.records if "dead letter on" in r.getMessage()]
     assert len(rejections) == 1 and reason in rejections[0]
     assert messages_waiting(strategy, queue) == 0
+    letters = [letter for letter in strategy.dead_letters() if letter.queue == celery_queue(queue)]
+    assert [letter.task_name for letter in letters] == [TASK_NAME]
+    assert reason in letters[0].reason
 
 
 def test_job_data_over_the_size_limit_is_refused_and_nothing_is_added(

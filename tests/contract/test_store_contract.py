@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -455,3 +455,75 @@ def test_queue_counts_give_jobs_by_state_per_queue(store: JobStore) -> None:
     }
     assert counts["counted-b"][JobState.PENDING] == 1
     assert set(counts["counted-b"]) == set(JobState)
+
+
+# Heartbeats, the reaper's query, dead letters
+
+
+def running(store: JobStore, **overrides: Any) -> Job:
+    """Insert a job and claim it; return the claimed job."""
+    job = make_job(**overrides)
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    return claimed
+
+
+def test_reap_hands_back_running_jobs_that_stopped_beating(store: JobStore) -> None:
+    silent, beating = running(store, retries=1), running(store)
+    store.set_progress(silent.id or "", 40)
+    waiting = make_job()
+    store.insert(waiting)
+    cutoff = datetime.now(UTC) + timedelta(milliseconds=5)
+    while datetime.now(UTC) <= cutoff:
+        pass
+    assert store.heartbeat([beating.id or "", waiting.id or "", "no-such-job"]) == 1
+
+    reaped = store.reap(cutoff, "worker lost")
+
+    assert [(job.id, job.state, job.progress, job.error) for job in reaped] == [
+        (silent.id, JobState.RETRYING, 0, "worker lost")
+    ]
+    stored = store.get(silent.id or "")
+    assert stored is not None
+    assert (stored.state, stored.attempts, stored.error) == (JobState.RETRYING, 1, "worker lost")
+    assert store.get(beating.id or "").state == JobState.RUNNING  # type: ignore[union-attr]
+    assert store.get(waiting.id or "").state == JobState.PENDING  # type: ignore[union-attr]
+    assert store.reap(cutoff, "worker lost") == []  # reaped once only
+
+
+def test_reap_and_heartbeat_leave_settled_jobs_alone(store: JobStore) -> None:
+    job = running(store)
+    store.cancel(job.id or "")
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert store.heartbeat([job.id or ""]) == 0
+    assert store.reap(later, "worker lost") == []
+    assert store.get(job.id or "").state == JobState.CANCELLED  # type: ignore[union-attr]
+
+
+def test_a_reaped_job_can_be_claimed_again(store: JobStore) -> None:
+    job = running(store)
+    store.reap(datetime.now(UTC) + timedelta(seconds=1), "worker lost")
+    again = store.claim(job)
+    assert again is not None
+    assert (again.state, again.attempts) == (JobState.RUNNING, 2)
+
+
+def test_dead_letters_are_kept_newest_first(store: JobStore) -> None:
+    from adapter.dead_letter import DeadLetter
+
+    first = DeadLetter(
+        queue="jobs.mail",
+        task_name="adapter.run_job",
+        task_id="t-1",
+        content_type="application/x-python-serialize",
+        reason="content type is not JSON",
+        body="\\x80\\x04",
+        headers={"task": "adapter.run_job", "nested": {"n": 1}},
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    second = DeadLetter(queue="jobs.mail", reason="not JSON", body="{oops")
+    store.record_dead_letter(first)
+    store.record_dead_letter(second)
+    assert store.dead_letters() == [second, first]
+    assert store.dead_letters(take=1) == [second]

@@ -8,6 +8,7 @@ which queues (TEST_QUEUES, comma-separated) and where to report readiness (TEST_
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from adapter import CeleryJobQueueStrategy, Job, JobQueueError
 app = Celery("worker-app")
 app.config_from_object("celeryconfig")
 app.conf.control_exchange = "adapter-test-ctl-worker"
+app.conf.adapter_dead_letter_queue = os.environ.get("TEST_DEAD_LETTER_QUEUE")
 strategy = CeleryJobQueueStrategy(app, backoff_strategy=lambda queue, attempts, job: 10)
 
 
@@ -46,7 +48,13 @@ def gated(job: Job) -> str:
     return f"released on attempt {job.attempts}"
 
 
-PROCESSES = {"echo": echo, "slow": slow_first_attempt, "gated": gated}
+def crash(job: Job) -> str:
+    """Kill the process running the job, as an out-of-memory kill would, on every attempt."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return "unreachable"
+
+
+PROCESSES = {"echo": echo, "slow": slow_first_attempt, "gated": gated, "crash": crash}
 
 for spec in filter(None, os.environ.get("TEST_QUEUES", "").split(",")):
     queue_name, _, process_name = spec.partition("=")

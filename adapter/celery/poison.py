@@ -1,0 +1,177 @@
+"""Poison messages: a message on a job queue that is not a job never runs, and is kept.
+
+What counts as poison: any content type but JSON (pickle is never deserialized), a body that
+is not JSON, JSON that is not ``[[job], {}, {...}]`` with a valid job, a task name other than
+``adapter.run_job``, a message without Celery's task header. A worker checks each message of
+a job queue (``jobs.*``) as it arrives, in its consumer, before any pool sees it:
+
+- the check runs in the task's Celery strategy (``guarded_strategy``) for messages named
+  ``adapter.run_job``, and in the consumer's hooks for unknown tasks, unknown formats and
+  undecodable messages (``install_hooks``), which Celery would otherwise log and drop;
+- a poison message becomes a ``DeadLetter`` in the job store (``jobqueue dead-letters``),
+  goes as it arrived, plus a reason header, to the ``adapter.dead-letter`` queue on RabbitMQ
+  (setting ``adapter_dead_letter_queue``),
+  and is rejected without requeue. The worker goes on consuming.
+
+Messages of other queues are left to Celery's own handling: this worker may serve other apps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery.worker.strategy import default
+from kombu.entity import Queue
+
+from adapter.celery.routing import (
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_QUEUE_SETTING,
+    DEAD_LETTER_REASON_HEADER,
+    QUEUE_PREFIX,
+    TASK_NAME,
+)
+from adapter.dead_letter import DeadLetter, body_text, plain_headers
+from adapter.errors import InvalidJobMessageError, JobQueueError
+from adapter.job import Job
+from adapter.store.base import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: The only content type a job message may have.
+JSON = "application/json"
+
+
+def poison_reason(message: Any) -> str | None:
+    """Return why a message named ``adapter.run_job`` is not a job, or None when it is one."""
+    if message.content_type != JSON:
+        return f"content type {message.content_type!r} is refused: job messages are JSON only"
+    try:
+        body = json.loads(message.body)
+    except (ValueError, TypeError) as err:
+        return f"the body is not JSON: {err}"
+    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)):
+        return "the body is not a Celery task body [args, kwargs, embed]"
+    if len(body[0]) != 1:
+        return f"a job message has one argument, the job; this one has {len(body[0])}"
+    try:
+        Job.from_wire(body[0][0])
+    except InvalidJobMessageError as err:
+        return str(err)
+    return None
+
+
+def on_job_queue(message: Any) -> bool:
+    """True when ``message`` came through one of the adapter's job queues."""
+    routing_key = (message.delivery_info or {}).get("routing_key") or ""
+    return isinstance(routing_key, str) and routing_key.startswith(QUEUE_PREFIX)
+
+
+class DeadLetterOffice:
+    """Records, keeps and rejects poison messages."""
+
+    def __init__(self, store: Callable[[], JobStore]) -> None:
+        self._store = store
+
+    def take(self, message: Any, reason: str, consumer: Any) -> None:
+        """Dead-letter ``message`` for ``reason``: record it, keep it, reject it."""
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        letter = DeadLetter(
+            queue=str((message.delivery_info or {}).get("routing_key") or ""),
+            task_name=_text_or_none(headers.get("task")),
+            task_id=_text_or_none(headers.get("id")),
+            content_type=message.content_type,
+            reason=reason,
+            body=body_text(message.body),
+            headers=plain_headers(headers),
+        )
+        logger.error("dead letter on %s (task id %s): %s", letter.queue, letter.task_id, reason)
+        try:
+            self._store().record_dead_letter(letter)
+        except JobQueueError as err:
+            logger.error("could not record the dead letter: %s; body: %.500s", err, letter.body)
+        if consumer.connection.transport.driver_type == "amqp":
+            self._keep_on_rabbitmq(message, reason, consumer)
+        message.reject_log_error(logger, consumer.connection_errors, requeue=False)
+
+    @staticmethod
+    def _keep_on_rabbitmq(message: Any, reason: str, consumer: Any) -> None:
+        queue = consumer.app.conf.get(DEAD_LETTER_QUEUE_SETTING) or DEAD_LETTER_QUEUE
+        try:
+            with consumer.app.producer_pool.acquire(block=True) as producer:
+                producer.publish(
+                    message.body,
+                    exchange="",
+                    routing_key=queue,
+                    content_type=message.content_type,
+                    content_encoding=message.content_encoding,
+                    headers={**(message.headers or {}), DEAD_LETTER_REASON_HEADER: reason},
+                    declare=[_durable_queue(queue)],
+                    delivery_mode=2,
+                    retry=True,
+                )
+        except Exception as err:  # the broker's errors vary; the store still has the letter
+            logger.error("could not keep the dead letter on %s: %s", queue, err)
+
+
+def guarded_strategy(office: DeadLetterOffice) -> Callable[..., Any]:
+    """Return a Celery task ``Strategy`` that dead-letters poison before Celery's own runs."""
+
+    def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
+        handle = default(task, app, consumer, **options)
+
+        def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
+            reason = poison_reason(message) if on_job_queue(message) else None
+            if reason is not None:
+                return office.take(message, reason, consumer)
+            return handle(message, body, *args, **kwargs)
+
+        return on_message
+
+    return strategy
+
+
+def install_hooks(consumer: Any, office: DeadLetterOffice) -> None:
+    """Dead-letter, instead of dropping, job-queue messages that name no known task."""
+    unknown_task = consumer.on_unknown_task
+    unknown_message = consumer.on_unknown_message
+    invalid_task = consumer.on_invalid_task
+    decode_error = consumer.on_decode_error
+
+    def on_unknown_task(body: Any, message: Any, exc: Any) -> Any:
+        if not on_job_queue(message):
+            return unknown_task(body, message, exc)
+        name = (message.headers or {}).get("task")
+        return office.take(
+            message, f"unknown task {name!r}: job queues carry {TASK_NAME} only", consumer
+        )
+
+    def on_unknown_message(body: Any, message: Any) -> Any:
+        if not on_job_queue(message):
+            return unknown_message(body, message)
+        return office.take(message, "not a Celery task message (no task header)", consumer)
+
+    def on_invalid_task(body: Any, message: Any, exc: Any) -> Any:
+        if not on_job_queue(message):
+            return invalid_task(body, message, exc)
+        return office.take(message, f"invalid task message: {exc}", consumer)
+
+    def on_decode_error(message: Any, exc: Any) -> Any:
+        if not on_job_queue(message):
+            return decode_error(message, exc)
+        return office.take(message, f"the message could not be decoded: {exc}", consumer)
+
+    consumer.on_unknown_task = on_unknown_task
+    consumer.on_unknown_message = on_unknown_message
+    consumer.on_invalid_task = on_invalid_task
+    consumer.on_decode_error = on_decode_error
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _durable_queue(name: str) -> Queue:
+    return Queue(name, durable=True, auto_delete=False)  # type: ignore[no-untyped-call]

@@ -1,0 +1,130 @@
+"""The reaper: jobs whose worker died are handed back, so nothing stays RUNNING for ever.
+
+A running job beats (``adapter.running``); a job whose beat is older than the heartbeat
+timeout lost its worker (SIGKILL, OOM, a machine gone). Every worker of the app runs one
+reaper thread, next to its consumer: each round it asks the store for such jobs
+(``JobStore.reap``: RUNNING -> RETRYING with the reason in ``error``, once per job however
+many workers reap) and publishes each again, the same message ``add`` sends. A broker that
+redelivers by itself (RabbitMQ when a connection drops, Celery's ``reject_on_worker_lost``
+when a pool child dies) is usually faster; the reaper is what makes Redis (whose
+``visibility_timeout`` is an hour) and ``filesystem://`` (which loses the message) recover.
+
+Every start of a job counts as an attempt. A job that keeps killing its worker is not run
+for ever: after ``retries + 1 + max_redeliveries`` starts the task records it FAILED.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from adapter.errors import ConfigurationError, JobQueueError
+from adapter.forksafe import no_fork
+from adapter.job import Job, JobState, utcnow
+from adapter.running import DEFAULT_HEARTBEAT_INTERVAL_S
+from adapter.store.base import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: Celery setting: seconds between two heartbeats of a running job.
+HEARTBEAT_INTERVAL_SETTING = "adapter_heartbeat_interval"
+#: Celery setting: seconds without a heartbeat after which a running job's worker counts as lost.
+HEARTBEAT_TIMEOUT_SETTING = "adapter_heartbeat_timeout"
+#: Celery setting: starts a job may have beyond ``retries + 1`` when its workers are lost.
+MAX_REDELIVERIES_SETTING = "adapter_max_redeliveries"
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
+DEFAULT_MAX_REDELIVERIES = 3
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How workers prove they are alive, and what happens to the jobs of those that are not."""
+
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> Liveness:
+        """Read the settings of a Celery app's configuration; refuse inconsistent ones."""
+        found = cls(
+            heartbeat_interval=float(
+                conf.get(HEARTBEAT_INTERVAL_SETTING) or DEFAULT_HEARTBEAT_INTERVAL_S
+            ),
+            heartbeat_timeout=float(
+                conf.get(HEARTBEAT_TIMEOUT_SETTING) or DEFAULT_HEARTBEAT_TIMEOUT_S
+            ),
+            max_redeliveries=int(conf.get(MAX_REDELIVERIES_SETTING, DEFAULT_MAX_REDELIVERIES)),
+        )
+        if found.heartbeat_interval <= 0 or found.max_redeliveries < 0:
+            raise ConfigurationError(
+                f"{HEARTBEAT_INTERVAL_SETTING} must be > 0 and {MAX_REDELIVERIES_SETTING} >= 0"
+            )
+        if found.heartbeat_timeout < 2 * found.heartbeat_interval:
+            raise ConfigurationError(
+                f"{HEARTBEAT_TIMEOUT_SETTING} ({found.heartbeat_timeout:g}s) must be at least "
+                f"twice {HEARTBEAT_INTERVAL_SETTING} ({found.heartbeat_interval:g}s), or live "
+                "jobs would be taken for lost"
+            )
+        return found
+
+    def lost_too_often(self, job: Job) -> bool:
+        """True when ``job``, just claimed, has been started more often than it may be."""
+        return job.attempts > job.retries + 1 + self.max_redeliveries
+
+
+class Reaper:
+    """A thread that hands back the jobs of lost workers, every heartbeat interval."""
+
+    def __init__(
+        self,
+        store: Callable[[], JobStore],
+        publish: Callable[[Job], None],
+        liveness: Liveness,
+    ) -> None:
+        self._store = store
+        self._publish = publish
+        self._liveness = liveness
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start reaping in the background (again after ``stop``); idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name="adapter-reaper", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reaping; a round in progress finishes."""
+        self._stop.set()
+
+    def reap_once(self) -> list[Job]:
+        """Hand back every job whose heartbeat stopped; return them as published."""
+        timeout = self._liveness.heartbeat_timeout
+        reason = f"its worker was lost (no heartbeat for {timeout:g}s); it runs again"
+        reaped = self._store().reap(utcnow() - timedelta(seconds=timeout), reason)
+        for job in reaped:
+            logger.warning("job %s on %r: %s", job.id, job.queue_name, reason)
+            try:
+                self._publish(job)
+            except JobQueueError as err:
+                # Back to RUNNING with a fresh beat: the next round after the timeout tries again.
+                logger.error("job %s: could not publish it again (%s); will retry", job.id, err)
+                self._store().update(job.model_copy(update={"state": JobState.RUNNING}))
+        return reaped
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self._liveness.heartbeat_interval):
+            try:
+                with no_fork():  # a prefork pool forks children of this very process
+                    self.reap_once()
+            except JobQueueError as err:
+                logger.warning("could not look for jobs of lost workers: %s", err)

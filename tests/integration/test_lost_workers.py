@@ -1,0 +1,64 @@
+"""Jobs of workers that die: run again by another worker, bounded, never RUNNING for ever.
+
+Each test runs on the embedded broker, Redis and RabbitMQ. RabbitMQ hands a dead connection's
+message back at once; Redis only after its visibility timeout (an hour) and the embedded broker
+never: there the reaper of the surviving worker is what brings the job back, once its
+heartbeat is older than the timeout these workers use (``LIVENESS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adapter import CeleryJobQueueStrategy, Job, JobState
+from tests.integration.conftest import WorkerProcess
+from tests.support import delete_queues, unique_queue, wait_job, wait_settled
+
+#: Short heartbeats, so that a lost worker is noticed within seconds.
+LIVENESS = {"ADAPTER_HEARTBEAT_INTERVAL": "0.5", "ADAPTER_HEARTBEAT_TIMEOUT": "2"}
+
+
+def test_job_of_a_killed_worker_runs_again_and_completes(
+    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    queue = unique_queue("lost")
+    job = producer.add(Job(queue_name=queue, data=None))
+    first = make_worker(f"{queue}=slow", "-P", "prefork", "-c", "2", **LIVENESS)
+    second = make_worker(f"{queue}=slow", "-P", "prefork", "-c", "2", **LIVENESS)
+    try:
+        first.start()
+        wait_job(producer, job.id or "", lambda found: found.state == JobState.RUNNING, "running")
+        first.kill()
+        second.start()
+        done = wait_settled(producer, job)  # far sooner than Redis's hour
+    finally:
+        second.stop()
+        delete_queues(producer, queue)
+    assert (done.state, done.result, done.attempts) == (
+        JobState.COMPLETED,
+        "done on attempt 2",
+        2,
+    )
+    if not producer.app.conf.broker_url.startswith("amqp"):  # RabbitMQ needs no reaper
+        assert "its worker was lost (no heartbeat for 2s)" in str(done.error)
+
+
+def test_a_job_that_always_kills_its_worker_fails_after_bounded_restarts(
+    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    queue = unique_queue("crash")
+    job = producer.add(Job(queue_name=queue, data=None, retries=1))
+    worker = make_worker(
+        f"{queue}=crash", "-P", "prefork", "-c", "1", ADAPTER_MAX_REDELIVERIES="2", **LIVENESS
+    )
+    try:
+        worker.start()
+        done = wait_settled(producer, job)
+        alive = worker.popen is not None and worker.popen.poll() is None
+    finally:
+        worker.stop()
+        delete_queues(producer, queue)
+    assert done.state == JobState.FAILED
+    assert done.attempts == 1 + 1 + 2 + 1  # retries + 1 + redeliveries, then the refused start
+    assert "started 5 times without finishing" in str(done.error)
+    assert alive
