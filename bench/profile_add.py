@@ -3,10 +3,14 @@
 Usage: ``python bench/profile_add.py [--broker redis|amqp] [--jobs 2000] [--top 20]``
 
 1. Without a profiler, each step of the add path is timed on its own over ``--jobs`` jobs:
-   building the Job, the checks and copy ``add`` makes, the SQLite insert, the wire form, the
-   publish of ``adapter.run_job``; beside them ``strategy.add`` whole and a raw ``send_task``.
+   building the Job, the checks and copy ``add`` makes, the wire form, the publish of
+   ``adapter.run_job`` (the adapter's ``JobPublisher``, and Celery's ``apply_async`` for
+   comparison), the SQLite insert one by one and in the batches ``add`` writes behind its
+   publishes; beside them ``strategy.add`` whole and a raw ``send_task``.
 2. Under cProfile (times inflated), the cumulative time per job of the same parts, and the
-   functions with the most own time, for the adapter and the raw side separately.
+   functions with the most own time, for the adapter and the raw side separately. cProfile
+   sees the calling thread only: the batches the write-behind thread writes are not in it
+   (the isolated ``insert_many`` row gives their cost).
 
 SQLite store in a temp dir; queues are unique, purged and deleted afterwards.
 """
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
+from adapter.celery.publish import JobPublisher
 from adapter.data import ensure_json
 from adapter.job import validate_queue_name
 from bench.add_rate import add_adapter_jobs, send_raw_tasks, warm_up, wire_template
@@ -42,17 +47,18 @@ from bench.common import (
     purge_queues,
 )
 
+#: Jobs per ``insert_many`` call in the isolated timing (about what 10 ms of adds gather).
+INSERT_BATCH = 50
 #: (label, file suffix, function name) of the parts of the add path worth naming.
 PARTS = [
     ("strategy.add", "adapter/celery/strategy.py", "add"),
     ("  Job(...) (pydantic + sanitize)", "pydantic/main.py", "__init__"),
     ("  ensure_json(job.data)", "adapter/data.py", "ensure_json"),
     ("  job.model_copy", "pydantic/main.py", "model_copy"),
-    ("  store.insert (SQLite)", "adapter/store/sql.py", "insert"),
-    ("    SqlJobStore._run (begin/execute/commit)", "adapter/store/sql.py", "_run"),
     ("  job.to_wire", "adapter/job.py", "to_wire"),
-    ("  Task.apply_async (publish)", "celery/app/task.py", "apply_async"),
-    ("    of which saferepr (argsrepr)", "celery/utils/saferepr.py", "saferepr"),
+    ("  JobPublisher.publish", "adapter/celery/publish.py", "publish"),
+    ("    of which kombu's Producer.publish", "kombu/messaging.py", "publish"),
+    ("  WriteBehind.add (this thread's share)", "adapter/celery/write_behind.py", "add"),
     ("raw app.send_task", "celery/app/base.py", "send_task"),
     ("    of which saferepr (argsrepr)", "celery/utils/saferepr.py", "saferepr"),
 ]
@@ -74,6 +80,8 @@ def isolated_timings(
     task = app.tasks["adapter.run_job"]
     made = [Job(queue_name=queue_name, data=job_data(i)) for i in range(jobs)]
     ready = [job.model_copy(update={"id": str(uuid.uuid4())}) for job in made]
+    unstored = [job.model_copy(update={"id": str(uuid.uuid4())}) for job in made]
+    publisher = JobPublisher(app, task)
     wire = wire_template(queue_name)
 
     def prepare(index: int) -> object:
@@ -84,12 +92,16 @@ def isolated_timings(
             update={"id": str(uuid.uuid4()), "state": JobState.PENDING, "attempts": 0}
         )
 
-    def publish(index: int) -> object:
+    def apply_async(index: int) -> object:
         job = ready[index]
         return task.apply_async(
             args=[wire], task_id=job.id, queue=f"jobs.{queue_name}",
             headers={"adapter_queue": queue_name},
         )  # fmt: skip
+
+    def insert_batch(index: int) -> None:
+        if index % INSERT_BATCH == 0:
+            strategy.store.insert_many(unstored[index : index + INSERT_BATCH])
 
     rows = [
         ("strategy.add(Job(...)) whole",
@@ -97,9 +109,12 @@ def isolated_timings(
         ("  Job(queue_name, data=job_data(i))",
          _timed(jobs, lambda i: Job(queue_name=queue_name, data=job_data(i)))),
         ("  validate + ensure_json + model_copy", _timed(jobs, prepare)),
-        ("  store.insert(job) (SQLite)", _timed(jobs, lambda i: strategy.store.insert(ready[i]))),
         ("  job.to_wire()", _timed(jobs, lambda i: ready[i].to_wire())),
-        ("  run_job.apply_async(...) (publish)", _timed(jobs, publish)),
+        ("  JobPublisher.publish(job)", _timed(jobs, lambda i: publisher.publish(ready[i]))),
+        ("  (Celery's run_job.apply_async(...))", _timed(jobs, apply_async)),
+        ("  (store.insert(job), one by one)",
+         _timed(jobs, lambda i: strategy.store.insert(ready[i]))),
+        (f"  store.insert_many, {INSERT_BATCH} a batch", _timed(jobs, insert_batch)),
         ("raw app.send_task(...) incl. payload", _timed(jobs, lambda i: send_raw_tasks(
             app, names.raw_warm_queue, wire, i, 1, []))),
     ]  # fmt: skip

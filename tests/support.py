@@ -59,3 +59,15 @@ def delete_queues(strategy: CeleryJobQueueStrategy, *queue_names: str) -> None:
         for name in queue_names:
             with contextlib.suppress(Exception):
                 connection.default_channel.queue_delete(celery_queue(name))
+
+
+def messages_waiting(strategy: CeleryJobQueueStrategy, queue_name: str) -> int:
+    """Return how many messages wait in the celery queue of ``queue_name`` (0 if none exists)."""
+    with strategy.app.connection_for_write() as connection:
+        try:
+            declared = connection.default_channel.queue_declare(
+                celery_queue(queue_name), passive=True
+            )
+        except Exception:
+            return 0
+        return int(declared.message_count)

@@ -76,7 +76,8 @@ def _broker_findings(url: str, conf: Any, longest_job_s: float | None) -> list[F
                     "broker_transport_options.visibility_timeout",
                     f"{timeout:.0f}s is "
                     f"shorter than the longest job ({longest_job_s:.0f}s): Redis hands "
-                    "a still-running job to a second worker",
+                    "a still-running task to a second worker (the adapter drops such a copy "
+                    "of a job while its heartbeat is fresh; other tasks of the app run twice)",
                 )
             ]
         return []
@@ -96,8 +97,9 @@ def _broker_findings(url: str, conf: Any, longest_job_s: float | None) -> list[F
         return [
             Finding(
                 "broker_url",
-                "filesystem:// (the embedded default) cannot hand back "
-                "the job of a killed worker: use RabbitMQ or Redis in production",
+                "filesystem:// (the embedded default) loses the messages a killed worker "
+                "had taken but not started (the reaper brings back only jobs that had "
+                "started): use RabbitMQ or Redis in production",
             )
         ]
     return []

@@ -8,6 +8,12 @@ many workers reap) and publishes each again, the same message ``add`` sends. A b
 redelivers by itself (RabbitMQ when a connection drops, Celery's ``reject_on_worker_lost``
 when a pool child dies) is usually faster; the reaper is what makes Redis (whose
 ``visibility_timeout`` is an hour) and ``filesystem://`` (which loses the message) recover.
+On Redis each round also puts back the messages a lost worker had taken but not started
+(``adapter.celery.orphans``).
+
+A broker's copy of a job that is still RUNNING with a fresh heartbeat (alive on another
+worker) is refused at claim and dropped: after a reaper round, or a redelivery, a job never
+runs twice at the same time.
 
 Every start of a job counts as an attempt. A job that keeps killing its worker is not run
 for ever: after ``retries + 1 + max_redeliveries`` starts the task records it FAILED.
@@ -19,7 +25,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from adapter.errors import ConfigurationError, JobQueueError
@@ -72,6 +78,10 @@ class Liveness:
             )
         return found
 
+    def alive_since(self) -> datetime:
+        """Return the oldest heartbeat of a job still counted as running on a live worker."""
+        return utcnow() - timedelta(seconds=self.heartbeat_timeout)
+
     def lost_too_often(self, job: Job) -> bool:
         """True when ``job``, just claimed, has been started more often than it may be."""
         return job.attempts > job.retries + 1 + self.max_redeliveries
@@ -85,10 +95,13 @@ class Reaper:
         store: Callable[[], JobStore],
         publish: Callable[[Job], None],
         liveness: Liveness,
+        restore_messages: Callable[[], int] = lambda: 0,
     ) -> None:
+        """Reap in ``store``; ``restore_messages`` puts back a broker's orphaned messages."""
         self._store = store
         self._publish = publish
         self._liveness = liveness
+        self._restore_messages = restore_messages
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,7 +123,7 @@ class Reaper:
         """Hand back every job whose heartbeat stopped; return them as published."""
         timeout = self._liveness.heartbeat_timeout
         reason = f"its worker was lost (no heartbeat for {timeout:g}s); it runs again"
-        reaped = self._store().reap(utcnow() - timedelta(seconds=timeout), reason)
+        reaped = self._store().reap(self._liveness.alive_since(), reason)
         for job in reaped:
             logger.warning("job %s on %r: %s", job.id, job.queue_name, reason)
             try:
@@ -126,5 +139,6 @@ class Reaper:
             try:
                 with no_fork():  # a prefork pool forks children of this very process
                     self.reap_once()
-            except JobQueueError as err:
+                self._restore_messages()
+            except Exception as err:  # the store's and the broker's errors: try next round
                 logger.warning("could not look for jobs of lost workers: %s", err)

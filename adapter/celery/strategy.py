@@ -30,6 +30,7 @@ from celery import Celery
 from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
+from adapter.celery.orphans import restore_orphaned_messages
 from adapter.celery.poison import DeadLetterOffice
 from adapter.celery.publish import JobPublisher
 from adapter.celery.reaper import Liveness, Reaper
@@ -97,7 +98,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self.max_data_bytes = int(app.conf.get(MAX_DATA_BYTES_SETTING) or DEFAULT_MAX_DATA_BYTES)
         self.liveness = Liveness.from_conf(app.conf)
         self._registry = ProcessRegistry()
-        self._reaper = Reaper(lambda: self.store, self._publish, self.liveness)
+        self._reaper = Reaper(
+            lambda: self.store,
+            self._publish,
+            self.liveness,
+            lambda: restore_orphaned_messages(app, self.liveness.heartbeat_timeout),
+        )
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
@@ -121,7 +127,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     @property
     def store(self) -> JobStore:
         """The job store, opened on first use; it holds every job ``add`` returned here."""
-        self._write_behind.flush()
+        self.flush()
         return self._opened_store()
 
     def _opened_store(self) -> JobStore:
@@ -187,6 +193,13 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._publisher.publish(job)
         except Exception as err:  # the broker's errors vary by transport
             raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
+
+    def flush(self) -> None:
+        """Write now the jobs added here whose batch is not in the store yet.
+
+        Other processes then see them; this one always does (every store access flushes).
+        """
+        self._write_behind.flush()
 
     def start(self, queue_name: str, process: ProcessFunction) -> None:
         validate_queue_name(queue_name)
@@ -278,7 +291,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """Stop the embedded worker (running jobs finish) and close the store."""
         self._embedded.stop()
         self._reaper.stop()
-        self._write_behind.flush()
+        self.flush()
         if self._store is not None:
             self._store.close()
 

@@ -97,12 +97,12 @@ def _run(task: Task, wire_job: Any, runner: JobRunner) -> Any:
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
     store = runner.store()
     try:
-        claimed = store.claim(job)
+        claimed = store.claim(job, busy_after=runner.liveness.alive_since())
     except StoreError as err:
         logger.warning("job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S)
         raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
     if claimed is None:
-        logger.info("job %s is already settled (cancelled?); not running it", job.id)
+        logger.info("job %s is settled or running elsewhere; not running it again", job.id)
         return None
     if runner.liveness.lost_too_often(claimed):
         claimed.fail(

@@ -41,7 +41,7 @@ from adapter.store.base import JobStore
 logger = logging.getLogger(__name__)
 
 #: How long the thread lets jobs gather after the first pending one, in seconds.
-GATHER_S = 0.001
+GATHER_S = 0.01
 #: Pending jobs at which ``add`` writes the batch itself instead of leaving it to the thread.
 MAX_PENDING = 1000
 

@@ -159,6 +159,33 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
     return 0
 
 
+def dead_letters(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``dead-letters [--take N]``: the latest messages workers refused as not jobs."""
+    letters = strategy.dead_letters(args.take)
+    if args.json:
+        out.write(dumps([letter.model_dump(mode="json") for letter in letters]) + "\n")
+        return 0
+    headers = ["RECEIVED", "QUEUE", "TASK", "TASK ID", "REASON"]
+    rows = [
+        [letter.received_at, letter.queue, letter.task_name, letter.task_id, letter.reason]
+        for letter in letters
+    ]
+    out.write(table(headers, rows) + "\n")
+    return 0
+
+
+def reap(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``reap``: hand back now the jobs whose heartbeat stopped (workers do it on their own)."""
+    reaped = strategy.reap_lost_jobs()
+    if args.json:
+        out.write(dumps([job_json(job) for job in reaped]) + "\n")
+    else:
+        for job in reaped:
+            out.write(f"handed back job {job.id} on {job.queue_name}\n")
+        out.write(f"{len(reaped)} job(s) handed back\n")
+    return 0
+
+
 def check(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
     """``check``: dangerous settings; exit 1 when there is any."""
     try:

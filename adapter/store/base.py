@@ -56,12 +56,14 @@ class JobStore(ABC):
         """Return the job with ``job_id`` as stored now, or None."""
 
     @abstractmethod
-    def claim(self, job: Job) -> Job | None:
+    def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         """Begin an attempt of ``job``: RUNNING, attempts + 1, started now.
 
         A job missing from the store (published by another producer, or by one using another
         store) is inserted from ``job`` first. Returns the stored job after the change, or
-        None when the job is settled (for example cancelled) and must not run.
+        None when the job must not run: it is settled (for example cancelled), or, with
+        ``busy_after``, it is RUNNING with a heartbeat since then (alive on another worker:
+        this delivery is a duplicate).
         """
 
     @abstractmethod

@@ -164,10 +164,12 @@ class RedisJobStore(JobStore):
             found = self._load(scripts, [job_id])
         return found[0] if found else None
 
-    def claim(self, job: Job) -> Job | None:
+    def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         now = utcnow()
+        busy = "" if busy_after is None else str(micros(busy_after))
         with self._talking() as (_, scripts):
-            args = [self.keys.prefix, str(job.id), str(micros(now)), *_pairs(job_hash(job, now))]
+            args = [self.keys.prefix, str(job.id), str(micros(now)), busy]
+            args += _pairs(job_hash(job, now))
             recorded, fields = scripts.claim(args=args)
         if recorded:
             logger.warning("job %s was not in the store; recorded it now", job.id)

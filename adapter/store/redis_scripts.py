@@ -113,20 +113,25 @@ add(p, id, 3)
 return 1
 """
 
-#: ARGV: prefix, id, now, then the job's field/value pairs (recorded if the job is missing).
-#: Returns {1 if it was recorded, the job's fields after the claim or {} when settled}.
+#: ARGV: prefix, id, now, busy_after (or ''), then the job's field/value pairs (recorded if
+#: the job is missing). Returns {1 if it was recorded, the job's fields after the claim, or {}
+#: when it is settled or RUNNING with a beat at or after busy_after}.
 CLAIM = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local p, id, now, busy_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local key = p .. ':job:' .. id
 local recorded = 0
 if redis.call('EXISTS', key) == 0 then
-  add(p, id, 4)
+  add(p, id, 5)
   recorded = 1
 end
 if not unsettled(key) then
   return {recorded, {}}
 end
 local old = redis.call('HGET', key, 'state')
+if old == 'RUNNING' and busy_after
+    and tonumber(redis.call('HGET', key, 'updated_at')) >= busy_after then
+  return {recorded, {}}
+end
 redis.call('HSET', key, 'state', 'RUNNING', 'started_at', now, 'updated_at', now)
 redis.call('HINCRBY', key, 'attempts', 1)
 place(p, id, old)

@@ -116,8 +116,12 @@ class SqlJobStore(JobStore):
         row = self._run(_GET, {"job_id": job_id}).first()
         return None if row is None else _job(row)
 
-    def claim(self, job: Job) -> Job | None:
-        params = {"job_id": job.id, "now": _naive(utcnow())}
+    def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
+        params = {
+            "job_id": job.id,
+            "now": _naive(utcnow()),
+            "busy_after": _naive(busy_after) or datetime.max,
+        }
         try:
             with self._db.begin() as conn:
                 row = conn.execute(_CLAIM, params).first()
@@ -128,7 +132,7 @@ class SqlJobStore(JobStore):
                     conn.execute(_INSERT, _row(job))
                     row = conn.execute(_CLAIM, params).first()
         except sa.exc.IntegrityError:
-            return self.claim(job)  # another worker recorded it first; claim that record
+            return self.claim(job, busy_after)  # another worker recorded it first; claim that
         return None if row is None else _job(row)
 
     def set_progress(self, job_id: str, progress: float) -> bool:
@@ -257,7 +261,15 @@ _EXISTS = sa.select(jobs.c.id).where(jobs.c.id == _job_id)
 _DELETE = jobs.delete().where(jobs.c.id == _job_id)
 _CLAIM = (
     jobs.update()
-    .where(_unsettled_job)
+    .where(
+        _unsettled_job,
+        sa.not_(
+            sa.and_(
+                jobs.c.state == JobState.RUNNING.value,
+                jobs.c.updated_at >= sa.bindparam("busy_after"),
+            )
+        ),
+    )
     .values(
         state=JobState.RUNNING.value,
         attempts=jobs.c.attempts + 1,

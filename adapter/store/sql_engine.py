@@ -20,6 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 from adapter.errors import ConfigurationError, StoreError
 from adapter.forksafe import ForkSafeLock
 
+#: Tries to create the tables of a new database that other processes are creating too.
+CREATE_ATTEMPTS = 3
 #: How long SQLite waits for a lock held by another writer, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -66,14 +68,19 @@ class ProcessEngine:
             raise ConfigurationError(f"cannot open {self._what} {self.url}: {err}") from err
         if is_sqlite:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
-        try:
-            self._metadata.create_all(engine, checkfirst=True)
-            if self._on_open is not None:
-                with engine.begin() as conn:
-                    self._on_open(conn)
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"cannot reach {self._what} {self.url}: {err.orig}") from err
-        return engine
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                self._metadata.create_all(engine, checkfirst=True)
+                if self._on_open is not None:
+                    with engine.begin() as conn:
+                        self._on_open(conn)
+                return engine
+            except sa.exc.DBAPIError as err:
+                # Processes opening a new database at once race to create its tables: the
+                # loser finds them made ("already exists") and checks again.
+                if "already exists" not in str(err.orig) or attempt + 1 == CREATE_ATTEMPTS:
+                    raise StoreError(f"cannot reach {self._what} {self.url}: {err.orig}") from err
+        raise AssertionError("unreachable")
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

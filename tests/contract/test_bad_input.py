@@ -9,19 +9,7 @@ import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobDataError, JobState
 from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
-from tests.support import wait_settled
-
-
-def messages_waiting(strategy: CeleryJobQueueStrategy, queue_name: str) -> int:
-    """Return how many messages wait in the celery queue of ``queue_name`` (0 if none exists)."""
-    with strategy.app.connection_for_write() as connection:
-        try:
-            declared = connection.default_channel.queue_declare(
-                celery_queue(queue_name), passive=True
-            )
-        except Exception:
-            return 0
-        return int(declared.message_count)
+from tests.support import messages_waiting, wait_settled
 
 
 class Unserializable:

@@ -384,6 +384,24 @@ def test_unknown_operator_is_refused(store: JobStore) -> None:
         store.find_many({"filter": {"queueName": {"startsWith": "v"}}})
 
 
+# insert_many (the batches ``add`` writes behind its publishes)
+
+
+def test_insert_many_stores_new_jobs_and_leaves_stored_ones_alone(store: JobStore) -> None:
+    ran_first = make_job(data="as published")
+    store.insert(ran_first)
+    assert store.claim(ran_first) is not None  # its worker got there before the batch
+    fresh = [make_job(data=n) for n in range(3)]
+    store.insert_many([ran_first.model_copy(update={"data": "late copy"}), *fresh])
+    kept = store.get(str(ran_first.id))
+    assert kept is not None
+    assert (kept.state, kept.attempts, kept.data) == (JobState.RUNNING, 1, "as published")
+    stored = store.find_many_by_id([str(job.id) for job in fresh])
+    assert [(job.data, job.state) for job in stored] == [(n, JobState.PENDING) for n in range(3)]
+    store.insert_many([])
+    assert store.find_many().total_items == 4
+
+
 # find_many_by_id
 
 
@@ -527,3 +545,17 @@ def test_dead_letters_are_kept_newest_first(store: JobStore) -> None:
     store.record_dead_letter(second)
     assert store.dead_letters() == [second, first]
     assert store.dead_letters(take=1) == [second]
+
+
+def test_claim_refuses_a_job_running_with_a_fresh_heartbeat(store: JobStore) -> None:
+    job = running(store)
+    just_before = datetime.now(UTC) - timedelta(seconds=30)
+    assert store.claim(job, busy_after=just_before) is None  # alive elsewhere: a duplicate
+    stored = store.get(job.id or "")
+    assert stored is not None and (stored.state, stored.attempts) == (JobState.RUNNING, 1)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    taken = store.claim(job, busy_after=later)  # its beat is older: the worker is gone
+    assert taken is not None and taken.attempts == 2
+    waiting = make_job()
+    store.insert(waiting)
+    assert store.claim(waiting, busy_after=just_before) is not None  # only RUNNING is busy

@@ -8,7 +8,7 @@ import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from tests.integration.conftest import WorkerProcess
-from tests.support import delete_queues, unique_queue, wait_job, wait_settled
+from tests.support import delete_queues, unique_queue, wait_settled
 
 
 def test_prefork_worker_runs_jobs_added_elsewhere(
@@ -48,28 +48,3 @@ def test_other_pools_run_jobs_too(
         delete_queues(producer, queue)
     assert done.state == JobState.COMPLETED and done.result["data"] == pool
     assert report == "late lambda accepted"
-
-
-# RabbitMQ requeues a dead consumer's unacked message at once; Redis only after its
-# visibility timeout (an hour by default), which the stale-job reaper of issue 5 addresses.
-@pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
-def test_job_of_a_killed_worker_completes_on_the_next_worker(
-    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
-) -> None:
-    queue = unique_queue("sigkill")
-    job = producer.add(Job(queue_name=queue, data=None))
-    job_id = job.id or ""
-    first = make_worker(f"{queue}=slow", "-P", "prefork", "-c", "2")
-    second = make_worker(f"{queue}=slow", "-P", "prefork", "-c", "2")
-    try:
-        first.start()
-        wait_job(producer, job_id, lambda found: found.state == JobState.RUNNING, "running")
-        first.kill()
-        second.start()
-        done = wait_settled(producer, job)
-    finally:
-        second.stop()
-        delete_queues(producer, queue)
-    assert done.state == JobState.COMPLETED
-    assert done.result == "done on attempt 2"
-    assert done.attempts == 2

@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from adapter import CeleryJobQueueStrategy, JobState
+from adapter import CeleryJobQueueStrategy, Job, JobState
+from adapter.celery.routing import celery_queue
+from adapter.dead_letter import DeadLetter
 from tests.integration.conftest import ROOT, WorkerProcess
-from tests.support import delete_queues, unique_queue, wait_job
+from tests.support import delete_queues, messages_waiting, unique_queue, wait_job
 
 #: The console script installed beside this interpreter (the project's .venv).
 JOBQUEUE = str(Path(sys.executable).parent / "jobqueue")
@@ -32,10 +35,10 @@ def cli(
         "PYTHONPATH": str(ROOT),
     }
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [JOBQUEUE, *args],
-            env=env,
+            env={**env, **extra_env},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -76,6 +79,33 @@ def test_operator_commands_add_list_show_cancel_clean(
         assert producer.find_one(job["id"]) is None
     finally:
         delete_queues(producer, queue)
+
+
+def test_dead_letters_are_listed_and_reap_hands_back_a_silent_job(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("reap")
+    letter = DeadLetter(queue=celery_queue(queue), task_id="t-1", reason="unknown task 'evil'")
+    producer.store.record_dead_letter(letter)
+    job = producer.add(Job(queue_name=queue, data=None))
+    assert producer.store.claim(job) is not None  # as if a worker took it, then died
+    try:
+        listed = cli("dead-letters", "--json")
+        table = cli("dead-letters")
+        time.sleep(1.5)  # longer than the heartbeat timeout below: the job is silent
+        reaped = cli("reap", ADAPTER_HEARTBEAT_INTERVAL="0.5", ADAPTER_HEARTBEAT_TIMEOUT="1")
+        waiting = messages_waiting(producer, queue)
+    finally:
+        delete_queues(producer, queue)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0] == letter.model_dump(mode="json")
+    assert "unknown task 'evil'" in table.stdout and "t-1" in table.stdout
+    assert reaped.returncode == 0, reaped.stderr
+    assert f"handed back job {job.id} on {queue}" in reaped.stdout
+    found = producer.find_one(job.id or "")
+    assert found is not None and found.state == JobState.RETRYING
+    assert "its worker was lost (no heartbeat for 1s)" in str(found.error)
+    assert waiting == 2  # the message of add, and the one reap published
 
 
 def test_errors_print_one_line_and_exit_non_zero(

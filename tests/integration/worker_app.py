@@ -54,7 +54,29 @@ def crash(job: Job) -> str:
     return "unreachable"
 
 
-PROCESSES = {"echo": echo, "slow": slow_first_attempt, "gated": gated, "crash": crash}
+def logged(job: Job) -> str:
+    """Append the job's id to the file TEST_RUN_LOG (one line per run), after a short nap."""
+    with open(os.environ["TEST_RUN_LOG"], "a") as log:
+        log.write(f"{job.id}\n")
+    time.sleep(float(os.environ.get("TEST_NAP_S", "0")))
+    return "logged"
+
+
+def mixed(job: Job) -> str:
+    """Fail when the job's data says so, else succeed."""
+    if job.data.get("fail"):
+        raise ValueError("planned failure")
+    return "ok"
+
+
+PROCESSES = {
+    "echo": echo,
+    "slow": slow_first_attempt,
+    "gated": gated,
+    "crash": crash,
+    "logged": logged,
+    "mixed": mixed,
+}
 
 for spec in filter(None, os.environ.get("TEST_QUEUES", "").split(",")):
     queue_name, _, process_name = spec.partition("=")

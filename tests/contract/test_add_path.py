@@ -1,0 +1,136 @@
+"""The add path: Celery's own message and signals, nothing added when the broker refuses it,
+and every job written behind its publish in the store for other processes after ``flush``."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.signals import after_task_publish, before_task_publish
+
+from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
+from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.store import open_store
+
+
+@contextmanager
+def published() -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """Record, per task id, what Celery's publish signals saw of each message."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+
+    def before(headers: dict[str, Any], **message: Any) -> None:
+        keep = ("body", "exchange", "routing_key", "properties")
+        record = {"headers": dict(headers), **{name: message[name] for name in keep}}
+        seen.setdefault(headers["id"], []).append(record)
+
+    def after(headers: dict[str, Any], **_: Any) -> None:
+        seen[headers["id"]][-1]["after_task_publish"] = True
+
+    before_task_publish.connect(before, weak=False)
+    after_task_publish.connect(after, weak=False)
+    try:
+        yield seen
+    finally:
+        before_task_publish.disconnect(before)
+        after_task_publish.disconnect(after)
+
+
+def test_add_publishes_the_message_apply_async_would_send(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    with published() as seen:
+        strategy.add(Job(queue_name=queue, data="declares the celery queue"))
+        job = strategy.add(Job(queue_name=queue, data={"to": "ada@example.com"}))
+        [added] = seen[str(job.id)]
+        strategy.app.tasks[TASK_NAME].apply_async(
+            args=list(added["body"][0]),
+            task_id=job.id,
+            queue=celery_queue(queue),
+            headers={QUEUE_HEADER: queue},
+            argsrepr=f"[job {job.id} on {queue!r}]",
+            kwargsrepr="{}",
+        )
+        [_, by_celery] = seen[str(job.id)]
+    assert added == by_celery
+    assert added["after_task_publish"] is True
+    assert (added["headers"]["task"], added["routing_key"]) == (TASK_NAME, celery_queue(queue))
+    assert added["headers"][QUEUE_HEADER] == queue
+    assert added["body"][0][0]["data"] == {"to": "ada@example.com"}
+
+
+def test_add_sends_a_task_sent_event_when_the_setting_is_on(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    app = strategy.app
+    sent: dict[str, dict[str, Any]] = {}
+    app.conf.task_send_sent_event = True
+    try:
+        with app.connection_for_read() as connection:
+            receiver = app.events.Receiver(
+                connection,
+                handlers={"task-sent": lambda event: sent.update({event["uuid"]: event})},
+            )
+            with receiver.consumer_context() as (conn, _, _):
+                with contextlib.suppress(socket.timeout):
+                    conn.drain_events(timeout=0.5)  # listening now (Redis events are pub/sub)
+                job = strategy.add(Job(queue_name=queue, data=1))
+                while job.id not in sent:
+                    conn.drain_events(timeout=10)  # socket.timeout fails the test
+    finally:
+        app.conf.task_send_sent_event = False
+    event = sent[str(job.id)]
+    assert (event["name"], event["queue"]) == (TASK_NAME, celery_queue(queue))
+
+
+@pytest.fixture
+def unreachable(tmp_path: Path) -> Iterator[CeleryJobQueueStrategy]:
+    """A strategy whose broker refuses every connection, at once."""
+    app = Celery("unreachable")
+    app.config_from_object("celeryconfig")
+    app.conf.update(
+        broker_url="redis://127.0.0.1:1/0",
+        broker_transport_options={"max_retries": 0},
+        task_publish_retry=False,
+    )
+    made = CeleryJobQueueStrategy(
+        app, store=f"sqlite:///{tmp_path / 'jobs.sqlite3'}", embedded_worker=False
+    )
+    yield made
+    made.destroy()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {},  # a fresh id: the job would be written behind its publish
+        {"job_id": "given-id"},  # written first, removed when the publish fails
+        {"idempotency_key": "order-42"},
+    ],
+)
+def test_a_job_the_broker_refuses_is_not_added(
+    unreachable: CeleryJobQueueStrategy, how: dict[str, str]
+) -> None:
+    job = Job(id=how.get("job_id"), queue_name="refused", data="x")
+    with pytest.raises(PublishError, match="could not publish job to queue 'refused'"):
+        unreachable.add(job, idempotency_key=how.get("idempotency_key"))
+    unreachable.flush()
+    assert unreachable.find_many().total_items == 0
+
+
+def test_flush_puts_every_added_job_in_the_store_for_other_processes(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    other_process = open_store(strategy.store.url)
+    try:
+        added = [strategy.add(Job(queue_name=queue, data=n)) for n in range(300)]
+        strategy.flush()
+        seen = other_process.find_many_by_id([str(job.id) for job in added])
+    finally:
+        other_process.close()
+    assert [(job.data, job.state) for job in seen] == [(n, JobState.PENDING) for n in range(300)]

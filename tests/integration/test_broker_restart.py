@@ -1,0 +1,72 @@
+"""A broker stopped and started again while jobs are queued and a worker consumes them.
+
+The broker is a private server on a free port (``tests.private_brokers``), never a shared one.
+After it returns, the worker must reconnect and consume its queues again without any new call,
+and every job must complete: those queued, those in flight when the broker went away, and
+jobs added after it came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from adapter import CeleryJobQueueStrategy, Job, JobState
+from tests.integration.conftest import WorkerProcess
+from tests.integration.test_faults import counts
+from tests.integration.test_lost_workers import LIVENESS
+from tests.private_brokers import PrivateBroker
+from tests.support import unique_queue, wait_for, wait_settled
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def private_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A broker of this test's own, started."""
+    broker = PrivateBroker(str(request.param), tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def broker_url(private_broker: PrivateBroker) -> str:
+    """The private broker, for the producer and the workers (overrides conftest's)."""
+    return private_broker.url
+
+
+def test_jobs_complete_and_queues_are_consumed_again_after_a_broker_restart(
+    private_broker: PrivateBroker,
+    producer: CeleryJobQueueStrategy,
+    make_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    queue = unique_queue("restart")
+    run_log = tmp_path / "runs.log"
+    run_log.touch()
+    env = {**LIVENESS, "TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "0.02"}
+    worker = make_worker(f"{queue}=logged", "-P", "prefork", "-c", "2", **env)
+    worker.start()
+    try:
+        before = [producer.add(Job(queue_name=queue, data={"n": n})) for n in range(300)]
+        wait_for(lambda: counts(producer, queue)[JobState.COMPLETED] >= 50, "50 jobs completed")
+        private_broker.stop()
+        completed_while_down = counts(producer, queue)[JobState.COMPLETED]
+        private_broker.start()
+        after = producer.add(Job(queue_name=queue, data={"n": "after"}))
+        done_after = wait_settled(producer, after)
+        wait_for(
+            lambda: counts(producer, queue)[JobState.COMPLETED] == 301,
+            "every job completed",
+            timeout=180,
+        )
+        alive = worker.popen is not None and worker.popen.poll() is None
+    finally:
+        worker.stop()
+
+    assert completed_while_down < 300  # the broker went away with jobs still queued
+    assert alive
+    assert done_after.state == JobState.COMPLETED
+    assert counts(producer, queue) == {JobState.COMPLETED: 301}
+    assert set(run_log.read_text().split()) == {job.id for job in [*before, after]}
