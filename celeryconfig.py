@@ -46,6 +46,9 @@ adapter_heartbeat_timeout = float(os.environ.get("ADAPTER_HEARTBEAT_TIMEOUT", "6
 # Reject-on-worker-lost, bounded: a job that keeps killing its worker (OOM, a segfault) is
 # started at most retries + 1 + this many times, then FAILED, instead of looping for ever.
 adapter_max_redeliveries = int(os.environ.get("ADAPTER_MAX_REDELIVERIES", "3"))
+# RabbitMQ: messages written to disk, so queued jobs outlive a broker restart (the job queues
+# the adapter declares are durable: kombu's default, which it never turns off).
+task_default_delivery_mode = "persistent"
 # Keep retrying the broker at start-up instead of exiting on the first refused connection.
 broker_connection_retry_on_startup = True
 # JSON only: a message can never make a worker unpickle code.

@@ -123,7 +123,8 @@ class Reaper:
         """Hand back every job whose heartbeat stopped; return them as published."""
         timeout = self._liveness.heartbeat_timeout
         reason = f"its worker was lost (no heartbeat for {timeout:g}s); it runs again"
-        reaped = self._store().reap(self._liveness.alive_since(), reason)
+        with no_fork():  # a prefork pool forks its children from this very process
+            reaped = self._store().reap(self._liveness.alive_since(), reason)
         for job in reaped:
             logger.warning("job %s on %r: %s", job.id, job.queue_name, reason)
             try:
@@ -131,14 +132,14 @@ class Reaper:
             except JobQueueError as err:
                 # Back to RUNNING with a fresh beat: the next round after the timeout tries again.
                 logger.error("job %s: could not publish it again (%s); will retry", job.id, err)
-                self._store().update(job.model_copy(update={"state": JobState.RUNNING}))
+                with no_fork():
+                    self._store().update(job.model_copy(update={"state": JobState.RUNNING}))
         return reaped
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.wait(self._liveness.heartbeat_interval):
             try:
-                with no_fork():  # a prefork pool forks children of this very process
-                    self.reap_once()
+                self.reap_once()
                 self._restore_messages()
             except Exception as err:  # the store's and the broker's errors: try next round
                 logger.warning("could not look for jobs of lost workers: %s", err)
