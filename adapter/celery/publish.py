@@ -2,23 +2,23 @@
 
 Every job is one ``adapter.run_job`` message. Celery's ``apply_async`` -> ``send_task`` path
 redoes, per call, work whose answer never changes for this one task (checking the arguments
-against its signature, merging its execution options, looking it up by name, reading settings)
-and builds an ``AsyncResult`` nobody reads. ``JobPublisher`` does the rest exactly as
-``send_task`` does, through Celery's own pieces:
+against its signature, looking the task up by name, merging its options twice), and builds an
+``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does, with Celery's own pieces:
 
 - the message is ``app.amqp.create_task_message`` (protocol 2: ``task_id == job.id``,
   ``argsrepr``, the parent and root ids of a job added from inside a running task);
 - the celery queue goes through ``app.amqp.router``, so ``task_routes`` still apply;
 - ``app.amqp.send_task_message`` on a producer of ``app.producer_pool`` sends it: the
   ``before_task_publish`` and ``after_task_publish`` signals, the queue declaration, Celery's
-  publish retry policy, and the ``task-sent`` event when ``task_send_sent_event`` is on.
-- The queue is declared as kombu declares it, once per connection (``maybe_declare``), but
-  later publishes skip kombu's check of that cache, which copies the queue, its exchange and
-  binding each time: the same cache (``Connection.declared_entities``, ``hash(queue)``) is
-  looked up directly. A reconnection clears it, so the queue is declared again.
+  publish retry policy, and the ``task-sent`` event when ``task_send_sent_event`` is on;
+- the queue is declared once per connection, as kombu's ``maybe_declare`` does, but later
+  publishes look its cache (``Connection.declared_entities``, by ``hash(queue)``) up directly
+  instead of copying the queue, its exchange and binding to let kombu do it: the signals then
+  see ``declare=[]``. A reconnection clears the cache, so the queue is declared again.
 
-So a worker, Flower and ``celery events`` see the message ``apply_async`` would send (a test
-compares the two). ``task_always_eager`` does not apply: a job is always published.
+A worker, Flower and ``celery events`` see the message ``apply_async`` would send (a test
+compares the two). What is left out: ``task_always_eager`` (a job is always published), and
+the ``AsyncResult`` a calling task would list among its children.
 """
 
 from __future__ import annotations

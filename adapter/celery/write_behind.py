@@ -2,25 +2,26 @@
 
 Recording each job before publishing it cost ``add`` a store round trip (a SQLite commit, a
 Redis script call) about as long as the publish itself. Now ``add`` publishes a job with a
-fresh id first and leaves it here; a thread of this process records what is pending with one
-``JobStore.insert_many`` (one transaction or pipeline) shortly after, so one write serves many
-adds under load.
+fresh id first and leaves it here; a thread of this process records what is waiting with one
+``JobStore.insert_many`` (one transaction, or one script call), then sleeps ``GATHER_S`` so
+that the next batch gathers the jobs added meanwhile.
 
 - **Visibility.** In this process a job is in the store once ``add`` returns: the strategy
-  flushes what is pending before every store access (``find_one``, ``cancel_job``, the claims
-  of its own worker). Other processes see it once its batch is written: ``GATHER_S`` plus one
-  batch write after ``add``, about a millisecond. At most ``MAX_PENDING`` jobs wait; beyond
-  that ``add`` writes the batch itself, so a slow store slows ``add`` down instead of
-  stretching the lag.
+  flushes what is waiting before every store access (``find_one``, ``cancel_job``, the claims
+  of its own worker). Other processes see a job once its batch is written: about a
+  millisecond after ``add`` when the thread was idle, at most ``GATHER_S`` plus one batch
+  write (20 ms and a few ms) while jobs keep coming, and at once after ``flush()``. When
+  ``MAX_PENDING`` jobs wait, ``add`` writes them itself: a slow store slows ``add`` down
+  rather than stretch the lag.
 - **Never overwritten.** A worker may run a job before its batch lands: its claim records the
   job from the message (``JobStore.claim``), and ``insert_many`` skips ids already stored, so
   the late insert never turns a claimed or settled job back to PENDING.
 - **Never lost.** Publishing comes first: a job whose message was refused is never recorded.
-  ``flush()`` (called by the strategy's ``destroy``, and at interpreter exit) writes what is
-  pending. A batch the store refuses, or one lost with a killed process, is logged or lost
-  only as a record: its messages are in the broker, and the worker that runs each job records
-  it then.
-- **Fork.** A forked child starts empty (its parent's pending jobs are the parent's to write)
+  ``flush()`` (the strategy's ``flush`` and ``destroy``, and interpreter exit) writes what is
+  waiting. A batch the store refuses is logged, and one waiting in a killed process is gone:
+  either way only the record is late, since the messages are in the broker and the worker
+  that runs each job records it then.
+- **Fork.** A forked child starts empty (its parent's waiting jobs are the parent's to write)
   and starts its own thread on its first ``add``.
 """
 
@@ -40,9 +41,9 @@ from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
-#: How long the thread lets jobs gather after the first pending one, in seconds.
-GATHER_S = 0.01
-#: Pending jobs at which ``add`` writes the batch itself instead of leaving it to the thread.
+#: Seconds the thread sleeps after writing a batch, so that the next one gathers a burst.
+GATHER_S = 0.02
+#: Waiting jobs at which ``add`` writes them itself instead of leaving them to the thread.
 MAX_PENDING = 1000
 
 
@@ -53,22 +54,16 @@ class WriteBehind:
         self._store = store
         self._lock = ForkSafeLock()  # guards the three fields below
         self._pending: list[Job] = []
-        self._unwritten = 0  # pending jobs plus those of the batch being written
+        self._unwritten = 0  # waiting jobs plus those of the batch being written
         self._pid = 0  # the process whose thread writes ``_pending``
         self._writing = ForkSafeLock()  # one batch at a time, so a flush waits for the last
         self._wake = threading.Event()
 
     def add(self, job: Job) -> None:
-        """Record ``job``, already published, within about a millisecond."""
+        """Record ``job``, already published, with the next batch."""
         with self._lock:
             if self._pid != os.getpid():  # first add here, or a forked child's first
-                self._pid = os.getpid()
-                self._pending, self._unwritten = [], 0
-                self._wake = threading.Event()
-                threading.Thread(
-                    target=self._loop, args=(self._wake,), name="adapter-write-behind", daemon=True
-                ).start()
-                atexit.register(self.flush)
+                self._start_thread()
             self._pending.append(job)
             self._unwritten += 1
             backlog = len(self._pending)
@@ -78,16 +73,18 @@ class WriteBehind:
             self._wake.set()
 
     def flush(self) -> None:
-        """Write every pending job of this process; return once they are in the store."""
+        """Write every waiting job of this process; return once they are in the store."""
         if not self._unwritten or self._pid != os.getpid():
             return
         with self._writing:
             with self._lock:
                 batch, self._pending = self._pending, []
-            if batch:
-                self._write(batch)
-            with self._lock:
-                self._unwritten -= len(batch)
+            try:
+                if batch:
+                    self._write(batch)
+            finally:
+                with self._lock:
+                    self._unwritten -= len(batch)
 
     def _write(self, batch: list[Job]) -> None:
         try:
@@ -100,9 +97,21 @@ class WriteBehind:
                 err,
             )
 
+    def _start_thread(self) -> None:
+        self._pid = os.getpid()
+        self._pending, self._unwritten = [], 0
+        self._wake = threading.Event()
+        threading.Thread(
+            target=self._loop, args=(self._wake,), name="adapter-write-behind", daemon=True
+        ).start()
+        atexit.register(self.flush)
+
     def _loop(self, wake: threading.Event) -> None:
         while True:
             wake.wait()
             wake.clear()
-            self.flush()  # the first job after a quiet spell is written at once
-            time.sleep(GATHER_S)  # the rest of a burst gathers meanwhile
+            try:
+                self.flush()
+            except Exception:  # a bug here must not stop the batches that follow
+                logger.exception("writing a batch of added jobs failed")
+            time.sleep(GATHER_S)

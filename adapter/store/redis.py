@@ -80,6 +80,8 @@ SCHEMA_VERSION = 1
 LOAD_CHUNK = 1000
 #: Jobs deleted per script call by ``remove_settled``, so Redis is never blocked for long.
 REMOVE_BATCH = 500
+#: Jobs recorded per script call by ``insert_many``, likewise.
+INSERT_CHUNK = 500
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
@@ -153,11 +155,11 @@ class RedisJobStore(JobStore):
 
     def insert_many(self, new_jobs: Sequence[Job]) -> None:
         now = utcnow()
-        with self._talking() as (client, scripts), client.pipeline(transaction=False) as pipe:
-            for job in new_jobs:
-                args = [self.keys.prefix, str(job.id), *_pairs(job_hash(job, now))]
-                scripts.insert(args=args, client=pipe)  # skips a stored id
-            pipe.execute()
+        batch = [[str(job.id), job_hash(job, now)] for job in new_jobs]
+        with self._talking() as (_, scripts):
+            for start in range(0, len(batch), INSERT_CHUNK):
+                chunk = json.dumps(batch[start : start + INSERT_CHUNK])  # one argument, not 20
+                scripts.insert_many(args=[self.keys.prefix, chunk])
 
     def get(self, job_id: str) -> Job | None:
         with self._talking() as (_, scripts):

@@ -65,10 +65,10 @@ local function place(p, id, old)
   end
 end
 
--- Store a new job from the field/value pairs ARGV[from..] and index it.
-local function add(p, id, from)
+-- Store a new job from the flat list of its field/value pairs `fields` and index it.
+local function add(p, id, fields)
   local key = p .. ':job:' .. id
-  redis.call('HSET', key, unpack(ARGV, from))
+  redis.call('HSET', key, unpack(fields))
   local f = redis.call('HMGET', key, 'queue_name', 'created_at')
   redis.call('ZADD', p .. ':idx:all', f[2], id)
   redis.call('ZADD', p .. ':idx:queue:' .. f[1], f[2], id)
@@ -109,8 +109,28 @@ local p, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', p .. ':job:' .. id) == 1 then
   return 0
 end
-add(p, id, 3)
+add(p, id, {unpack(ARGV, 3)})
 return 1
+"""
+
+#: ARGV: prefix, then a JSON array of ``[id, {field: value, ...}]``, one per job. Records each
+#: job whose id is free (a stored job is left as it is). Returns how many were recorded.
+INSERT_MANY = """
+local p = ARGV[1]
+local recorded = 0
+for _, job in ipairs(cjson.decode(ARGV[2])) do
+  local id = job[1]
+  if redis.call('EXISTS', p .. ':job:' .. id) == 0 then
+    local fields = {}
+    for name, value in pairs(job[2]) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+    add(p, id, fields)
+    recorded = recorded + 1
+  end
+end
+return recorded
 """
 
 #: ARGV: prefix, id, now, busy_after (or ''), then the job's field/value pairs (recorded if
@@ -121,7 +141,7 @@ local p, id, now, busy_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local key = p .. ':job:' .. id
 local recorded = 0
 if redis.call('EXISTS', key) == 0 then
-  add(p, id, 5)
+  add(p, id, {unpack(ARGV, 5)})
   recorded = 1
 end
 if not unsettled(key) then
@@ -316,6 +336,7 @@ class RedisScripts:
     def __init__(self, client: Redis) -> None:
         """Register every script on ``client`` (loaded into Redis on first use)."""
         self.insert: Script = client.register_script(_COMMON + INSERT)
+        self.insert_many: Script = client.register_script(_COMMON + INSERT_MANY)
         self.claim: Script = client.register_script(_COMMON + CLAIM)
         self.update: Script = client.register_script(_COMMON + UPDATE)
         self.set_progress: Script = client.register_script(_COMMON + SET_PROGRESS)

@@ -1,10 +1,13 @@
 """The add path: Celery's own message and signals, nothing added when the broker refuses it,
-and every job written behind its publish in the store for other processes after ``flush``."""
+time-ordered ids, and every job written behind its publish in the store for other processes
+after ``flush``."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,6 +124,16 @@ def test_a_job_the_broker_refuses_is_not_added(
         unreachable.add(job, idempotency_key=how.get("idempotency_key"))
     unreachable.flush()
     assert unreachable.find_many().total_items == 0
+
+
+def test_a_job_added_without_an_id_gets_a_time_ordered_uuid7(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    first = strategy.add(Job(queue_name=queue, data=1))
+    time.sleep(0.002)  # the next millisecond
+    second = strategy.add(Job(queue_name=queue, data=2))
+    assert [uuid.UUID(str(job.id)).version for job in (first, second)] == [7, 7]
+    assert str(first.id) < str(second.id)
 
 
 def test_flush_puts_every_added_job_in_the_store_for_other_processes(

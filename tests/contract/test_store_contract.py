@@ -400,6 +400,9 @@ def test_insert_many_stores_new_jobs_and_leaves_stored_ones_alone(store: JobStor
     assert [(job.data, job.state) for job in stored] == [(n, JobState.PENDING) for n in range(3)]
     store.insert_many([])
     assert store.find_many().total_items == 4
+    pending = store.find_many({"filter": {"state": {"eq": "PENDING"}}, "sort": {"id": "ASC"}})
+    assert ids(pending) == sorted(str(job.id) for job in fresh)
+    assert store.queue_counts()["test-queue"][JobState.PENDING] == 3
 
 
 # find_many_by_id
