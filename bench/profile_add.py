@@ -47,7 +47,7 @@ from bench.common import (
     purge_queues,
 )
 
-#: Jobs per ``insert_many`` call in the isolated timing (about what 10 ms of adds gather).
+#: Jobs per ``insert_many`` call in the isolated timing (about what 20 ms of adds gather).
 INSERT_BATCH = 50
 #: (label, file suffix, function name) of the parts of the add path worth naming.
 PARTS = [

@@ -174,7 +174,7 @@ class RedisJobStore(JobStore):
             args += _pairs(job_hash(job, now))
             recorded, fields = scripts.claim(args=args)
         if recorded:
-            logger.warning("job %s was not in the store; recorded it now", job.id)
+            logger.info("job %s was not in the store yet; recorded it from its message", job.id)
         return job_from_hash(_as_dict(fields)) if fields else None
 
     def set_progress(self, job_id: str, progress: float) -> bool:

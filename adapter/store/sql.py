@@ -128,7 +128,7 @@ class SqlJobStore(JobStore):
                 if row is None:
                     if conn.execute(_EXISTS, params).first():
                         return None  # settled: cancelled, or finished by another delivery
-                    logger.warning("job %s was not in the store; recording it now", job.id)
+                    logger.info("job %s was not in the store yet; recording it now", job.id)
                     conn.execute(_INSERT, _row(job))
                     row = conn.execute(_CLAIM, params).first()
         except sa.exc.IntegrityError:
