@@ -17,7 +17,7 @@ against its signature, looking the task up by name, merging its options twice), 
   see ``declare=[]``. A reconnection clears the cache, so the queue is declared again.
 
 A worker, Flower and ``celery events`` see the message ``apply_async`` would send (a test
-compares the two). What is left out: ``task_always_eager`` (a job is always published), and
+compares the two). What is left out: Celery's always-eager setting (a job is always published), and
 the ``AsyncResult`` a calling task would list among its children.
 """
 

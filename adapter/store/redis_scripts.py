@@ -101,6 +101,10 @@ end
 local function unsettled(key)
   return redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'settled_at') == 0
 end
+
+local function running(key)
+  return unsettled(key) and redis.call('HGET', key, 'state') == 'RUNNING'
+end
 """
 
 #: ARGV: prefix, id, field, value, ...  Returns 1, or 0 when the id is taken.
@@ -203,7 +207,7 @@ local p, now = ARGV[1], ARGV[2]
 local deferred = 0
 for i = 3, #ARGV do
   local key = p .. ':job:' .. ARGV[i]
-  if unsettled(key) and redis.call('HGET', key, 'state') == 'RUNNING' then
+  if running(key) then
     redis.call('HSET', key, 'state', 'PENDING', 'attempts', 0, 'updated_at', now)
     place(p, ARGV[i], 'RUNNING')
     deferred = deferred + 1
@@ -218,7 +222,7 @@ local p, now = ARGV[1], ARGV[2]
 local beat = 0
 for i = 3, #ARGV do
   local key = p .. ':job:' .. ARGV[i]
-  if unsettled(key) and redis.call('HGET', key, 'state') == 'RUNNING' then
+  if running(key) then
     redis.call('HSET', key, 'updated_at', now)
     beat = beat + 1
   end
