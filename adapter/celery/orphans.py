@@ -1,4 +1,5 @@
-"""Redis: messages a dead worker had taken are put back on their queue, within a heartbeat window.
+"""Redis: messages a dead worker had taken are put back on their queue, within a heartbeat window;
+jobs whose message Redis lost are published again.
 
 With late acknowledgement a Redis worker leaves every message it took in kombu's ``unacked``
 hash until it acknowledges it. When the worker dies, kombu puts the message back only after
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +28,9 @@ from celery import Celery
 from kombu.transport.redis import Mutex, MutexHeld
 
 from adapter.celery.routing import QUEUE_PREFIX
+from adapter.forksafe import no_fork
+from adapter.job import Job, JobState
+from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +68,89 @@ def _orphan(raw: Any, cutoff: float) -> bool:
     except (ValueError, TypeError, AttributeError):
         return False  # not a message this module understands: leave it to kombu
     return isinstance(routing_key, str) and routing_key.startswith(QUEUE_PREFIX) and due <= cutoff
+
+
+#: Jobs, or messages, read per call while looking for jobs whose message was lost.
+PAGE = 1000
+
+
+def republish_unqueued_jobs(
+    app: Celery, store: JobStore, publish: Callable[[Job], None], created_before: datetime
+) -> list[Job]:
+    """Publish again the waiting jobs that have no message left in Redis; return them.
+
+    kombu takes a message off its Redis list (``BRPOP``) and only then records it as
+    unacknowledged: a message taken at the moment the server goes away is in neither place,
+    and its job would wait for ever. This reads the ids of every job-queue message (lists and
+    unacknowledged ones), then publishes again each PENDING or RETRYING job created before
+    ``created_before`` (when this worker connected) whose id is not among them. A message
+    moving from a list to the unacknowledged ones while they are read may be taken for lost:
+    its job is published twice, and the copy is dropped at claim. The whole backlog is read,
+    so a worker does it once per connection (``Reaper``), one worker at a time (kombu's lock
+    for the unacknowledged messages).
+    """
+    with app.pool.acquire(block=True) as connection:
+        if connection.transport.driver_type != "redis":
+            return []
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as client:
+            try:
+                with Mutex(client, channel.qos.unacked_mutex_key, channel.qos.unacked_mutex_expire):
+                    queued = _queued_ids(channel, client)
+            except MutexHeld:
+                return []  # another worker is reading them now, and republishes what is lost
+    with no_fork():  # a store call from a prefork pool's parent (adapter.forksafe)
+        waiting = _waiting_ids(store, created_before)
+        unqueued = [job_id for job_id in waiting if job_id not in queued]
+        lost: list[Job] = []
+        for start in range(0, len(unqueued), PAGE):  # still waiting now: not consumed meanwhile
+            chunk = store.find_many_by_id(unqueued[start : start + PAGE])
+            lost.extend(job for job in chunk if job.state in _WAITING)
+    for job in lost:
+        logger.warning(
+            "job %s on %r is %s but its message is gone from Redis; publishing it again",
+            job.id, job.queue_name, job.state,
+        )  # fmt: skip
+        publish(job)
+    return lost
+
+
+_WAITING = (JobState.PENDING, JobState.RETRYING)
+
+
+def _waiting_ids(store: JobStore, created_before: datetime) -> list[str]:
+    ids: list[str] = []
+    while True:
+        page = store.find_many(
+            {
+                "filter": {
+                    "state": {"in": [state.value for state in _WAITING]},
+                    "createdAt": {"before": created_before.isoformat()},
+                },
+                "skip": len(ids),
+                "take": PAGE,
+            }
+        )
+        ids.extend(job.id for job in page.items if job.id)
+        if len(page.items) < PAGE:
+            return ids
+
+
+def _queued_ids(channel: Any, client: Any) -> set[str]:
+    """Task ids of the messages on job-queue lists and of the unacknowledged ones."""
+    ids = {_task_id(raw, nested=True) for raw in client.hvals(channel.qos.unacked_key)}
+    for key in client.scan_iter(match=f"{QUEUE_PREFIX}*", _type="LIST"):
+        start = 0
+        while chunk := client.lrange(key, start, start + PAGE - 1):
+            ids.update(_task_id(raw) for raw in chunk)
+            start += len(chunk)
+    return ids
+
+
+def _task_id(raw: Any, nested: bool = False) -> str:
+    """The task id in a kombu Redis message (``[message, exchange, key]`` when ``nested``)."""
+    try:
+        message = json.loads(raw)
+        return str((message[0] if nested else message)["headers"]["id"])
+    except (ValueError, TypeError, KeyError, IndexError):
+        return ""

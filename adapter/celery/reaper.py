@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,12 +97,20 @@ class Reaper:
         publish: Callable[[Job], None],
         liveness: Liveness,
         restore_messages: Callable[[], int] = lambda: 0,
+        republish_unqueued: Callable[[datetime], object] = lambda connected: None,
     ) -> None:
-        """Reap in ``store``; ``restore_messages`` puts back a broker's orphaned messages."""
+        """Reap in ``store``; ``restore_messages`` puts back a broker's orphaned messages.
+
+        ``republish_unqueued(connected)`` publishes again the waiting jobs created before
+        ``connected`` whose message the broker lost; it runs once each time the reaper
+        starts (as the worker connects), a heartbeat timeout later, when every message
+        taken before has been recorded as taken.
+        """
         self._store = store
         self._publish = publish
         self._liveness = liveness
         self._restore_messages = restore_messages
+        self._republish_unqueued = republish_unqueued
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -137,9 +146,14 @@ class Reaper:
         return reaped
 
     def _loop(self, stop: threading.Event) -> None:
+        connected = utcnow()
+        unqueued_due: float | None = time.monotonic() + self._liveness.heartbeat_timeout
         while not stop.wait(self._liveness.heartbeat_interval):
             try:
                 self.reap_once()
                 self._restore_messages()
+                if unqueued_due is not None and time.monotonic() >= unqueued_due:
+                    self._republish_unqueued(connected)
+                    unqueued_due = None
             except Exception as err:  # the store's and the broker's errors: try next round
                 logger.warning("could not look for jobs of lost workers: %s", err)

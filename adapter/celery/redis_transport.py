@@ -5,10 +5,11 @@ Redis channel first tries to hand its unacknowledged messages back. By then komb
 detached the channel from its connection, so building a Redis client for that raises
 ``AttributeError`` (not a connection error): Celery calls it an unrecoverable error and the
 whole worker exits instead of reconnecting (seen with kombu 5.7 when the server restarts).
-Here that hand-back is skipped when the connection is gone: the messages stay in kombu's
-``unacked`` hash, and the adapter's reaper puts job messages back within its heartbeat window
-(``adapter.celery.orphans``), kombu the rest after ``visibility_timeout``. Everything else is
-kombu's.
+A job that finishes after that acknowledges its message on the closed channel, which fails
+the same way. Here the hand-back, acknowledgements and rejections of a detached channel are
+skipped: the messages stay in kombu's ``unacked`` hash, and the adapter's reaper puts job
+messages back within its heartbeat window (``adapter.celery.orphans``), kombu the rest after
+``visibility_timeout``. Everything else is kombu's.
 
 Importing ``adapter.celery`` makes ``redis://`` and ``rediss://`` URLs use this transport in
 that process (kombu's transport alias table), as ``adapter.celery.filesystem`` does.
@@ -19,26 +20,54 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kombu.transport import TRANSPORT_ALIASES, redis
+from kombu.transport import TRANSPORT_ALIASES, redis, virtual
 
 logger = logging.getLogger(__name__)
 
 
 class QoS(redis.QoS):
-    """Redis QoS whose hand-back of unacknowledged messages tolerates a lost connection."""
+    """Redis QoS whose hand-back, acknowledgement and rejection tolerate a lost connection."""
 
     def restore_unacked(self, client: Any = None) -> Any:
-        try:
-            return super().restore_unacked(client)  # type: ignore[no-untyped-call]
-        except AttributeError:
-            connection = getattr(self.channel, "connection", None)
-            if connection is not None and getattr(connection, "client", None) is not None:
-                raise
+        if self._detached():
             logger.warning(
                 "broker connection lost: unacknowledged messages stay with Redis until "
                 "they are restored (job messages within the heartbeat timeout)"
             )
             return None
+        return super().restore_unacked(client)  # type: ignore[no-untyped-call]
+
+    def ack(self, delivery_tag: Any) -> None:
+        if self._detached():
+            self._forget(delivery_tag, "acknowledged")
+            return
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self._detached():
+            self._forget(delivery_tag, "rejected")
+            return
+        super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+
+    def _detached(self) -> bool:
+        """True once kombu has taken the channel off its (lost) connection."""
+        connection = getattr(self.channel, "connection", None)
+        return connection is None or getattr(connection, "client", None) is None
+
+    def _forget(self, delivery_tag: Any, outcome: str) -> None:
+        """A message of a closed channel: it stays with Redis, to be delivered again.
+
+        As with any broker, a message settled after its channel closed is not settled: its
+        job's outcome is already in the store, and the copy delivered again is dropped at
+        claim. Raising here instead would stop the whole worker (Celery calls an
+        ``AttributeError`` unrecoverable).
+        """
+        logger.warning(
+            "message %s %s after the broker connection was lost: Redis delivers it again",
+            delivery_tag,
+            outcome,
+        )
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
 
 class Channel(redis.Channel):

@@ -32,7 +32,7 @@ from celery import Celery
 from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
-from adapter.celery.orphans import restore_orphaned_messages
+from adapter.celery.orphans import republish_unqueued_jobs, restore_orphaned_messages
 from adapter.celery.poison import DeadLetterOffice
 from adapter.celery.publish import JobPublisher
 from adapter.celery.reaper import Liveness, Reaper
@@ -105,6 +105,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._publish,
             self.liveness,
             lambda: restore_orphaned_messages(app, self.liveness.heartbeat_timeout),
+            lambda connected: republish_unqueued_jobs(app, self.store, self._publish, connected),
         )
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
