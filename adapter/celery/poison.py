@@ -3,7 +3,9 @@
 What counts as poison: any content type but JSON (pickle is never deserialized), a body that
 is not JSON, JSON that is not ``[[job], {}, {...}]`` with a valid job, a task name other than
 ``adapter.run_job``, a message without Celery's task header. A worker checks each message of
-a job queue (``jobs.*``) as it arrives, in its consumer, before any pool sees it:
+a job queue (``jobs.*``) as it arrives, in its consumer, before any pool sees it, all but the
+job itself: that one is validated where it runs, and dead-lettered from there the same way
+(``DeadLetterOffice.take_request``), as a full check in the consumer would slow every job:
 
 - the check runs in the task's Celery strategy (``guarded_strategy``) for messages named
   ``adapter.run_job``, and in the consumer's hooks for unknown tasks, unknown formats and
@@ -34,8 +36,7 @@ from adapter.celery.routing import (
     TASK_NAME,
 )
 from adapter.dead_letter import DeadLetter, body_text, plain_headers
-from adapter.errors import InvalidJobMessageError, JobQueueError
-from adapter.job import Job
+from adapter.errors import JobQueueError
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,12 @@ JSON = "application/json"
 
 
 def poison_reason(message: Any) -> str | None:
-    """Return why a message named ``adapter.run_job`` is not a job, or None when it is one."""
+    """Return why a message named ``adapter.run_job`` is not a job message, or None.
+
+    Only the envelope is checked here, in the consumer, as cheaply as possible: every message
+    passes through this one process. The job in it is validated where it runs
+    (``adapter.celery.task``), which hands an invalid one to ``DeadLetterOffice.take_request``.
+    """
     if message.content_type != JSON:
         return f"content type {message.content_type!r} is refused: job messages are JSON only"
     try:
@@ -56,10 +62,6 @@ def poison_reason(message: Any) -> str | None:
         return "the body is not a Celery task body [args, kwargs, embed]"
     if len(body[0]) != 1:
         return f"a job message has one argument, the job; this one has {len(body[0])}"
-    try:
-        Job.from_wire(body[0][0])
-    except InvalidJobMessageError as err:
-        return str(err)
     return None
 
 
@@ -76,7 +78,7 @@ class DeadLetterOffice:
         self._store = store
 
     def take(self, message: Any, reason: str, consumer: Any) -> None:
-        """Dead-letter ``message`` for ``reason``: record it, keep it, reject it."""
+        """Dead-letter ``message`` (in a consumer) for ``reason``: record, keep, reject it."""
         headers = message.headers if isinstance(message.headers, dict) else {}
         letter = DeadLetter(
             queue=str((message.delivery_info or {}).get("routing_key") or ""),
@@ -87,27 +89,55 @@ class DeadLetterOffice:
             body=body_text(message.body),
             headers=plain_headers(headers),
         )
-        logger.error("dead letter on %s (task id %s): %s", letter.queue, letter.task_id, reason)
+        self._file(consumer.app, letter, message.body, message.content_encoding, headers)
+        message.reject_log_error(logger, consumer.connection_errors, requeue=False)
+
+    def take_request(self, app: Any, request: Any, body: Any, reason: str) -> None:
+        """Dead-letter the task being run (in a pool) whose job ``body`` is invalid.
+
+        Record and keep it; the caller then rejects the message.
+        """
+        headers = {"task": request.task, "id": request.id}
+        text = json.dumps([[body], {}, {}], default=repr)
+        letter = DeadLetter(
+            queue=str((request.delivery_info or {}).get("routing_key") or ""),
+            task_name=_text_or_none(request.task),
+            task_id=_text_or_none(request.id),
+            content_type=JSON,
+            reason=reason,
+            body=body_text(text),
+            headers=plain_headers(headers),
+        )
+        self._file(app, letter, text, "utf-8", headers)
+
+    def _file(
+        self, app: Any, letter: DeadLetter, body: Any, encoding: Any, headers: dict[str, Any]
+    ) -> None:
+        logger.error(
+            "dead letter on %s (task id %s): %s", letter.queue, letter.task_id, letter.reason
+        )
         try:
             self._store().record_dead_letter(letter)
         except JobQueueError as err:
             logger.error("could not record the dead letter: %s; body: %.500s", err, letter.body)
-        if consumer.connection.transport.driver_type == "amqp":
-            self._keep_on_rabbitmq(message, reason, consumer)
-        message.reject_log_error(logger, consumer.connection_errors, requeue=False)
+        self._keep_on_rabbitmq(app, letter, body, encoding, headers)
 
     @staticmethod
-    def _keep_on_rabbitmq(message: Any, reason: str, consumer: Any) -> None:
-        queue = consumer.app.conf.get(DEAD_LETTER_QUEUE_SETTING) or DEAD_LETTER_QUEUE
+    def _keep_on_rabbitmq(
+        app: Any, letter: DeadLetter, body: Any, encoding: Any, headers: dict[str, Any]
+    ) -> None:
+        queue = app.conf.get(DEAD_LETTER_QUEUE_SETTING) or DEAD_LETTER_QUEUE
         try:
-            with consumer.app.producer_pool.acquire(block=True) as producer:
+            with app.producer_pool.acquire(block=True) as producer:
+                if producer.connection.transport.driver_type != "amqp":
+                    return
                 producer.publish(
-                    message.body,
+                    body,
                     exchange="",
                     routing_key=queue,
-                    content_type=message.content_type,
-                    content_encoding=message.content_encoding,
-                    headers={**(message.headers or {}), DEAD_LETTER_REASON_HEADER: reason},
+                    content_type=letter.content_type,
+                    content_encoding=encoding,
+                    headers={**headers, DEAD_LETTER_REASON_HEADER: letter.reason},
                     declare=[_durable_queue(queue)],
                     delivery_mode=2,
                     retry=True,

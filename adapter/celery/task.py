@@ -70,7 +70,7 @@ def register_task(app: Celery, runner: JobRunner, office: DeadLetterOffice) -> T
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
-        return _run(task, wire_job, runner)
+        return _run(task, wire_job, runner, office)
 
     return app.task(
         name=TASK_NAME,
@@ -85,11 +85,11 @@ def register_task(app: Celery, runner: JobRunner, office: DeadLetterOffice) -> T
     )(run_job)
 
 
-def _run(task: Task, wire_job: Any, runner: JobRunner) -> Any:
+def _run(task: Task, wire_job: Any, runner: JobRunner, office: DeadLetterOffice) -> Any:
     try:
         job = Job.from_wire(wire_job)
-    except InvalidJobMessageError as err:
-        logger.error("rejected message %s: %s", task.request.id, err)
+    except InvalidJobMessageError as err:  # the consumer checked all but the job (poison.py)
+        office.take_request(task.app, task.request, wire_job, str(err))
         raise Reject(str(err), requeue=False) from err
     process = runner.registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
     if process is None:
