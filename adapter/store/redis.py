@@ -68,6 +68,7 @@ from adapter.store.redis_layout import (
     job_from_hash,
     job_hash,
     micros,
+    mutable_fields,
     plan_index,
 )
 from adapter.store.redis_scripts import RedisScripts
@@ -82,6 +83,8 @@ LOAD_CHUNK = 1000
 REMOVE_BATCH = 500
 #: Jobs recorded per script call by ``insert_many``, likewise.
 INSERT_CHUNK = 500
+#: What the claim script answers when the job is missing and its fields were not sent.
+CLAIM_NEEDS_JOB = -1
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
@@ -169,13 +172,15 @@ class RedisJobStore(JobStore):
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         now = utcnow()
         busy = "" if busy_after is None else str(micros(busy_after))
+        args = [self.keys.prefix, str(job.id), str(micros(now)), busy]
         with self._talking() as (_, scripts):
-            args = [self.keys.prefix, str(job.id), str(micros(now)), busy]
-            args += _pairs(job_hash(job, now))
-            recorded, fields = scripts.claim(args=args)
+            recorded, fields = json.loads(scripts.claim(args=args))
+            if recorded == CLAIM_NEEDS_JOB:
+                args += _pairs(job_hash(job, now))
+                recorded, fields = json.loads(scripts.claim(args=args))
         if recorded:
             logger.info("job %s was not in the store yet; recorded it from its message", job.id)
-        return job_from_hash(_as_dict(fields)) if fields else None
+        return job_from_hash(fields, data=job.data) if fields else None
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         args: list[str | int] = [self.keys.prefix, job_id, repr(float(progress)), micros(utcnow())]
@@ -183,11 +188,9 @@ class RedisJobStore(JobStore):
             return bool(scripts.set_progress(args=args))
 
     def update(self, job: Job) -> bool:
-        fields = job_hash(job, utcnow())
-        changed = {name: fields[name] for name in MUTABLE_FIELDS if name in fields}
+        fields = mutable_fields(job, utcnow())
         unset = [name for name in MUTABLE_FIELDS if name not in fields]
-        args: list[str | int] = [self.keys.prefix, str(job.id), 2 * len(changed)]
-        args += [*_pairs(changed), *unset]
+        args = [self.keys.prefix, str(job.id), json.dumps(fields), json.dumps(unset)]
         with self._talking() as (_, scripts):
             return bool(scripts.update(args=args))
 

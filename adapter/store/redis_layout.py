@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from adapter.job import SETTLED_STATES, Job, JobState
 from adapter.listing import (
@@ -106,16 +107,23 @@ class RedisKeys:
 
 def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
     """Return the hash fields of ``job``; a missing field means None (error and times)."""
-    fields = {
+    return {
         "id": str(job.id),
         "queue_name": job.queue_name,
         "data": json.dumps(job.data),
+        "created_at": str(micros(job.created_at)),
+        **mutable_fields(job, updated_at),
+    }
+
+
+def mutable_fields(job: Job, updated_at: datetime) -> dict[str, str]:
+    """Return the hash fields of ``job`` an update writes (``MUTABLE_FIELDS`` that are set)."""
+    fields = {
         "state": job.state.value,
         "progress": repr(float(job.progress)),
         "result": json.dumps(job.result),
         "retries": str(job.retries),
         "attempts": str(job.attempts),
-        "created_at": str(micros(job.created_at)),
         "updated_at": str(micros(updated_at)),
     }
     if job.error is not None:
@@ -126,14 +134,18 @@ def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
     return fields
 
 
-def job_from_hash(fields: Mapping[str, str]) -> Job:
-    """Return a fresh Job from its hash fields."""
+#: ``job_from_hash``'s default: the data is in the hash.
+_FROM_HASH: Any = object()
+
+
+def job_from_hash(fields: Mapping[str, str], data: Any = _FROM_HASH) -> Job:
+    """Return a fresh Job from its hash fields; ``data`` when given replaces its field."""
     progress = float(fields["progress"])
     started, settled = fields.get("started_at"), fields.get("settled_at")
     return Job.model_construct(
         id=fields["id"],
         queue_name=fields["queue_name"],
-        data=json.loads(fields["data"]),
+        data=json.loads(fields["data"]) if data is _FROM_HASH else data,
         state=JobState(fields["state"]),
         progress=int(progress) if progress.is_integer() else progress,
         result=json.loads(fields["result"]),

@@ -38,6 +38,7 @@ _COMMON = """
 local FINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
 -- Index job `id` by its hash now; `old` is the state it is indexed under, false if none yet.
+-- Only a job that is or was settled (FINAL) can be in the settled and unstamped indexes.
 local function place(p, id, old)
   local f = redis.call('HMGET', p .. ':job:' .. id, 'queue_name', 'state', 'created_at',
     'settled_at')
@@ -50,11 +51,14 @@ local function place(p, id, old)
     redis.call('ZADD', p .. ':idx:state:' .. state, created, id)
     redis.call('ZADD', p .. ':idx:state:' .. state .. ':queue:' .. queue, created, id)
   end
+  local was_final = old and FINAL[old]
   if FINAL[state] and settled then
     redis.call('ZADD', p .. ':idx:settled', settled, id)
     redis.call('ZADD', p .. ':idx:settled:queue:' .. queue, settled, id)
-    redis.call('SREM', p .. ':idx:unstamped', id)
-  else
+    if was_final then
+      redis.call('SREM', p .. ':idx:unstamped', id)
+    end
+  elseif FINAL[state] or was_final then
     redis.call('ZREM', p .. ':idx:settled', id)
     redis.call('ZREM', p .. ':idx:settled:queue:' .. queue, id)
     if FINAL[state] then
@@ -137,42 +141,63 @@ end
 return recorded
 """
 
-#: ARGV: prefix, id, now, busy_after (or ''), then the job's field/value pairs (recorded if
-#: the job is missing). Returns {1 if it was recorded, the job's fields after the claim, or {}
-#: when it is settled or RUNNING with a beat at or after busy_after}.
+#: ARGV: prefix, id, now, busy_after (or ''), then the job's field/value pairs, or none.
+#: A missing job is recorded from those pairs; without them the script returns {-1} and
+#: changes nothing (the caller sends them then: a job is nearly always stored already).
+#: Returns JSON ``[1 if it was recorded else 0, the job's fields after the claim but ``data``,
+#: which never changes, or {} when it is settled or RUNNING with a beat at or after
+#: busy_after]``: one string is far cheaper for the client to read than a list of fields.
 CLAIM = """
 local p, id, now, busy_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local key = p .. ':job:' .. id
 local recorded = 0
 if redis.call('EXISTS', key) == 0 then
+  if #ARGV < 5 then
+    return '[-1, {}]'
+  end
   add(p, id, {unpack(ARGV, 5)})
   recorded = 1
 end
 if not unsettled(key) then
-  return {recorded, {}}
+  return '[' .. recorded .. ', {}]'
 end
 local old = redis.call('HGET', key, 'state')
 if old == 'RUNNING' and busy_after
     and tonumber(redis.call('HGET', key, 'updated_at')) >= busy_after then
-  return {recorded, {}}
+  return '[' .. recorded .. ', {}]'
 end
 redis.call('HSET', key, 'state', 'RUNNING', 'started_at', now, 'updated_at', now)
 redis.call('HINCRBY', key, 'attempts', 1)
 place(p, id, old)
-return {recorded, redis.call('HGETALL', key)}
+local flat = redis.call('HGETALL', key)
+local fields = {}
+for k = 1, #flat, 2 do
+  if flat[k] ~= 'data' then
+    fields[flat[k]] = flat[k + 1]
+  end
+end
+return '[' .. recorded .. ', ' .. cjson.encode(fields) .. ']'
 """
 
-#: ARGV: prefix, id, n, n field/value arguments to set, then the fields to delete. Returns 1/0.
+#: ARGV: prefix, id, a JSON object of the fields to set, a JSON array of the fields to delete
+#: (two strings instead of twenty arguments: cheaper for the client). Returns 1, or 0 when the
+#: job is missing or settled.
 UPDATE = """
-local p, id, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local p, id = ARGV[1], ARGV[2]
 local key = p .. ':job:' .. id
 if not unsettled(key) then
   return 0
 end
 local old = redis.call('HGET', key, 'state')
-redis.call('HSET', key, unpack(ARGV, 4, 3 + n))
-if #ARGV > 3 + n then
-  redis.call('HDEL', key, unpack(ARGV, 4 + n))
+local pairs_ = {}
+for name, value in pairs(cjson.decode(ARGV[3])) do
+  pairs_[#pairs_ + 1] = name
+  pairs_[#pairs_ + 1] = value
+end
+redis.call('HSET', key, unpack(pairs_))
+local unset = cjson.decode(ARGV[4])
+if #unset > 0 then
+  redis.call('HDEL', key, unpack(unset))
 end
 place(p, id, old)
 return 1
