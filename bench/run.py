@@ -1,9 +1,10 @@
 """Benchmark the adapter beside raw Celery, in the same run, and print the ratios.
 
-Usage: ``python bench/run.py [--broker redis|amqp|all] [--jobs 10000] [--store sqlite|redis]``
+Usage: ``python bench/run.py [--broker redis|amqp|all] [--jobs 10000] [--store redis|sqlite]``
 
-For each broker: (a) the add rate of ``strategy.add`` (store: a SQLite file in a temp dir, or
-the Redis store in the results' database, as with a Redis result backend) against
+For each broker: (a) the add rate of ``strategy.add`` (store: by default the Redis store in the
+results' database, as the adapter chooses when Celery's result backend is Redis: the
+like-for-like of raw Celery keeping its results there; or a SQLite file in a temp dir) against
 ``app.send_task`` with the same app and payload size; (b) the drain rate of
 a ``celery worker -P prefork -c 2`` over the jobs (a) queued, the adapter until its store shows
 all COMPLETED, raw Celery until every result is in Redis. Queues are unique per run, purged
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", choices=[*BROKER_URLS, "all"], default="all")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per side (default 10000)")
     parser.add_argument(
-        "--store", choices=["sqlite", "redis"], default="sqlite",
-        help="the adapter's job store: a SQLite file, or Redis db 12 (the results' database)",
+        "--store", choices=["redis", "sqlite"], default="redis",
+        help="the adapter's job store: Redis db 12 (the results' database), or a SQLite file",
     )  # fmt: skip
     args = parser.parse_args(argv)
     brokers = list(BROKER_URLS) if args.broker == "all" else [args.broker]

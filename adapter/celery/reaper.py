@@ -116,8 +116,8 @@ class Reaper:
 
     def start(self) -> None:
         """Start reaping in the background (again after ``stop``); idempotent."""
-        if self._thread is not None and self._thread.is_alive():
-            return
+        if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
+            return  # running; a thread that is stopping (a consumer restart) is replaced
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, args=(self._stop,), name="adapter-reaper", daemon=True

@@ -1,0 +1,45 @@
+"""The reaper's rounds: jobs of lost workers every interval, lost messages once per connection."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from adapter.celery.reaper import Liveness, Reaper
+from adapter.job import utcnow
+from adapter.store import open_store
+from tests.support import wait_for
+
+
+def test_unqueued_jobs_are_looked_for_once_per_start_a_heartbeat_timeout_after_it(
+    tmp_path: Path,
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    looked: list[datetime] = []
+    rounds: list[int] = []
+
+    def restore_messages() -> int:
+        rounds.append(1)
+        return 0
+
+    reaper = Reaper(
+        lambda: store,
+        lambda job: None,
+        Liveness(heartbeat_interval=0.05, heartbeat_timeout=0.3),
+        restore_messages=restore_messages,
+        republish_unqueued=looked.append,
+    )
+    started = utcnow()
+    reaper.start()
+    wait_for(lambda: len(rounds) >= 3, "three reaper rounds")
+    assert looked == []  # messages taken just before connecting may not be recorded yet
+    wait_for(lambda: looked, "the look for unqueued jobs")
+    time.sleep(0.3)
+    reaper.stop()
+    assert len(looked) == 1
+    assert started <= looked[0] <= utcnow()
+
+    reaper.start()  # a consumer restarted (a new connection), its old thread still stopping
+    wait_for(lambda: len(looked) == 2, "a second look after starting again")
+    reaper.stop()
