@@ -47,7 +47,8 @@ def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
         with channel.conn_or_acquire() as client:
             try:
                 with Mutex(client, qos.unacked_mutex_key, qos.unacked_mutex_expire):
-                    for tag in client.zrangebyscore(qos.unacked_index_key, 0, cutoff):
+                    index = _full_key(channel, qos.unacked_index_key)
+                    for tag in client.zrangebyscore(index, 0, cutoff):
                         raw = client.hget(qos.unacked_key, tag)
                         if raw is not None and _orphan(raw, cutoff):
                             qos.restore_by_tag(tag, client)
@@ -76,8 +77,10 @@ PAGE = 1000
 
 def republish_unqueued_jobs(
     app: Celery, store: JobStore, publish: Callable[[Job], None], created_before: datetime
-) -> list[Job]:
+) -> list[Job] | None:
     """Publish again the waiting jobs that have no message left in Redis; return them.
+
+    None means it could not look now (kombu's lock is held elsewhere): ask again later.
 
     kombu takes a message off its Redis list (``BRPOP``) and only then records it as
     unacknowledged: a message taken at the moment the server goes away is in neither place,
@@ -98,7 +101,7 @@ def republish_unqueued_jobs(
                 with Mutex(client, channel.qos.unacked_mutex_key, channel.qos.unacked_mutex_expire):
                     queued = _queued_ids(channel, client)
             except MutexHeld:
-                return []  # another worker is reading them now, and republishes what is lost
+                return None
     with no_fork():  # a store call from a prefork pool's parent (adapter.forksafe)
         waiting = _waiting_ids(store, created_before)
         unqueued = [job_id for job_id in waiting if job_id not in queued]
@@ -138,13 +141,23 @@ def _waiting_ids(store: JobStore, created_before: datetime) -> list[str]:
 
 def _queued_ids(channel: Any, client: Any) -> set[str]:
     """Task ids of the messages on job-queue lists and of the unacknowledged ones."""
-    ids = {_task_id(raw, nested=True) for raw in client.hvals(channel.qos.unacked_key)}
-    for key in client.scan_iter(match=f"{QUEUE_PREFIX}*", _type="LIST"):
+    unacked = client.hvals(_full_key(channel, channel.qos.unacked_key))
+    ids = {_task_id(raw, nested=True) for raw in unacked}
+    for key in client.scan_iter(match=_full_key(channel, f"{QUEUE_PREFIX}*"), _type="LIST"):
         start = 0
         while chunk := client.lrange(key, start, start + PAGE - 1):
             ids.update(_task_id(raw) for raw in chunk)
             start += len(chunk)
     return ids
+
+
+def _full_key(channel: Any, key: str) -> str:
+    """``key`` with kombu's ``global_keyprefix``, for the commands kombu does not prefix itself.
+
+    kombu's client adds the prefix to the commands it uses (HGET, LPUSH, ZADD...), not to the
+    others used here (ZRANGEBYSCORE, HVALS, SCAN, and LRANGE on keys SCAN returns in full).
+    """
+    return f"{getattr(channel, 'global_keyprefix', '') or ''}{key}"
 
 
 def _task_id(raw: Any, nested: bool = False) -> str:

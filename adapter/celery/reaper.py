@@ -97,14 +97,15 @@ class Reaper:
         publish: Callable[[Job], None],
         liveness: Liveness,
         restore_messages: Callable[[], int] = lambda: 0,
-        republish_unqueued: Callable[[datetime], object] = lambda connected: None,
+        republish_unqueued: Callable[[datetime], object] = lambda connected: [],
     ) -> None:
         """Reap in ``store``; ``restore_messages`` puts back a broker's orphaned messages.
 
         ``republish_unqueued(connected)`` publishes again the waiting jobs created before
         ``connected`` whose message the broker lost; it runs once each time the reaper
         starts (as the worker connects), a heartbeat timeout later, when every message
-        taken before has been recorded as taken.
+        taken before has been recorded as taken, and again each round while it returns None
+        (it could not look).
         """
         self._store = store
         self._publish = publish
@@ -152,8 +153,11 @@ class Reaper:
             try:
                 self.reap_once()
                 self._restore_messages()
-                if unqueued_due is not None and time.monotonic() >= unqueued_due:
-                    self._republish_unqueued(connected)
+                if (
+                    unqueued_due is not None
+                    and time.monotonic() >= unqueued_due
+                    and self._republish_unqueued(connected) is not None
+                ):
                     unqueued_due = None
             except Exception as err:  # the store's and the broker's errors: try next round
                 logger.warning("could not look for jobs of lost workers: %s", err)

@@ -3,17 +3,20 @@
 kombu's Redis transport takes a message off its list before it records it as unacknowledged;
 a message taken as the server goes away is in neither place. ``republish_unqueued_jobs``
 finds the waiting jobs without a message and publishes them again, and nothing else.
+
+Each test's kombu keys carry a ``global_keyprefix`` of its own: no worker of another test (or a
+lock a killed one left behind) shares them, and the prefix itself is exercised.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
@@ -24,10 +27,28 @@ from tests.support import unique_queue
 
 
 @pytest.fixture
-def strategy(redis_url: str, tmp_path: Path) -> Iterator[CeleryJobQueueStrategy]:
+def prefix() -> str:
+    return f"{unique_queue('orphans')}:"
+
+
+@pytest.fixture
+def client(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
+    """A plain client of the test database; every key of this test's prefix is deleted after."""
+    made = redis.Redis.from_url(redis_url)
+    yield made
+    for key in made.scan_iter(match=f"{prefix}*"):
+        made.delete(key)
+    made.close()
+
+
+@pytest.fixture
+def strategy(
+    redis_url: str, prefix: str, client: redis.Redis, tmp_path: Path
+) -> Iterator[CeleryJobQueueStrategy]:
     app = Celery("orphans")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = redis_url
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
     made = CeleryJobQueueStrategy(
         app, store=f"sqlite:///{tmp_path / 'jobs.sqlite3'}", embedded_worker=False
     )
@@ -36,58 +57,68 @@ def strategy(redis_url: str, tmp_path: Path) -> Iterator[CeleryJobQueueStrategy]
 
 
 @pytest.fixture
-def queue(strategy: CeleryJobQueueStrategy) -> Iterator[str]:
-    name = unique_queue("orphans")
-    yield name
-    with strategy.app.connection_for_write() as connection:
-        connection.default_channel.client.delete(celery_queue(name))
+def queue_key(prefix: str) -> str:
+    """The Redis list of this test's job queue."""
+    return f"{prefix}{celery_queue(QUEUE)}"
 
 
-def redis_client(strategy: CeleryJobQueueStrategy) -> Any:
-    return strategy.app.connection_for_write().default_channel.client
+QUEUE = "orphans"
 
 
-def message_ids(strategy: CeleryJobQueueStrategy, queue: str) -> list[str]:
-    raw = redis_client(strategy).lrange(celery_queue(queue), 0, -1)
-    return sorted(json.loads(item)["headers"]["id"] for item in raw)
+def message_ids(client: redis.Redis, queue_key: str) -> list[str]:
+    return sorted(json.loads(item)["headers"]["id"] for item in client.lrange(queue_key, 0, -1))
+
+
+def republish(strategy: CeleryJobQueueStrategy, connected: datetime) -> list[Job] | None:
+    return republish_unqueued_jobs(strategy.app, strategy.store, strategy._publish, connected)
 
 
 def test_only_waiting_jobs_without_a_message_are_published_again(
-    strategy: CeleryJobQueueStrategy, queue: str
+    strategy: CeleryJobQueueStrategy, client: redis.Redis, queue_key: str
 ) -> None:
-    added = [strategy.add(Job(queue_name=queue, data={"n": n})) for n in range(4)]
+    added = [strategy.add(Job(queue_name=QUEUE, data={"n": n})) for n in range(4)]
     strategy.flush()
-    client = redis_client(strategy)
-    client.rpop(celery_queue(queue))  # taken as the server went away: jobs 0 and 1 lost
-    client.rpop(celery_queue(queue))
+    client.rpop(queue_key)  # taken as the server went away: jobs 0 and 1 lost
+    client.rpop(queue_key)
     running = added[1].model_copy(update={"state": JobState.RUNNING, "attempts": 1})
     strategy.store.update(running)  # job 1 runs already: its message is not missing
     connected = utcnow()
-    later = strategy.add(Job(queue_name=queue, data={"n": "later"}))
-    client.rpop(celery_queue(queue))  # job 2 lost too: created before this worker connected
-    client.lpop(celery_queue(queue))  # a job created after: not this worker's to look at
+    later = strategy.add(Job(queue_name=QUEUE, data={"n": "later"}))
+    client.rpop(queue_key)  # job 2 lost too: created before this worker connected
+    client.lpop(queue_key)  # a job created after: not this worker's to look at
 
-    lost = republish_unqueued_jobs(strategy.app, strategy.store, strategy._publish, connected)
+    lost = republish(strategy, connected)
 
+    assert lost is not None
     assert sorted(job.id or "" for job in lost) == sorted([added[0].id or "", added[2].id or ""])
-    assert message_ids(strategy, queue) == sorted(
+    assert message_ids(client, queue_key) == sorted(
         job.id or "" for job in [added[0], added[2], added[3]]
     )
-    assert later.id not in message_ids(strategy, queue)
+    assert later.id not in message_ids(client, queue_key)
 
 
 def test_nothing_is_published_when_every_waiting_job_has_its_message(
-    strategy: CeleryJobQueueStrategy, queue: str
+    strategy: CeleryJobQueueStrategy, client: redis.Redis, queue_key: str
 ) -> None:
-    added = [strategy.add(Job(queue_name=queue, data={"n": n})) for n in range(3)]
+    added = [strategy.add(Job(queue_name=QUEUE, data={"n": n})) for n in range(3)]
     strategy.flush()
     with strategy.app.connection_for_read() as connection:  # one taken, not acknowledged
-        taken = connection.default_channel.basic_get(celery_queue(queue), no_ack=False)
+        taken = connection.default_channel.basic_get(celery_queue(QUEUE), no_ack=False)
         assert taken is not None
         connected = utcnow() + timedelta(seconds=1)
 
-        lost = republish_unqueued_jobs(strategy.app, strategy.store, strategy._publish, connected)
+        lost = republish(strategy, connected)
 
         taken.requeue()
     assert lost == []
-    assert message_ids(strategy, queue) == sorted(job.id or "" for job in added)
+    assert message_ids(client, queue_key) == sorted(job.id or "" for job in added)
+
+
+def test_it_asks_to_be_called_again_while_another_worker_holds_the_lock(
+    strategy: CeleryJobQueueStrategy, client: redis.Redis, prefix: str
+) -> None:
+    strategy.add(Job(queue_name=QUEUE, data={"n": 1}))
+    strategy.flush()
+    client.set(f"{prefix}unacked_mutex", "another worker", px=60_000)
+
+    assert republish(strategy, utcnow()) is None
