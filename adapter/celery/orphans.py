@@ -86,9 +86,8 @@ def republish_unqueued_jobs(
     unacknowledged: a message taken at the moment the server goes away is in neither place,
     and its job would wait for ever. This reads the ids of every job-queue message (lists and
     unacknowledged ones), then publishes again each PENDING or RETRYING job created before
-    ``created_before`` (when this worker connected) whose id is not among them. A message
-    moving from a list to the unacknowledged ones while they are read may be taken for lost:
-    its job is published twice, and the copy is dropped at claim. The whole backlog is read,
+    ``created_before`` (when this worker connected) whose id is not among them, and that are
+    still waiting when looked up again (not consumed meanwhile). The whole backlog is read,
     so a worker does it once per connection (``Reaper``), one worker at a time (kombu's lock
     for the unacknowledged messages).
     """
@@ -140,14 +139,20 @@ def _waiting_ids(store: JobStore, created_before: datetime) -> list[str]:
 
 
 def _queued_ids(channel: Any, client: Any) -> set[str]:
-    """Task ids of the messages on job-queue lists and of the unacknowledged ones."""
-    unacked = client.hvals(_full_key(channel, channel.qos.unacked_key))
-    ids = {_task_id(raw, nested=True) for raw in unacked}
+    """Task ids of the messages on job-queue lists, then of the unacknowledged ones.
+
+    In that order a message a worker takes meanwhile is seen in one or the other, unless it
+    is read between the pop and its record as unacknowledged (microseconds): then its job is
+    published twice, and the copy is dropped at claim.
+    """
+    ids: set[str] = set()
     for key in client.scan_iter(match=_full_key(channel, f"{QUEUE_PREFIX}*"), _type="LIST"):
         start = 0
         while chunk := client.lrange(key, start, start + PAGE - 1):
             ids.update(_task_id(raw) for raw in chunk)
             start += len(chunk)
+    unacked = client.hvals(_full_key(channel, channel.qos.unacked_key))
+    ids.update(_task_id(raw, nested=True) for raw in unacked)
     return ids
 
 
