@@ -46,19 +46,23 @@ class ForkSafeLock:
 _every_lock: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 
 
-_fork_guard = threading.Lock()
+_fork_guard = threading.RLock()
 
 
 @contextmanager
 def no_fork() -> Iterator[None]:
-    """Run the block with no ``fork()`` of this process in the middle of it."""
+    """Run the block with no ``fork()`` of this process in the middle of it.
+
+    Blocks may nest in one thread. Take no other lock inside one: a thread holding that lock
+    while it waits here would wait for ever (the store's pending adds are written before).
+    """
     with _fork_guard:
         yield
 
 
 def _renew_after_fork() -> None:
     global _fork_guard
-    _fork_guard = threading.Lock()
+    _fork_guard = threading.RLock()
     for lock in list(_every_lock):
         lock._lock = threading.Lock()
 

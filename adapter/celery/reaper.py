@@ -133,8 +133,11 @@ class Reaper:
         """Hand back every job whose heartbeat stopped; return them as published."""
         timeout = self._liveness.heartbeat_timeout
         reason = f"its worker was lost (no heartbeat for {timeout:g}s); it runs again"
+        # The store first: getting it writes this process's pending adds, which take their own
+        # locks and no_fork() (adapter.celery.write_behind); inside no_fork() only store calls.
+        store = self._store()
         with no_fork():  # a prefork pool forks its children from this very process
-            reaped = self._store().reap(self._liveness.alive_since(), reason)
+            reaped = store.reap(self._liveness.alive_since(), reason)
         for job in reaped:
             logger.warning("job %s on %r: %s", job.id, job.queue_name, reason)
             try:
@@ -143,7 +146,7 @@ class Reaper:
                 # Back to RUNNING with a fresh beat: the next round after the timeout tries again.
                 logger.error("job %s: could not publish it again (%s); will retry", job.id, err)
                 with no_fork():
-                    self._store().update(job.model_copy(update={"state": JobState.RUNNING}))
+                    store.update(job.model_copy(update={"state": JobState.RUNNING}))
         return reaped
 
     def _loop(self, stop: threading.Event) -> None:
