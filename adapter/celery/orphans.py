@@ -34,6 +34,11 @@ from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
+#: Jobs, or messages, read per call while looking for jobs whose message was lost.
+PAGE = 1000
+#: The states of a job whose message should be on the broker.
+_WAITING = (JobState.PENDING, JobState.RETRYING)
+
 
 def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
     """Put back job messages unacknowledged for ``older_than_s``; return how many (Redis only)."""
@@ -69,10 +74,6 @@ def _orphan(raw: Any, cutoff: float) -> bool:
     except (ValueError, TypeError, AttributeError):
         return False  # not a message this module understands: leave it to kombu
     return isinstance(routing_key, str) and routing_key.startswith(QUEUE_PREFIX) and due <= cutoff
-
-
-#: Jobs, or messages, read per call while looking for jobs whose message was lost.
-PAGE = 1000
 
 
 def republish_unqueued_jobs(
@@ -115,9 +116,6 @@ def republish_unqueued_jobs(
         )  # fmt: skip
         publish(job)
     return lost
-
-
-_WAITING = (JobState.PENDING, JobState.RETRYING)
 
 
 def _waiting_ids(store: JobStore, created_before: datetime) -> list[str]:

@@ -25,6 +25,9 @@ from adapter.celery.routing import celery_queue
 from adapter.job import utcnow
 from tests.support import unique_queue
 
+#: The job queue of every test here (the key prefix keeps the tests apart).
+QUEUE = "orphans"
+
 
 @pytest.fixture
 def prefix() -> str:
@@ -60,9 +63,6 @@ def strategy(
 def queue_key(prefix: str) -> str:
     """The Redis list of this test's job queue."""
     return f"{prefix}{celery_queue(QUEUE)}"
-
-
-QUEUE = "orphans"
 
 
 def message_ids(client: redis.Redis, queue_key: str) -> list[str]:
