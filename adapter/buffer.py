@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from adapter.errors import ConfigurationError
 from adapter.job import Job, utcnow
-from adapter.store.sql_engine import ProcessEngine
+from adapter.store.sql.engine import ProcessEngine
 from adapter.strategy import JobQueueStrategy
 
 logger = logging.getLogger(__name__)

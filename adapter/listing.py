@@ -1,7 +1,7 @@
 """Vendure's JobListOptions for ``find_many``: the typed options and what they mean.
 
 Every store answers ``find_many`` with these semantics; the SQL store spells them in SQL
-(``adapter.store.sql_query``), stores without SQL evaluate them here (``matches``,
+(``adapter.store.sql.query``), stores without SQL evaluate them here (``matches``,
 ``sort_jobs``, ``list_jobs``). They are Vendure's ``ListQueryBuilder`` (its SQL strategy):
 
 - Each operator of each field is one condition. The conditions of one level are combined with

@@ -37,9 +37,9 @@ from redis.typing import EncodableT
 
 from adapter.job import SETTLED_STATES, Job, JobState
 from adapter.store.base import JobStore
-from adapter.store.redis import RedisJobStore
-from adapter.store.redis_layout import RedisKeys, job_hash, micros
-from adapter.store.sql import SqlJobStore, jobs
+from adapter.store.redis.layout import RedisKeys, job_hash, micros
+from adapter.store.redis.store import RedisJobStore
+from adapter.store.sql.store import SqlJobStore, jobs
 
 #: Redis database of the benchmarks (as bench/common.py).
 REDIS_URL = "redis://127.0.0.1:6379/12"

@@ -15,11 +15,11 @@ def open_store(url: str) -> JobStore:
         raise ConfigurationError("the job store URL is empty; set ADAPTER_STORE_URL")
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme in {"sqlite", "postgresql", "postgres"}:
-        from adapter.store.sql import SqlJobStore
+        from adapter.store.sql.store import SqlJobStore
 
         return SqlJobStore(url)
     if scheme in {"redis", "rediss"}:
-        from adapter.store.redis import RedisJobStore
+        from adapter.store.redis.store import RedisJobStore
 
         return RedisJobStore(url)
     raise ConfigurationError(

@@ -21,9 +21,9 @@ import redis
 from adapter.errors import StoreError
 from adapter.job import Job, JobState
 from adapter.listing import list_jobs
-from adapter.store import redis as redis_store_module
-from adapter.store.redis import SCHEMA_VERSION, RedisJobStore
-from adapter.store.redis_layout import RedisKeys, micros
+from adapter.store.redis import store as redis_store_module
+from adapter.store.redis.layout import RedisKeys, micros
+from adapter.store.redis.store import SCHEMA_VERSION, RedisJobStore
 from tests.contract.test_store_contract import delete_keys
 from tests.factories import at, make_job
 

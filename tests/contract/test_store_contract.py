@@ -37,8 +37,8 @@ from adapter.listing import (
     list_jobs,
 )
 from adapter.store.base import JobStore
-from adapter.store.redis import RedisJobStore
-from adapter.store.sql import SqlJobStore
+from adapter.store.redis.store import RedisJobStore
+from adapter.store.sql.store import SqlJobStore
 from tests.factories import at, make_job, make_spec_jobs, make_varied_jobs
 
 ALL = ["v-pending", "v-running", "e-done", "e-failed", "i-cancelled", "r-retrying", "r-done"]

@@ -11,8 +11,7 @@ from adapter.errors import ConfigurationError, StoreError
 from adapter.job import JobState
 from adapter.listing import parse_list_options
 from adapter.store import open_store
-from adapter.store.redis import RedisJobStore, mask_password
-from adapter.store.redis_layout import (
+from adapter.store.redis.layout import (
     IndexPlan,
     RedisKeys,
     from_micros,
@@ -21,6 +20,7 @@ from adapter.store.redis_layout import (
     micros,
     plan_index,
 )
+from adapter.store.redis.store import RedisJobStore, mask_password
 from tests.factories import make_job
 
 KEYS = RedisKeys("p")

@@ -12,7 +12,7 @@ import pytest
 
 from adapter.errors import ConfigurationError, StoreError
 from adapter.job import Job, JobState
-from adapter.store.sql import SCHEMA_VERSION, SqlJobStore
+from adapter.store.sql.store import SCHEMA_VERSION, SqlJobStore
 from tests.factories import make_job
 
 CREATED = datetime(2020, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """The Redis job store's Lua scripts: every write that changes a job, atomic and guarded.
 
 Each script keeps a job's hash and its index entries in step (the key layout is in
-``adapter.store.redis`` and ``adapter.store.redis_layout``). The guard of the SQL store,
+``adapter.store.redis.store`` and ``adapter.store.redis.layout``). The guard of the SQL store,
 ``settled_at IS NULL``, is ``HEXISTS settled_at == 0`` here: a settled job is never overwritten.
 Scripts build key names from the prefix, so they run on one Redis server (not Redis Cluster).
 """

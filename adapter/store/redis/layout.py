@@ -1,6 +1,6 @@
 """How the Redis job store lays out its data: key names, job hash fields, and index plans.
 
-The Lua scripts of ``adapter.store.redis_scripts`` spell the same key names; this module is
+The Lua scripts of ``adapter.store.redis.scripts`` spell the same key names; this module is
 where Python reads and writes them. ``plan_index`` turns a list query into the sorted sets that
 hold its candidates, and says whether those sets answer the filter exactly (then
 ``find_many`` pages them by rank without reading a single job).
@@ -46,7 +46,7 @@ def from_micros(value: str | int) -> datetime:
 
 @dataclass(frozen=True)
 class RedisKeys:
-    """The key names under one prefix (see the key layout in ``adapter.store.redis``)."""
+    """The key names under one prefix (see the key layout in ``adapter.store.redis.store``)."""
 
     prefix: str
 

@@ -27,7 +27,7 @@ set and queue names may contain ``:``. Hash fields: ``data`` and ``result`` are 
 times are integer microseconds since 1970 UTC (also the scores, exact below 2**53), ``progress``
 is a float's ``repr``; ``error``, ``started_at`` and ``settled_at`` are absent when unset.
 
-Every write is one Lua script (``adapter.store.redis_scripts``), so a job and its index entries
+Every write is one Lua script (``adapter.store.redis.scripts``), so a job and its index entries
 change together, and a settled job is never overwritten. ``find_many`` pages the indexes by
 rank (``ZCARD`` gives the total; several indexes are merged) when every condition of the filter
 is about queue name, state or whether the job is settled, combined with AND, and the sort is by
@@ -63,7 +63,7 @@ from adapter.listing import (
     parse_list_options,
 )
 from adapter.store.base import MUTABLE_FIELDS, JobStore
-from adapter.store.redis_layout import (
+from adapter.store.redis.layout import (
     RedisKeys,
     job_from_hash,
     job_hash,
@@ -71,7 +71,7 @@ from adapter.store.redis_layout import (
     mutable_fields,
     plan_index,
 )
-from adapter.store.redis_scripts import RedisScripts
+from adapter.store.redis.scripts import RedisScripts
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import Job, JobState, utcnow
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.store.base import MUTABLE_FIELDS, JobStore
-from adapter.store.sql_engine import ProcessEngine
-from adapter.store.sql_query import JobListQuery
+from adapter.store.sql.engine import ProcessEngine
+from adapter.store.sql.query import JobListQuery
 
 logger = logging.getLogger(__name__)
 
