@@ -11,7 +11,13 @@ The documented interface and its Celery implementation::
 Retries::
 
     BackoffStrategy, constant_backoff, exponential_backoff
+
+Importing ``adapter`` imports neither celery nor kombu: ``CeleryJobQueueStrategy`` is imported
+on first use (PEP 562), so ``from adapter import Job`` stays light and changes nothing in the
+program. Settings are listed in ``adapter.settings``.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backoff
 from adapter.buffer import (
@@ -20,7 +26,6 @@ from adapter.buffer import (
     JobBufferStorage,
     SqlJobBufferStorage,
 )
-from adapter.celery import CeleryJobQueueStrategy
 from adapter.errors import (
     ConfigurationError,
     DuplicateJobError,
@@ -41,6 +46,9 @@ from adapter.service import ErrorHandler, JobQueue, JobQueueInfo, JobQueueServic
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
 from adapter.subscribable import JobUpdate, SubscribableJob
+
+if TYPE_CHECKING:
+    from adapter.celery import CeleryJobQueueStrategy
 
 __all__ = [
     "SETTLED_STATES",
@@ -79,3 +87,12 @@ __all__ = [
     "exponential_backoff",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the Celery-backed names when first asked for, not with ``adapter``."""
+    if name == "CeleryJobQueueStrategy":
+        from adapter.celery import CeleryJobQueueStrategy
+
+        return CeleryJobQueueStrategy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

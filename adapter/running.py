@@ -26,14 +26,13 @@ from collections.abc import Callable
 from adapter.errors import JobQueueError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import Job, JobState
+from adapter.settings import HEARTBEAT_INTERVAL
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
 #: How often running jobs' stored states are checked for cancellation, in seconds.
 CANCEL_POLL_INTERVAL_S = 0.5
-#: Default seconds between two heartbeats of a running job.
-DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
 
 
 class RunningJobs:
@@ -43,7 +42,7 @@ class RunningJobs:
         self,
         store: Callable[[], JobStore],
         *,
-        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL.default,
         poll_interval: float = CANCEL_POLL_INTERVAL_S,
     ) -> None:
         self._store = store

@@ -17,6 +17,8 @@ from typing import Any
 import redis
 from celery import Celery
 
+from adapter.settings import BROKER_URL, RESULT_BACKEND, STORE_URL
+
 #: Broker URL of each benchmark broker (Redis db 12 is the benchmarks' database).
 BROKER_URLS = {
     "redis": "redis://127.0.0.1:6379/12",
@@ -30,8 +32,8 @@ RAW_TASK_NAME = "bench.noop"
 RESULT_KEY_PREFIX = "celery-task-meta-"
 
 #: Environment variables the worker module reads (the first two are celeryconfig's own).
-ENV_BROKER = "ADAPTER_BROKER_URL"
-ENV_STORE = "ADAPTER_STORE_URL"
+ENV_BROKER = BROKER_URL.env[0]
+ENV_STORE = STORE_URL.env[0]
 ENV_RESULT = "BENCH_RESULT_URL"
 #: Queue name the worker starts with the adapter; unset for a raw-only worker.
 ENV_ADAPTER_QUEUE = "BENCH_ADAPTER_QUEUE"
@@ -87,9 +89,9 @@ def make_app(broker_url: str, store_url: str, result_url: str | None = None) -> 
     """Build the benchmark app: ``celeryconfig`` with the given broker, store and results."""
     app = Celery("bench")
     app.config_from_object("celeryconfig")
-    settings: dict[str, Any] = {"broker_url": broker_url, "adapter_store_url": store_url}
+    settings: dict[str, Any] = {BROKER_URL.key: broker_url, STORE_URL.key: store_url}
     if result_url:
-        settings["result_backend"] = result_url
+        settings[RESULT_BACKEND.key] = result_url
     app.conf.update(settings)
     return app
 

@@ -1,7 +1,9 @@
-"""The Celery side of the adapter: the only package that imports celery or kombu."""
+"""The Celery side of the adapter: the only package that imports celery or kombu.
 
-from adapter.celery import filesystem as _fifo_filesystem  # noqa: F401 - registers filesystem://
-from adapter.celery import redis_transport as _redis_transport  # noqa: F401 - registers redis://
+Importing it changes nothing outside the adapter: its transports are given to an app when the
+app is created (``adapter.celery.app.create_app``) or a strategy is bound to it.
+"""
+
 from adapter.celery.strategy import CeleryJobQueueStrategy
 
 __all__ = ["CeleryJobQueueStrategy"]

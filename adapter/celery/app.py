@@ -1,16 +1,64 @@
-"""Build a Celery app configured for the adapter, from ``celeryconfig`` or explicit settings."""
+"""Build a Celery app configured for the adapter, and give an app the adapter's transports.
+
+The adapter replaces two of kombu's transports with subclasses: ``filesystem://``
+(``adapter.celery.filesystem``: first-in-first-out across processes) and ``redis://`` /
+``rediss://`` (``adapter.celery.redis_transport``: survives a Redis that goes away). They are
+used by one app only: ``use_adapter_transports(app)`` (called by ``create_app`` and when a
+``CeleryJobQueueStrategy`` is bound to the app) makes that app's connection class, Celery's
+``app.amqp.Connection``, choose them by URL scheme. Every connection Celery opens for the app
+goes through that class (the producer pool, a worker's consumer, events and remote control,
+the embedded worker), in a ``celery worker`` too, since its app module binds the strategy.
+kombu's global transport table is left alone: another app, or a ``kombu.Connection`` of the
+same process, keeps kombu's transports.
+
+Choosing by scheme at connection time, rather than setting Celery's ``broker_transport``, keeps
+what a URL means intact: ``as_uri()`` still shows ``redis://``, ``rediss://`` keeps kombu's SSL
+default, failover URLs and a broker URL changed later are resolved the same way.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
+from kombu.connection import Connection
+from kombu.transport.base import Transport
 
-from adapter.celery.embedded import filesystem_transport_options
+from adapter.celery import filesystem, redis_transport
+from adapter.settings import STORE_URL, filesystem_transport_options, sqlite_store_url
 
 #: The module Celery reads settings from unless told otherwise.
 DEFAULT_CONFIG_MODULE = "celeryconfig"
+
+#: The adapter's transport for each kombu transport alias (the URL scheme) it stands in for.
+ADAPTER_TRANSPORTS: dict[str, type[Transport]] = {
+    "filesystem": filesystem.Transport,
+    "redis": redis_transport.Transport,
+    "rediss": redis_transport.Transport,
+}
+
+
+class AdapterConnection(Connection):
+    """A kombu connection that uses the adapter's transport for the schemes it replaces."""
+
+    def get_transport_cls(self) -> type[Transport]:
+        """Return the adapter's transport for this connection's scheme, else kombu's."""
+        alias = self.transport_cls
+        if isinstance(alias, str) and alias in ADAPTER_TRANSPORTS:
+            return ADAPTER_TRANSPORTS[alias]
+        found: type[Transport] = super().get_transport_cls()  # type: ignore[no-untyped-call]
+        return found
+
+
+def use_adapter_transports(app: Celery) -> None:
+    """Make ``app``'s broker connections use the adapter's transports (only this app's)."""
+    current: type[Connection] = app.amqp.Connection
+    if issubclass(current, AdapterConnection):
+        return
+    if current is Connection:
+        app.amqp.Connection = AdapterConnection
+    else:  # an app's own connection class keeps its behaviour, with the adapter's transports
+        app.amqp.Connection = type(f"Adapter{current.__name__}", (AdapterConnection, current), {})
 
 
 def create_app(
@@ -21,6 +69,7 @@ def create_app(
     app.config_from_object(config)
     if settings:
         app.conf.update(settings)
+    use_adapter_transports(app)
     return app
 
 
@@ -29,5 +78,5 @@ def embedded_settings(data_dir: str) -> dict[str, Any]:
     return {
         "broker_url": "filesystem://",
         "broker_transport_options": filesystem_transport_options(data_dir),
-        "adapter_store_url": f"sqlite:///{os.path.join(data_dir, 'jobs.sqlite3')}",
+        STORE_URL.key: sqlite_store_url(data_dir),
     }

@@ -24,6 +24,9 @@ from adapter.celery.consumer import ConsumerHandle
 from adapter.celery.routing import celery_queue
 from adapter.errors import ConfigurationError
 
+# The embedded broker's folders follow the data-dir setting; imported from here as well.
+from adapter.settings import filesystem_transport_options as filesystem_transport_options
+
 logger = logging.getLogger(__name__)
 
 #: How long ``start`` waits for the embedded worker to connect to the broker, in seconds.
@@ -100,26 +103,6 @@ class EmbeddedWorker:
             worker_state.should_stop = None
         if thread.is_alive():
             logger.warning("embedded worker still busy after %ss; leaving it", STOP_TIMEOUT_S)
-
-
-#: Seconds between polls of the embedded broker's folder (kombu's default is 1 s).
-FILESYSTEM_POLL_INTERVAL_S = 0.1
-
-
-def filesystem_transport_options(data_dir: str) -> dict[str, Any]:
-    """Return ``broker_transport_options`` for the embedded ``filesystem://`` broker.
-
-    One folder serves both directions, so every process on the machine shares the queues; the
-    control folder carries broadcasts (inspect, ping) between them.
-    """
-    messages = os.path.join(data_dir, "broker", "messages")
-    return {
-        "data_folder_in": messages,
-        "data_folder_out": messages,
-        "control_folder": os.path.join(data_dir, "broker", "control"),
-        "store_processed": False,
-        "polling_interval": FILESYSTEM_POLL_INTERVAL_S,
-    }
 
 
 def prepare_filesystem_broker(app: Celery) -> None:

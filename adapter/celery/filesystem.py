@@ -6,8 +6,8 @@ name starts with the system-wide monotonic clock in nanoseconds, zero-padded, so
 kombu sorts are in publishing order, whichever process on the machine published them.
 Everything else (folders, locking, fanout) is kombu's.
 
-Importing ``adapter.celery`` makes ``filesystem://`` URLs use this transport in that process
-(kombu's transport alias table); every process of a deployment imports it before it connects.
+An app uses it for ``filesystem://`` URLs once ``adapter.celery.app.use_adapter_transports``
+has been called on it; importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.transport import filesystem
 from kombu.utils.json import dumps
 
 
@@ -42,6 +42,3 @@ class Transport(filesystem.Transport):
     """The ``filesystem://`` transport with ``Channel`` above."""
 
     Channel = Channel
-
-
-TRANSPORT_ALIASES["filesystem"] = f"{__name__}:Transport"

@@ -29,55 +29,33 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from adapter.errors import ConfigurationError, JobQueueError
+from adapter.errors import JobQueueError
 from adapter.forksafe import no_fork
 from adapter.job import Job, JobState, utcnow
-from adapter.running import DEFAULT_HEARTBEAT_INTERVAL_S
+from adapter.settings import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT,
+    MAX_REDELIVERIES,
+    AdapterSettings,
+)
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
-
-#: Celery setting: seconds between two heartbeats of a running job.
-HEARTBEAT_INTERVAL_SETTING = "adapter_heartbeat_interval"
-#: Celery setting: seconds without a heartbeat after which a running job's worker counts as lost.
-HEARTBEAT_TIMEOUT_SETTING = "adapter_heartbeat_timeout"
-#: Celery setting: starts a job may have beyond ``retries + 1`` when its workers are lost.
-MAX_REDELIVERIES_SETTING = "adapter_max_redeliveries"
-DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
-DEFAULT_MAX_REDELIVERIES = 3
 
 
 @dataclass(frozen=True)
 class Liveness:
     """How workers prove they are alive, and what happens to the jobs of those that are not."""
 
-    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S
-    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S
-    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+    heartbeat_interval: float = HEARTBEAT_INTERVAL.default
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT.default
+    max_redeliveries: int = MAX_REDELIVERIES.default
 
     @classmethod
     def from_conf(cls, conf: Any) -> Liveness:
-        """Read the settings of a Celery app's configuration; refuse inconsistent ones."""
-        found = cls(
-            heartbeat_interval=float(
-                conf.get(HEARTBEAT_INTERVAL_SETTING) or DEFAULT_HEARTBEAT_INTERVAL_S
-            ),
-            heartbeat_timeout=float(
-                conf.get(HEARTBEAT_TIMEOUT_SETTING) or DEFAULT_HEARTBEAT_TIMEOUT_S
-            ),
-            max_redeliveries=int(conf.get(MAX_REDELIVERIES_SETTING, DEFAULT_MAX_REDELIVERIES)),
-        )
-        if found.heartbeat_interval <= 0 or found.max_redeliveries < 0:
-            raise ConfigurationError(
-                f"{HEARTBEAT_INTERVAL_SETTING} must be > 0 and {MAX_REDELIVERIES_SETTING} >= 0"
-            )
-        if found.heartbeat_timeout < 2 * found.heartbeat_interval:
-            raise ConfigurationError(
-                f"{HEARTBEAT_TIMEOUT_SETTING} ({found.heartbeat_timeout:g}s) must be at least "
-                f"twice {HEARTBEAT_INTERVAL_SETTING} ({found.heartbeat_interval:g}s), or live "
-                "jobs would be taken for lost"
-            )
-        return found
+        """Read the settings of a Celery app's configuration (``adapter.settings`` checks them)."""
+        found = AdapterSettings.from_conf(conf)
+        return cls(found.heartbeat_interval, found.heartbeat_timeout, found.max_redeliveries)
 
     def alive_since(self) -> datetime:
         """Return the oldest heartbeat of a job still counted as running on a live worker."""

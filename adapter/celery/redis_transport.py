@@ -11,8 +11,9 @@ skipped: the messages stay in kombu's ``unacked`` hash, and the adapter's reaper
 messages back within its heartbeat window (``adapter.celery.orphans``), kombu the rest after
 ``visibility_timeout``. Everything else is kombu's.
 
-Importing ``adapter.celery`` makes ``redis://`` and ``rediss://`` URLs use this transport in
-that process (kombu's transport alias table), as ``adapter.celery.filesystem`` does.
+An app uses it for ``redis://`` and ``rediss://`` URLs once
+``adapter.celery.app.use_adapter_transports`` has been called on it; importing this module
+changes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kombu.transport import TRANSPORT_ALIASES, redis, virtual
+from kombu.transport import redis, virtual
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,3 @@ class Transport(redis.Transport):
     """The ``redis://`` transport with ``Channel`` above."""
 
     Channel = Channel
-
-
-TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"
-TRANSPORT_ALIASES["rediss"] = f"{__name__}:Transport"

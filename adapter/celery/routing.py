@@ -6,6 +6,8 @@ paths, so moving a file changes nothing a running deployment sees.
 
 from __future__ import annotations
 
+from adapter import settings
+
 #: The one Celery task that runs every job.
 TASK_NAME = "adapter.run_job"
 #: Prefix of the celery queue that carries a queue's jobs ("send-email" -> "jobs.send-email").
@@ -28,9 +30,8 @@ def queue_name_of(celery_queue_name: str) -> str | None:
     return None
 
 
-#: Celery setting: the RabbitMQ queue that keeps the messages workers dead-letter, as they came.
-DEAD_LETTER_QUEUE_SETTING = "adapter_dead_letter_queue"
-#: Default of that setting.
-DEAD_LETTER_QUEUE = "adapter.dead-letter"
+#: The dead-letter queue's setting and default, from ``adapter.settings`` (poison.py reads them).
+DEAD_LETTER_QUEUE_SETTING = settings.DEAD_LETTER_QUEUE.key
+DEAD_LETTER_QUEUE = settings.DEAD_LETTER_QUEUE.default
 #: Header added to a dead-lettered message: why it was not run.
 DEAD_LETTER_REASON_HEADER = "x-adapter-dead-letter-reason"

@@ -30,6 +30,7 @@ import click
 from celery import Celery
 
 from adapter.backoff import BackoffStrategy, constant_backoff
+from adapter.celery.app import use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.orphans import republish_unqueued_jobs, restore_orphaned_messages
@@ -46,22 +47,13 @@ from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, 
 from adapter.job import Job, JobState, validate_queue_name
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
+from adapter.settings import MAX_DATA_BYTES, AdapterSettings
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
 
 logger = logging.getLogger(__name__)
 
-#: Celery setting that names the job store URL (celeryconfig.py reads ADAPTER_STORE_URL).
-STORE_URL_SETTING = "adapter_store_url"
-#: Celery setting: the folder of the embedded broker and the default SQLite store.
-DATA_DIR_SETTING = "adapter_data_dir"
-#: Default of that setting.
-DEFAULT_DATA_DIR = "~/.local/share/adapter"
-#: Celery setting: the largest job data accepted by ``add``, in bytes of JSON.
-MAX_DATA_BYTES_SETTING = "adapter_max_data_bytes"
-#: Default of that setting: 1 MiB (brokers and stores cope; bigger payloads belong elsewhere).
-DEFAULT_MAX_DATA_BYTES = 1024 * 1024
 #: Namespace of the job ids derived from idempotency keys.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("5b1f7c1e-6a51-4a8e-9d2b-0c7e3f0a9e11")
 
@@ -94,10 +86,11 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             )
         self.app = app
         prepare_filesystem_broker(app)
+        use_adapter_transports(app)
         self._store_arg = store
         self._store: JobStore | None = store if isinstance(store, JobStore) else None
         self.backoff_strategy = backoff_strategy or constant_backoff()
-        self.max_data_bytes = int(app.conf.get(MAX_DATA_BYTES_SETTING) or DEFAULT_MAX_DATA_BYTES)
+        self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
         self.liveness = Liveness.from_conf(app.conf)
         self._registry = ProcessRegistry()
         self._reaper = Reaper(
@@ -150,7 +143,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         if size > self.max_data_bytes:
             raise JobDataError(
                 f"job data is {size} bytes of JSON; the limit is {self.max_data_bytes} "
-                f"(setting {MAX_DATA_BYTES_SETTING})"
+                f"(setting {MAX_DATA_BYTES.key})"
             )
         job_id = job.id or _new_job_id()
         if idempotency_key is not None:
@@ -308,22 +301,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 #: Set while the ``jobqueue`` command imports a module: no embedded worker is started, and
 #: with ``active_queues`` only those queues are started (Vendure's ``activeQueues``).
 def store_url_for(conf: Any) -> str:
-    """Return the job store URL of a deployment.
-
-    The ``adapter_store_url`` setting when there is one; else the Celery result backend's
-    Redis or database (``db+...``), so jobs live where results already do; else a SQLite file
-    in ``adapter_data_dir``.
-    """
-    explicit = conf.get(STORE_URL_SETTING)
-    if explicit:
-        return str(explicit)
-    backend = str(conf.get("result_backend") or "")
-    if backend.startswith(("redis://", "rediss://")):
-        return backend
-    if backend.startswith("db+"):
-        return backend.removeprefix("db+")
-    data_dir = conf.get(DATA_DIR_SETTING) or os.path.expanduser(DEFAULT_DATA_DIR)
-    return f"sqlite:///{os.path.join(data_dir, 'jobs.sqlite3')}"
+    """Return the job store URL of a deployment (``AdapterSettings.job_store_url``)."""
+    return AdapterSettings.from_conf(conf).job_store_url()
 
 
 _cli_launch: ContextVar[frozenset[str] | bool | None] = ContextVar("cli_launch", default=False)

@@ -1,0 +1,291 @@
+"""Every adapter setting in one table: its Celery key, environment variable, type, default, why.
+
+The adapter reads its settings from a Celery app's configuration (``app.conf``) under the keys
+of ``SETTINGS``; ``celeryconfig.py`` fills them from the environment variables of the same
+table with ``celery_settings_from_environment()``. ``AdapterSettings.from_conf`` is the one
+reader: it applies the defaults, converts the types, and refuses a bad value with
+``ConfigurationError`` naming its key (never echoing a URL, which may hold a password). A
+setting that is unset, ``None`` or ``""`` takes its default.
+
+Two entries are Celery's own settings, read from environment variables the adapter documents:
+``broker_url`` and ``result_backend`` (which the job store follows when no store is named).
+The Celery settings that jobs rely on (acks late, prefetch 1, JSON only, ...) come, each with
+its reason, from ``recommended_celery_settings()``.
+
+This module imports neither celery nor kombu.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from adapter.errors import ConfigurationError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting: where it is read, what it holds, and why it exists."""
+
+    #: Key in the Celery app's configuration.
+    key: str
+    #: Environment variables ``celeryconfig.py`` reads it from; the first one set wins.
+    env: tuple[str, ...]
+    #: What the value is, as a reader of the documentation says it.
+    kind: str
+    default: T
+    why: str
+    #: Turns a raw value (a string from the environment, anything from a conf) into the type;
+    #: raises ValueError or TypeError, whose message says what was expected.
+    parse: Callable[[object], T]
+
+    def read(self, conf: Mapping[str, Any]) -> T:
+        """Return this setting's value in ``conf``, or its default when unset."""
+        return self._parsed(conf.get(self.key), self.key)
+
+    def read_environment(self, environ: Mapping[str, str]) -> T:
+        """Return this setting's value from the first of its environment variables set."""
+        for name in self.env:
+            if environ.get(name):
+                return self._parsed(environ[name], f"{name} ({self.key})")
+        return self.default
+
+    def _parsed(self, raw: object, where: str) -> T:
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except (TypeError, ValueError) as err:
+            raise ConfigurationError(f"{where} must be {err}") from None
+
+
+def _url(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise TypeError(f"a URL string, not {type(raw).__name__}")
+    return raw
+
+
+def _name(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise TypeError(f"a string, not {type(raw).__name__}")
+    return raw
+
+
+def _folder(raw: object) -> str:
+    return os.path.abspath(os.path.expanduser(_name(raw)))
+
+
+def _number(raw: object, kind: type[int] | type[float]) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise TypeError(f"a number, not {type(raw).__name__}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"a number, not {raw!r}") from None
+    if kind is int and not value.is_integer():
+        raise ValueError(f"a whole number, not {raw!r}")
+    return value
+
+
+def _positive_seconds(raw: object) -> float:
+    value = _number(raw, float)
+    if value <= 0:
+        raise ValueError(f"> 0 seconds, not {raw!r}")
+    return value
+
+
+def _positive_count(raw: object) -> int:
+    value = int(_number(raw, int))
+    if value <= 0:
+        raise ValueError(f"> 0, not {raw!r}")
+    return value
+
+
+def _count(raw: object) -> int:
+    value = int(_number(raw, int))
+    if value < 0:
+        raise ValueError(f">= 0, not {raw!r}")
+    return value
+
+
+BROKER_URL: Setting[str] = Setting(
+    "broker_url", ("ADAPTER_BROKER_URL", "CELERY_BROKER_URL"), "URL", "filesystem://",
+    "Celery's broker: amqp://, redis:// or filesystem:// (the embedded default, no server)",
+    _url,
+)  # fmt: skip
+RESULT_BACKEND: Setting[str | None] = Setting(
+    "result_backend", ("CELERY_RESULT_BACKEND",), "URL", None,
+    "Celery's result backend; its Redis or database holds the jobs when no store is named",
+    _url,
+)  # fmt: skip
+STORE_URL: Setting[str | None] = Setting(
+    "adapter_store_url", ("ADAPTER_STORE_URL",), "URL", None,
+    "the job store (sqlite:///, postgresql+psycopg://, redis://); unset: see job_store_url()",
+    _url,
+)  # fmt: skip
+DATA_DIR: Setting[str] = Setting(
+    "adapter_data_dir", ("ADAPTER_DATA_DIR",), "folder", _folder("~/.local/share/adapter"),
+    "where the embedded broker and the default SQLite store keep their files",
+    _folder,
+)  # fmt: skip
+MAX_DATA_BYTES: Setting[int] = Setting(
+    "adapter_max_data_bytes", ("ADAPTER_MAX_DATA_BYTES",), "bytes > 0", 1024 * 1024,
+    "the largest job data add() accepts, as JSON: brokers and stores cope with 1 MiB",
+    _positive_count,
+)  # fmt: skip
+HEARTBEAT_INTERVAL: Setting[float] = Setting(
+    "adapter_heartbeat_interval", ("ADAPTER_HEARTBEAT_INTERVAL",), "seconds > 0", 10.0,
+    "how often a running job tells the store its worker is alive",
+    _positive_seconds,
+)  # fmt: skip
+HEARTBEAT_TIMEOUT: Setting[float] = Setting(
+    "adapter_heartbeat_timeout", ("ADAPTER_HEARTBEAT_TIMEOUT",), "seconds >= 2 intervals", 60.0,
+    "silence after which a running job's worker is lost and the job runs again",
+    _positive_seconds,
+)  # fmt: skip
+MAX_REDELIVERIES: Setting[int] = Setting(
+    "adapter_max_redeliveries", ("ADAPTER_MAX_REDELIVERIES",), "count >= 0", 3,
+    "starts beyond retries + 1 a job gets when its workers die, so a job that kills them ends",
+    _count,
+)  # fmt: skip
+DEAD_LETTER_QUEUE: Setting[str] = Setting(
+    "adapter_dead_letter_queue", ("ADAPTER_DEAD_LETTER_QUEUE",), "queue name",
+    "adapter.dead-letter",
+    "the RabbitMQ queue that keeps, as they came, the messages workers refuse as not jobs",
+    _name,
+)  # fmt: skip
+
+#: Every setting, in the order the documentation lists them.
+SETTINGS: tuple[Setting[Any], ...] = (
+    BROKER_URL,
+    RESULT_BACKEND,
+    STORE_URL,
+    DATA_DIR,
+    MAX_DATA_BYTES,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT,
+    MAX_REDELIVERIES,
+    DEAD_LETTER_QUEUE,
+)
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """The adapter's settings of one Celery app, typed and checked (``from_conf``)."""
+
+    result_backend: str | None = RESULT_BACKEND.default
+    store_url: str | None = STORE_URL.default
+    data_dir: str = DATA_DIR.default
+    max_data_bytes: int = MAX_DATA_BYTES.default
+    heartbeat_interval: float = HEARTBEAT_INTERVAL.default
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT.default
+    max_redeliveries: int = MAX_REDELIVERIES.default
+    dead_letter_queue: str = DEAD_LETTER_QUEUE.default
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout < 2 * self.heartbeat_interval:
+            raise ConfigurationError(
+                f"{HEARTBEAT_TIMEOUT.key} ({self.heartbeat_timeout:g}s) must be at least "
+                f"twice {HEARTBEAT_INTERVAL.key} ({self.heartbeat_interval:g}s), or live "
+                "jobs would be taken for lost"
+            )
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> AdapterSettings:
+        """Read the settings of a Celery app's configuration; refuse bad or inconsistent ones."""
+        return cls(
+            result_backend=RESULT_BACKEND.read(conf),
+            store_url=STORE_URL.read(conf),
+            data_dir=DATA_DIR.read(conf),
+            max_data_bytes=MAX_DATA_BYTES.read(conf),
+            heartbeat_interval=HEARTBEAT_INTERVAL.read(conf),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT.read(conf),
+            max_redeliveries=MAX_REDELIVERIES.read(conf),
+            dead_letter_queue=DEAD_LETTER_QUEUE.read(conf),
+        )
+
+    def job_store_url(self) -> str:
+        """Return the job store URL: the one named, else the result backend's, else SQLite.
+
+        The ``adapter_store_url`` setting when there is one; else the Celery result backend's
+        Redis or database (``db+...``), so jobs live where results already do; else a SQLite
+        file in ``adapter_data_dir``.
+        """
+        if self.store_url:
+            return self.store_url
+        backend = self.result_backend or ""
+        if backend.startswith(("redis://", "rediss://")):
+            return backend
+        if backend.startswith("db+"):
+            return backend.removeprefix("db+")
+        return sqlite_store_url(self.data_dir)
+
+
+def sqlite_store_url(data_dir: str) -> str:
+    """Return the URL of the default SQLite job store in ``data_dir``."""
+    return f"sqlite:///{os.path.join(data_dir, 'jobs.sqlite3')}"
+
+
+#: Seconds between polls of the embedded broker's folder (kombu's default is 1 s).
+FILESYSTEM_POLL_INTERVAL_S = 0.1
+
+
+def filesystem_transport_options(data_dir: str) -> dict[str, Any]:
+    """Return ``broker_transport_options`` for the embedded ``filesystem://`` broker.
+
+    One folder serves both directions, so every process on the machine shares the queues; the
+    control folder carries broadcasts (inspect, ping) between them.
+    """
+    messages = os.path.join(data_dir, "broker", "messages")
+    return {
+        "data_folder_in": messages,
+        "data_folder_out": messages,
+        "control_folder": os.path.join(data_dir, "broker", "control"),
+        "store_processed": False,
+        "polling_interval": FILESYSTEM_POLL_INTERVAL_S,
+    }
+
+
+def recommended_celery_settings() -> dict[str, Any]:
+    """Return the Celery settings jobs rely on; ``jobqueue check`` warns when one is changed."""
+    return {
+        # Acknowledged after the job ran: a worker that dies mid-job does not lose it.
+        "task_acks_late": True,
+        # A job whose pool process died is put back rather than marked failed (bounded by
+        # adapter_max_redeliveries).
+        "task_reject_on_worker_lost": True,
+        # One message per free pool slot: a stopped queue leaves its waiting jobs in the broker.
+        "worker_prefetch_multiplier": 1,
+        # RabbitMQ writes messages to disk, so queued jobs outlive a broker restart (the job
+        # queues the adapter declares are durable: kombu's default, never turned off).
+        "task_default_delivery_mode": "persistent",
+        # A worker started before its broker waits for it instead of exiting.
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a message can never make a worker unpickle code.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # Job state lives in the job store; Celery's own results are not needed.
+        "task_ignore_result": True,
+        # The library logs through logging; the application's logging setup stays its own.
+        "worker_hijack_root_logger": False,
+    }
+
+
+def celery_settings_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return ``celeryconfig.py``'s settings: the recommended ones, then the environment's.
+
+    Every entry of ``SETTINGS`` is read from its environment variables (default ``os.environ``)
+    and checked; the embedded ``filesystem://`` broker gets its folders in the data dir.
+    """
+    env = os.environ if environ is None else environ
+    found = {setting.key: setting.read_environment(env) for setting in SETTINGS}
+    AdapterSettings.from_conf(found)  # refused as the config is read, not at the first job
+    settings = {**recommended_celery_settings(), **found}
+    if str(found[BROKER_URL.key]).startswith("filesystem://"):
+        settings["broker_transport_options"] = filesystem_transport_options(found[DATA_DIR.key])
+    return settings
