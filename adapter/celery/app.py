@@ -13,7 +13,9 @@ same process, keeps kombu's transports.
 
 Choosing by scheme at connection time, rather than setting Celery's ``broker_transport``, keeps
 what a URL means intact: ``as_uri()`` still shows ``redis://``, ``rediss://`` keeps kombu's SSL
-default, failover URLs and a broker URL changed later are resolved the same way.
+default, failover URLs and a broker URL changed later are resolved the same way. The class also
+makes its pool's connections (kombu's pool makes plain ones) and keeps its pool apart from
+those of plain connections to the same broker (kombu keys its process-wide pools by connection).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.connection import Connection
+from kombu.connection import Connection, ConnectionPool, PooledConnection
 from kombu.transport.base import Transport
+from kombu.utils.collections import HashedSeq
 
 from adapter.celery import filesystem, redis_transport
 from adapter.settings import STORE_URL, filesystem_transport_options, sqlite_store_url
@@ -48,6 +51,28 @@ class AdapterConnection(Connection):
             return ADAPTER_TRANSPORTS[alias]
         found: type[Transport] = super().get_transport_cls()  # type: ignore[no-untyped-call]
         return found
+
+    def Pool(self, limit: int | None = None, **kwargs: Any) -> ConnectionPool:
+        """Return a pool of connections like this one (kombu's pool makes plain ones)."""
+        return AdapterConnectionPool(self, limit, **kwargs)  # type: ignore[no-untyped-call]
+
+    def __eqhash__(self) -> object:
+        # kombu keeps one pool per distinct connection in the process (``kombu.pools``); a
+        # plain connection to the same broker must not share this one's, nor this one its.
+        return HashedSeq(AdapterConnection, super().__eqhash__())  # type: ignore[no-untyped-call]
+
+
+class AdapterPooledConnection(AdapterConnection, PooledConnection):
+    """A connection of an ``AdapterConnectionPool``."""
+
+
+class AdapterConnectionPool(ConnectionPool):
+    """kombu's connection pool, whose connections use the adapter's transports."""
+
+    def new(self) -> AdapterPooledConnection:
+        """Return a new connection for the pool, as kombu's pool does but of our class."""
+        info = dict(self.connection._info(resolve=False))
+        return AdapterPooledConnection(self, **info)  # type: ignore[no-untyped-call]
 
 
 def use_adapter_transports(app: Celery) -> None:

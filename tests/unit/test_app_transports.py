@@ -52,6 +52,9 @@ def test_a_strategy_app_reads_and_writes_through_the_adapter_transport(
             assert connection.get_transport_cls() is adapter_transport
             assert connection.clone().get_transport_cls() is adapter_transport
             assert connection.as_uri().startswith(broker_url.split("//")[0])
+        with app.pool.acquire(block=True) as pooled, app.producer_or_acquire() as producer:
+            assert pooled.get_transport_cls() is adapter_transport
+            assert producer.connection.get_transport_cls() is adapter_transport
     finally:
         strategy.destroy()
 
@@ -64,9 +67,14 @@ def test_an_app_made_by_create_app_uses_the_adapter_transport() -> None:
 def test_another_app_and_a_plain_kombu_connection_keep_kombus_transports(
     tmp_path: Path,
 ) -> None:
-    use_adapter_transports(_app(REDIS_URL, tmp_path))
+    adapter_app = _app(REDIS_URL, tmp_path)
+    use_adapter_transports(adapter_app)
+    with adapter_app.pool.acquire(block=True):
+        pass
     other = _app(REDIS_URL, tmp_path)
     assert other.connection_for_write().get_transport_cls() is redis.Transport
+    with other.pool.acquire(block=True) as pooled:
+        assert pooled.get_transport_cls() is redis.Transport
     assert _plain(REDIS_URL).get_transport_cls() is redis.Transport
     assert _plain("filesystem://").get_transport_cls() is filesystem.Transport
     assert TRANSPORT_ALIASES["redis"] == "kombu.transport.redis:Transport"
