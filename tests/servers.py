@@ -5,7 +5,10 @@ on 127.0.0.1. A server that does not answer skips the test locally and fails it 
 set, so a CI run can never pass by silently skipping its integration tests.
 
 REDIS_URL      ``redis://127.0.0.1:6379/11``; database 11 is the tests' own, and tests never
-               flush it or any other (the server is shared).
+               flush it or any other (the server is shared). Under pytest-xdist, worker ``gwN``
+               uses the database N below it (gw0 11, gw1 10, ... gw5 6): kombu keeps one
+               ``unacked`` hash and one restore lock per database, and a worker of one test
+               must not restore, or lock out, the messages of a test running beside it.
 AMQP_URL       ``amqp://guest:guest@127.0.0.1:5672//`` (RabbitMQ).
 POSTGRES_URL   ``postgresql+psycopg://postgres@127.0.0.1:5432/test`` (an SQLAlchemy URL).
 """
@@ -14,12 +17,27 @@ import functools
 import os
 import socket
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 
-REDIS_URL: Final = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11")
+
+def _database_of_this_worker(url: str) -> str:
+    """Return ``url`` with its database moved down by this xdist worker's number (gwN: N)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) - int(worker.removeprefix("gw"))
+    if database < 1:
+        raise ValueError(f"{url}: too many xdist workers for one Redis database each below it")
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+REDIS_URL: Final = _database_of_this_worker(
+    os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11")
+)
 AMQP_URL: Final = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES_URL: Final = os.environ.get(
     "POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

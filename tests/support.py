@@ -1,12 +1,16 @@
-"""Helpers shared by the tests: waiting for observable outcomes, unique names, broker cleanup."""
+"""Helpers shared by the tests: waiting for observable outcomes, unique names, server cleanup."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
+
+import redis
+import sqlalchemy as sa
 
 from adapter import CeleryJobQueueStrategy, InspectableJobQueueStrategy, Job
 from adapter.celery.routing import celery_queue
@@ -15,6 +19,14 @@ T = TypeVar("T")
 
 #: Longest wait for a job outcome; generous because the machines are shared and noisy.
 WAIT_TIMEOUT_S = 60.0
+
+#: Names this test process alone uses on the shared servers: the run's id (one per ``pytest``
+#: command, shared by its xdist workers) and the xdist worker (``gw0``..., ``main`` without
+#: xdist). Exchanges, key prefixes and schemas built from it never meet another run's.
+PROCESS_TAG: Final = (
+    f"{os.environ.get('PYTEST_XDIST_TESTRUNUID', uuid.uuid4().hex)[:8]}"
+    f"-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+)
 
 
 def wait_for(
@@ -71,3 +83,37 @@ def messages_waiting(strategy: CeleryJobQueueStrategy, queue_name: str) -> int:
         except Exception:
             return 0
         return int(declared.message_count)
+
+
+def delete_redis_keys(url: str, prefix: str) -> int:
+    """Delete every Redis key under ``prefix`` (SCAN and DEL, never a flush); return how many."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                deleted += int(client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+@contextlib.contextmanager
+def postgres_schema(postgres_url: str, label: str) -> Iterator[str]:
+    """Create a fresh PostgreSQL schema, yield a URL whose tables go there, then drop it all."""
+    schema = f"adapter_{label}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()

@@ -8,7 +8,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from celery.signals import after_task_publish, before_task_publish
 
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
 from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
-from adapter.store import open_store
+from adapter.store import JobStore
 
 
 @contextmanager
@@ -137,9 +137,9 @@ def test_a_job_added_without_an_id_gets_a_time_ordered_uuid7(
 
 
 def test_flush_puts_every_added_job_in_the_store_for_other_processes(
-    strategy: CeleryJobQueueStrategy, queue: str
+    strategy: CeleryJobQueueStrategy, queue: str, open_job_store: Callable[[], JobStore]
 ) -> None:
-    other_process = open_store(strategy.store.url)
+    other_process = open_job_store()
     try:
         added = [strategy.add(Job(queue_name=queue, data=n)) for n in range(300)]
         strategy.flush()

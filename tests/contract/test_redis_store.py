@@ -24,8 +24,8 @@ from adapter.listing import list_jobs
 from adapter.store.redis import store as redis_store_module
 from adapter.store.redis.layout import RedisKeys, micros
 from adapter.store.redis.store import SCHEMA_VERSION, RedisJobStore
-from tests.contract.test_store_contract import delete_keys
 from tests.factories import at, make_job
+from tests.support import delete_redis_keys
 
 pytestmark = pytest.mark.redis
 
@@ -37,7 +37,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     chosen = f"adapter-t-{uuid.uuid4().hex[:12]}"
     yield chosen
-    delete_keys(redis_url, chosen)
+    delete_redis_keys(redis_url, chosen)
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-import sqlalchemy as sa
 
 from adapter.errors import InvalidListOptionsError
 from adapter.job import Job, JobState
@@ -40,6 +38,7 @@ from adapter.store.base import JobStore
 from adapter.store.redis.store import RedisJobStore
 from adapter.store.sql.store import SqlJobStore
 from tests.factories import at, make_job, make_spec_jobs, make_varied_jobs
+from tests.support import delete_redis_keys, postgres_schema
 
 ALL = ["v-pending", "v-running", "e-done", "e-failed", "i-cancelled", "r-retrying", "r-done"]
 SETTLED = ["e-done", "e-failed", "i-cancelled", "r-done"]
@@ -49,35 +48,10 @@ UNSETTLED = ["v-pending", "v-running", "r-retrying"]
 @pytest.fixture(scope="session")
 def postgres_store(postgres_url: str) -> Iterator[SqlJobStore]:
     """A store in a fresh PostgreSQL schema, dropped with everything in it after the session."""
-    schema = f"adapter_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    opened = SqlJobStore(url.render_as_string(hide_password=False))
-    yield opened
-    opened.close()
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
-def delete_keys(url: str, prefix: str) -> int:
-    """Delete every Redis key under ``prefix`` (SCAN and DEL, never a flush); return how many."""
-    client = redis.Redis.from_url(url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                deleted += int(client.delete(*batch))
-                batch = []
-        if batch:
-            deleted += int(client.delete(*batch))
-    finally:
-        client.close()
-    return deleted
+    with postgres_schema(postgres_url, "t") as url:
+        opened = SqlJobStore(url)
+        yield opened
+        opened.close()
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +59,7 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other session uses; every key under it is deleted after the session."""
     prefix = f"adapter-t-{uuid.uuid4().hex[:12]}"
     yield prefix
-    delete_keys(redis_url, prefix)
+    delete_redis_keys(redis_url, prefix)
 
 
 @pytest.fixture
@@ -94,7 +68,7 @@ def redis_store(redis_url: str, redis_prefix: str) -> Iterator[RedisJobStore]:
     opened = RedisJobStore(redis_url, prefix=redis_prefix)
     yield opened
     opened.close()
-    delete_keys(redis_url, redis_prefix)
+    delete_redis_keys(redis_url, redis_prefix)
 
 
 @pytest.fixture(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from celery import Celery
 
 from adapter import CeleryJobQueueStrategy
 from adapter.celery.embedded import filesystem_transport_options
-from tests.support import wait_for
+from tests.support import PROCESS_TAG, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,13 +87,21 @@ class WorkerProcess:
         return self.popen.wait(90)
 
     def stop(self) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it lingers."""
-        if self.popen is not None and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+        """Warm shutdown (SIGTERM to the main process, as Celery documents), then SIGKILL.
+
+        Not SIGTERM to the whole group: a prefork worker on ``filesystem://`` whose pool
+        children get SIGTERM too hangs in the pool's join until it is killed (30 s here).
+        """
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)  # any pool child left behind
 
     def log_text(self) -> str:
         """Return the worker's output so far."""
@@ -148,6 +157,7 @@ def make_worker(
             "ADAPTER_STORE_URL": store_url,
             "ADAPTER_DATA_DIR": str(data_dir),
             "TEST_QUEUES": queues,
+            "TEST_CONTROL_EXCHANGE": f"adapter-test-ctl-{PROCESS_TAG}",
             "PYTHONPATH": str(ROOT),
             **extra_env,
         }

@@ -21,6 +21,9 @@ from tests.integration.test_lost_workers import LIVENESS
 from tests.private_brokers import PrivateBroker
 from tests.support import unique_queue, wait_for, wait_job, wait_settled
 
+#: Each test starts a private RabbitMQ twice (up to 90 s each) besides its own waits.
+pytestmark = pytest.mark.timeout(420)
+
 
 @pytest.fixture(params=["redis", "rabbitmq"])
 def private_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateBroker]:

@@ -173,6 +173,7 @@ def test_queues_shows_counts_by_state_and_check_reports_the_broker(
         assert (checked.returncode, checked.stdout.splitlines()[-1]) == (0, "0 finding(s)")
 
 
+@pytest.mark.timeout(240)  # the demo itself may take up to 180 s
 def test_demo_runs_every_example_job_to_a_summary(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ADAPTER_")}
     result = subprocess.run(

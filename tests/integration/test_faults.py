@@ -44,6 +44,7 @@ def stored_jobs(producer: CeleryJobQueueStrategy, queue: str) -> list[Job]:
 
 
 @SHARED_BROKERS
+@pytest.mark.timeout(300)  # three worker starts and up to 180 s for a thousand jobs
 def test_a_thousand_jobs_survive_two_killed_workers(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
@@ -86,6 +87,7 @@ def test_a_thousand_jobs_survive_two_killed_workers(
 
 
 @SHARED_BROKERS
+@pytest.mark.timeout(720)  # it waits up to 600 s for 20,000 jobs to settle
 def test_mixed_load_ends_with_exact_counts(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
 ) -> None:

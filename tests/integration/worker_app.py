@@ -2,7 +2,8 @@
 
 It declares queues the way the README tells users to: build the app from celeryconfig, make
 the strategy, and ``start`` each queue with its process at import time. The environment says
-which queues (TEST_QUEUES, comma-separated) and where to report readiness (TEST_READY_FILE).
+which queues (TEST_QUEUES, comma-separated), where to report readiness (TEST_READY_FILE) and
+which control exchange to use (TEST_CONTROL_EXCHANGE).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from adapter import CeleryJobQueueStrategy, Job, JobQueueError
 
 app = Celery("worker-app")
 app.config_from_object("celeryconfig")
-app.conf.control_exchange = "adapter-test-ctl-worker"
+# Broadcasts stay among the workers of one test process (tests/integration/conftest.py).
+app.conf.control_exchange = os.environ.get("TEST_CONTROL_EXCHANGE", "adapter-test-ctl-worker")
 app.conf.adapter_dead_letter_queue = os.environ.get("TEST_DEAD_LETTER_QUEUE")
 strategy = CeleryJobQueueStrategy(app, backoff_strategy=lambda queue, attempts, job: 10)
 
@@ -31,10 +33,12 @@ def echo(job: Job) -> Any:
 
 
 def slow_first_attempt(job: Job) -> str:
-    """Block the first attempt (long enough to be killed), finish any later one."""
+    """Block the first attempt (long enough to be killed, or until cancelled), finish later ones."""
     job.set_progress(10)
-    if job.attempts == 1:
-        time.sleep(120)
+    deadline = time.monotonic() + 120
+    while job.attempts == 1 and time.monotonic() < deadline:
+        job.raise_if_cancelled()  # so a worker stopping after a cancel need not wait two minutes
+        time.sleep(0.05)
     return f"done on attempt {job.attempts}"
 
 
