@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -39,6 +40,60 @@ class JobState(StrEnum):
 SETTLED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 #: States from which a worker may start an attempt.
 STARTABLE_STATES = frozenset({JobState.PENDING, JobState.RETRYING})
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: each is one constant
+class Transition:
+    """One of the job's state changes as data, so Python, SQL and Lua apply the same rule.
+
+    It applies to a job whose state is in ``sources``, or in ``stale_sources`` when the job's
+    last sign of life (a store's ``updated_at``) is older than a cutoff the caller gives. It
+    sets ``state`` (when given) and the constant ``values``, sets each field of ``stamps`` to
+    the time of the change, takes the fields of ``given`` from the caller, and counts one more
+    attempt when ``counts_attempt``. ``Job.apply`` applies it to a job object; a store applies
+    it to stored jobs (``JobStore.apply``), adding the one guard every store keeps: a settled
+    job (``settled_at`` set) is never changed.
+    """
+
+    name: str
+    sources: frozenset[JobState]
+    state: JobState | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    stamps: tuple[str, ...] = ()
+    given: tuple[str, ...] = ()
+    counts_attempt: bool = False
+    stale_sources: frozenset[JobState] = frozenset()
+
+
+#: Begin an attempt: from PENDING or RETRYING, or from RUNNING when its worker went silent
+#: (a redelivery after a lost worker); RUNNING, one more attempt, started now.
+START = Transition(
+    "start",
+    sources=STARTABLE_STATES,
+    stale_sources=frozenset({JobState.RUNNING}),
+    state=JobState.RUNNING,
+    stamps=("started_at",),
+    counts_attempt=True,
+)
+#: Send a RUNNING job back to PENDING with attempts reset, for another worker (shutdown).
+DEFER = Transition(
+    "defer", sources=frozenset({JobState.RUNNING}), state=JobState.PENDING, values={"attempts": 0}
+)
+#: Settle any job as CANCELLED (stores change only unsettled ones).
+CANCEL = Transition(
+    "cancel", sources=frozenset(JobState), state=JobState.CANCELLED, stamps=("settled_at",)
+)
+#: A RUNNING job whose worker stopped beating: RETRYING, progress 0, the reason as its error.
+LOSE = Transition(
+    "lose",
+    sources=frozenset(),
+    stale_sources=frozenset({JobState.RUNNING}),
+    state=JobState.RETRYING,
+    values={"progress": 0},
+    given=("error",),
+)
+#: A sign of life of a RUNNING job: only its ``updated_at`` changes (in a store).
+BEAT = Transition("beat", sources=frozenset({JobState.RUNNING}))
 
 #: Longest queue name accepted, in characters.
 MAX_QUEUE_NAME_LENGTH = 200
@@ -129,12 +184,40 @@ class Job(BaseModel):
         start = self.started_at or end
         return (end - start) // timedelta(milliseconds=1)
 
+    def apply(
+        self,
+        transition: Transition,
+        *,
+        stale: bool = False,
+        now: datetime | None = None,
+        **given: Any,
+    ) -> bool:
+        """Apply ``transition`` if the job's state allows it; return whether it did.
+
+        ``stale`` says the job's worker went silent (``stale_sources`` then apply too);
+        ``given`` holds the fields the transition takes from the caller.
+        """
+        if set(given) != set(transition.given):
+            raise TypeError(f"transition {transition.name!r} takes {transition.given}, not {given}")
+        allowed = self.state in transition.sources or (
+            stale and self.state in transition.stale_sources
+        )
+        if not allowed:
+            return False
+        at = now or utcnow()
+        changes: dict[str, Any] = {**transition.values, **given}
+        changes.update(dict.fromkeys(transition.stamps, at))
+        if transition.counts_attempt:
+            changes["attempts"] = self.attempts + 1
+        if transition.state is not None:
+            changes["state"] = transition.state
+        for name, value in changes.items():
+            setattr(self, name, value)
+        return True
+
     def start(self) -> None:
         """Begin an attempt: RUNNING, ``attempts`` + 1; only from PENDING or RETRYING."""
-        if self.state in STARTABLE_STATES:
-            self.state = JobState.RUNNING
-            self.started_at = utcnow()
-            self.attempts += 1
+        if self.apply(START):
             logger.debug("job %s: attempt %d of %d", self.id, self.attempts, self.retries + 1)
 
     def set_progress(self, percent: float) -> None:
@@ -166,8 +249,7 @@ class Job(BaseModel):
 
     def cancel(self) -> None:
         """Settle as CANCELLED."""
-        self.settled_at = utcnow()
-        self.state = JobState.CANCELLED
+        self.apply(CANCEL)
 
     def raise_if_cancelled(self) -> None:
         """Raise JobCancelledError if the job was cancelled (call it between steps of work)."""
@@ -176,9 +258,7 @@ class Job(BaseModel):
 
     def defer(self) -> None:
         """Send a RUNNING job back to PENDING with attempts reset, for another worker."""
-        if self.state == JobState.RUNNING:
-            self.state = JobState.PENDING
-            self.attempts = 0
+        self.apply(DEFER)
 
     def on(self, event: str, listener: ProgressListener) -> None:
         """Register ``listener`` for ``event``; the only event is ``"progress"``."""

@@ -1,11 +1,20 @@
 """The job store contract: where each job's state lives, so it can be looked up any time.
 
 A store is written by producers (``add``) and by workers (``claim``, ``set_progress``,
-``update``), from many processes at once. Two rules hold for every backend:
+``update``, ``apply``), from many processes at once. The contract comes in four parts, one
+per concern, so a collaborator can ask for the part it uses: ``ProducerStore`` (records added
+jobs), ``WorkerStore`` (an attempt's writes and the transitions of ``adapter.job``),
+``InspectionStore`` (Vendure's inspection queries) and ``DeadLetterStore``. ``JobStore`` is
+all four; backends (``sql/``, ``redis/``, ``memory``) fill in its abstract methods.
+
+Two rules hold for every backend:
 
 - a settled job is never overwritten (Vendure's ``settledAt IS NULL`` guard): ``claim``,
-  ``set_progress`` and ``update`` change nothing and report False/None for a settled job;
+  ``set_progress``, ``update`` and ``apply`` change nothing for a settled job;
 - reads return fresh snapshots, never objects another caller can mutate.
+
+Stores do not decide what an event does to a job: ``adapter.lifecycle`` does, from the rules
+of ``adapter.job``, and a store applies the ``Transition`` or the job it is given atomically.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from adapter.dead_letter import DeadLetter
-from adapter.job import Job, JobState
+from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
 from adapter.listing import JobList, JobListOptions
 
 #: Fields a worker may change after ``add``; ``update`` writes them all (one list for all stores).
@@ -33,15 +42,15 @@ MUTABLE_FIELDS = (
 )
 
 
-class JobStore(ABC):
-    """Persists jobs by id; backends fill in these few operations."""
+class ProducerStore(ABC):
+    """What ``add`` needs: record new jobs, undo a record, read one back."""
 
     #: The URL the store was opened with, for messages (passwords masked by the opener).
     url: str = ""
 
     @abstractmethod
     def insert(self, job: Job) -> None:
-        """Store a new job, which already carries its id."""
+        """Store a new job, which already carries its id; DuplicateJobError if it is taken."""
 
     @abstractmethod
     def insert_many(self, new_jobs: Sequence[Job]) -> None:
@@ -56,14 +65,25 @@ class JobStore(ABC):
         """Return the job with ``job_id`` as stored now, or None."""
 
     @abstractmethod
+    def delete(self, job_id: str) -> None:
+        """Remove a job, used to undo ``insert`` when publishing it failed."""
+
+    def close(self) -> None:  # noqa: B027 - optional for stores without connections
+        """Release connections."""
+
+
+class WorkerStore(ABC):
+    """What workers need: begin an attempt, record progress and outcomes, apply transitions."""
+
+    @abstractmethod
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
-        """Begin an attempt of ``job``: RUNNING, attempts + 1, started now.
+        """Apply ``adapter.job.START`` to ``job``: RUNNING, attempts + 1, started now.
 
         A job missing from the store (published by another producer, or by one using another
         store) is inserted from ``job`` first. Returns the stored job after the change, or
         None when the job must not run: it is settled (for example cancelled), or, with
         ``busy_after``, it is RUNNING with a heartbeat since then (alive on another worker:
-        this delivery is a duplicate).
+        this delivery is a duplicate). Without ``busy_after`` a RUNNING job is claimed.
         """
 
     @abstractmethod
@@ -75,47 +95,29 @@ class JobStore(ABC):
         """Write every mutable field of an unsettled job; False when it is settled or unknown."""
 
     @abstractmethod
-    def cancel(self, job_id: str) -> Job | None:
-        """Settle an unsettled job as CANCELLED; return the job as stored now, or None."""
+    def apply(
+        self,
+        transition: Transition,
+        job_ids: Sequence[str] | None,
+        *,
+        stale_before: datetime | None = None,
+        given: Mapping[str, Any] | None = None,
+    ) -> list[Job]:
+        """Apply ``transition`` to the unsettled jobs among ``job_ids``, each atomically.
 
-    @abstractmethod
-    def queue_counts(self) -> dict[str, dict[JobState, int]]:
-        """Return, for every queue with stored jobs, how many jobs are in each state."""
-
-    @abstractmethod
-    def defer(self, job_ids: Sequence[str]) -> int:
-        """Send RUNNING, unsettled jobs back to PENDING with attempts reset; return how many."""
-
-    @abstractmethod
-    def heartbeat(self, job_ids: Sequence[str]) -> int:
-        """Mark RUNNING, unsettled jobs among ``job_ids`` alive now; return how many.
-
-        A beat is the job's ``updated_at``: progress and claims count as beats too.
+        ``job_ids`` None means every stored job in the transition's source states.
+        ``stale_before``: jobs in its ``stale_sources`` whose ``updated_at`` is older are
+        changed too. ``given`` holds the values of its ``given`` fields. Every change also
+        sets ``updated_at`` to now. Returns the jobs changed, as stored after the change.
         """
-
-    @abstractmethod
-    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
-        """Hand back RUNNING, unsettled jobs not heard of since ``stale_before``.
-
-        Each becomes RETRYING with progress 0 and ``error = reason``, atomically per job: a job
-        that beat or settled meanwhile is left alone. Returns the jobs changed, as stored now.
-        """
-
-    @abstractmethod
-    def record_dead_letter(self, letter: DeadLetter) -> None:
-        """Keep ``letter``: a message that was not a job and was not run."""
-
-    @abstractmethod
-    def dead_letters(self, take: int = 100) -> list[DeadLetter]:
-        """Return the latest ``take`` dead letters, newest first."""
 
     @abstractmethod
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         """Return which of ``job_ids`` are CANCELLED now."""
 
-    @abstractmethod
-    def delete(self, job_id: str) -> None:
-        """Remove a job, used to undo ``insert`` when publishing it failed."""
+
+class InspectionStore(ABC):
+    """Vendure's inspection: list, look up, count and remove settled jobs."""
 
     @abstractmethod
     def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
@@ -126,6 +128,10 @@ class JobStore(ABC):
         """Return the jobs with these ids, in the order given; unknown ids are dropped."""
 
     @abstractmethod
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Return, for every queue with stored jobs, how many jobs are in each state."""
+
+    @abstractmethod
     def remove_settled(
         self, queue_names: Sequence[str] | None = None, older_than: datetime | None = None
     ) -> int:
@@ -134,5 +140,45 @@ class JobStore(ABC):
         ``older_than`` defaults to now; a naive time is UTC. Returns how many jobs were deleted.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional for stores without connections
-        """Release connections."""
+
+class DeadLetterStore(ABC):
+    """Messages workers refused as not jobs, kept with the reason."""
+
+    @abstractmethod
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep ``letter``: a message that was not a job and was not run."""
+
+    @abstractmethod
+    def dead_letters(self, take: int = 100) -> list[DeadLetter]:
+        """Return the latest ``take`` dead letters, newest first."""
+
+
+class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore):
+    """Persists jobs by id: the whole contract, which every backend implements.
+
+    The transitions of ``adapter.job`` have one method each here, written once over ``apply``.
+    """
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Settle an unsettled job as CANCELLED; return the job as stored now, or None."""
+        changed = self.apply(CANCEL, [job_id])
+        return changed[0] if changed else self.get(job_id)
+
+    def defer(self, job_ids: Sequence[str]) -> int:
+        """Send RUNNING, unsettled jobs back to PENDING with attempts reset; return how many."""
+        return len(self.apply(DEFER, list(dict.fromkeys(job_ids)))) if job_ids else 0
+
+    def heartbeat(self, job_ids: Sequence[str]) -> int:
+        """Mark RUNNING, unsettled jobs among ``job_ids`` alive now; return how many.
+
+        A beat is the job's ``updated_at``: progress and claims count as beats too.
+        """
+        return len(self.apply(BEAT, list(dict.fromkeys(job_ids)))) if job_ids else 0
+
+    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
+        """Apply ``adapter.job.LOSE`` to RUNNING jobs not heard of since ``stale_before``.
+
+        Each becomes RETRYING with progress 0 and ``error = reason``, atomically per job: a job
+        that beat or settled meanwhile is left alone. Returns the jobs changed, as stored now.
+        """
+        return self.apply(LOSE, None, stale_before=stale_before, given={"error": reason})

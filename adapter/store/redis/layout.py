@@ -8,6 +8,7 @@ hold its candidates, and says whether those sets answer the filter exactly (then
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapter.job import SETTLED_STATES, Job, JobState
+from adapter.job import SETTLED_STATES, Job, JobState, Transition
 from adapter.listing import (
     Condition,
     JobFilter,
@@ -119,19 +120,43 @@ def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
 def mutable_fields(job: Job, updated_at: datetime) -> dict[str, str]:
     """Return the hash fields of ``job`` an update writes (``MUTABLE_FIELDS`` that are set)."""
     fields = {
-        "state": job.state.value,
-        "progress": repr(float(job.progress)),
-        "result": json.dumps(job.result),
-        "retries": str(job.retries),
-        "attempts": str(job.attempts),
-        "updated_at": str(micros(updated_at)),
+        name: field_text(name, getattr(job, name))
+        for name in ("state", "progress", "result", "retries", "attempts")
     }
-    if job.error is not None:
-        fields["error"] = str(job.error)
-    for name, value in (("started_at", job.started_at), ("settled_at", job.settled_at)):
+    fields["updated_at"] = field_text("updated_at", updated_at)
+    for name in ("error", "started_at", "settled_at"):
+        value = getattr(job, name)
         if value is not None:
-            fields[name] = str(micros(value))
+            fields[name] = field_text(name, value)
     return fields
+
+
+def field_text(name: str, value: Any) -> str:
+    """Return one job field as its hash stores it (see the key layout)."""
+    if name in {"data", "result"}:
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return str(micros(value))
+    if name == "progress":
+        return repr(float(value))
+    if isinstance(value, JobState):
+        return value.value
+    return str(value)
+
+
+@functools.cache
+def transition_spec(transition: Transition) -> str:
+    """Return ``transition`` as the JSON the scripts' ``transit`` reads (built once each)."""
+    spec: dict[str, Any] = {
+        "sources": dict.fromkeys(sorted(transition.sources), True),
+        "stale": dict.fromkeys(sorted(transition.stale_sources), True),
+        "values": {name: field_text(name, v) for name, v in transition.values.items()},
+        "stamps": list(transition.stamps),
+        "counts": transition.counts_attempt,
+    }
+    if transition.state is not None:
+        spec["state"] = transition.state.value
+    return json.dumps(spec)
 
 
 #: ``job_from_hash``'s default: the data is in the hash.

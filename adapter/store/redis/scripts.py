@@ -106,8 +106,48 @@ local function unsettled(key)
   return redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'settled_at') == 0
 end
 
-local function running(key)
-  return unsettled(key) and redis.call('HGET', key, 'state') == 'RUNNING'
+-- Apply the transition `spec` (``layout.transition_spec``: sources, stale, state, values,
+-- stamps, counts) to job `id` if it is unsettled and its state allows it; `given` holds the
+-- caller's fields, `stale_before` (or false) the cutoff for the stale sources. True if applied.
+local function transit(p, id, spec, now, stale_before, given)
+  local key = p .. ':job:' .. id
+  if not unsettled(key) then
+    return false
+  end
+  local f = redis.call('HMGET', key, 'state', 'updated_at')
+  local old = f[1]
+  local allowed = spec.sources[old] ~= nil
+  if not allowed and spec.stale[old] ~= nil and stale_before then
+    allowed = tonumber(f[2]) < stale_before
+  end
+  if not allowed then
+    return false
+  end
+  local changes = {'updated_at', now}
+  for name, value in pairs(spec.values) do
+    changes[#changes + 1] = name
+    changes[#changes + 1] = value
+  end
+  for _, name in ipairs(spec.stamps) do
+    changes[#changes + 1] = name
+    changes[#changes + 1] = now
+  end
+  for name, value in pairs(given) do
+    changes[#changes + 1] = name
+    changes[#changes + 1] = value
+  end
+  if spec.state then
+    changes[#changes + 1] = 'state'
+    changes[#changes + 1] = spec.state
+  end
+  redis.call('HSET', key, unpack(changes))
+  if spec.counts then
+    redis.call('HINCRBY', key, 'attempts', 1)
+  end
+  if spec.state then
+    place(p, id, old)
+  end
+  return true
 end
 """
 
@@ -141,34 +181,28 @@ end
 return recorded
 """
 
-#: ARGV: prefix, id, now, busy_after (or ''), then the job's field/value pairs, or none.
-#: A missing job is recorded from those pairs; without them the script returns {-1} and
-#: changes nothing (the caller sends them then: a job is nearly always stored already).
-#: Returns JSON ``[1 if it was recorded else 0, the job's fields after the claim but ``data``,
-#: which never changes, or {} when it is settled or RUNNING with a beat at or after
-#: busy_after]``: one string is far cheaper for the client to read than a list of fields.
+#: ARGV: prefix, id, now, the START transition's spec, busy_after (or ''), then the job's
+#: field/value pairs, or none. A missing job is recorded from those pairs; without them the
+#: script returns {-1} and changes nothing (the caller sends them then: a job is nearly always
+#: stored already). Returns JSON ``[1 if it was recorded else 0, the job's fields after the
+#: claim but ``data``, which never changes, or {} when the transition did not apply (settled,
+#: or RUNNING with a beat at or after busy_after)]``: one string is far cheaper for the client
+#: to read than a list of fields.
 CLAIM = """
-local p, id, now, busy_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local spec, busy_after = cjson.decode(ARGV[4]), tonumber(ARGV[5]) or math.huge
 local key = p .. ':job:' .. id
 local recorded = 0
 if redis.call('EXISTS', key) == 0 then
-  if #ARGV < 5 then
+  if #ARGV < 6 then
     return '[-1, {}]'
   end
-  add(p, id, {unpack(ARGV, 5)})
+  add(p, id, {unpack(ARGV, 6)})
   recorded = 1
 end
-if not unsettled(key) then
+if not transit(p, id, spec, now, busy_after, {}) then
   return '[' .. recorded .. ', {}]'
 end
-local old = redis.call('HGET', key, 'state')
-if old == 'RUNNING' and busy_after
-    and tonumber(redis.call('HGET', key, 'updated_at')) >= busy_after then
-  return '[' .. recorded .. ', {}]'
-end
-redis.call('HSET', key, 'state', 'RUNNING', 'started_at', now, 'updated_at', now)
-redis.call('HINCRBY', key, 'attempts', 1)
-place(p, id, old)
 local flat = redis.call('HGETALL', key)
 local fields = {}
 for k = 1, #flat, 2 do
@@ -213,63 +247,29 @@ redis.call('HSET', key, 'progress', ARGV[3], 'updated_at', ARGV[4])
 return 1
 """
 
-#: ARGV: prefix, id, now. Returns the job's fields as stored now ({} when unknown).
-CANCEL = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[3]
-local key = p .. ':job:' .. id
-if unsettled(key) then
-  local old = redis.call('HGET', key, 'state')
-  redis.call('HSET', key, 'state', 'CANCELLED', 'settled_at', now, 'updated_at', now)
-  place(p, id, old)
-end
-return redis.call('HGETALL', key)
-"""
-
-#: ARGV: prefix, now, id, ...  Sends RUNNING, unsettled jobs back to PENDING with attempts 0.
-#: Returns how many.
-DEFER = """
-local p, now = ARGV[1], ARGV[2]
-local deferred = 0
-for i = 3, #ARGV do
-  local key = p .. ':job:' .. ARGV[i]
-  if running(key) then
-    redis.call('HSET', key, 'state', 'PENDING', 'attempts', 0, 'updated_at', now)
-    place(p, ARGV[i], 'RUNNING')
-    deferred = deferred + 1
+#: ARGV: prefix, now, a transition's spec, stale_before (or ''), a JSON object of its given
+#: fields, then the job ids, or none for every job in the transition's source states.
+#: Returns a JSON array of the fields of the jobs changed, as stored after the change.
+TRANSITION = """
+local p, now, spec = ARGV[1], ARGV[2], cjson.decode(ARGV[3])
+local stale_before, given = tonumber(ARGV[4]) or false, cjson.decode(ARGV[5])
+local ids = {unpack(ARGV, 6)}
+if #ARGV < 6 then
+  for _, states in ipairs({spec.sources, spec.stale}) do
+    for state, _ in pairs(states) do
+      for _, id in ipairs(redis.call('ZRANGE', p .. ':idx:state:' .. state, 0, -1)) do
+        ids[#ids + 1] = id
+      end
+    end
   end
 end
-return deferred
-"""
-
-#: ARGV: prefix, now, id, ...  Stamps RUNNING, unsettled jobs' updated_at. Returns how many.
-HEARTBEAT = """
-local p, now = ARGV[1], ARGV[2]
-local beat = 0
-for i = 3, #ARGV do
-  local key = p .. ':job:' .. ARGV[i]
-  if running(key) then
-    redis.call('HSET', key, 'updated_at', now)
-    beat = beat + 1
+local changed = {}
+for _, id in ipairs(ids) do
+  if transit(p, id, spec, now, stale_before, given) then
+    changed[#changed + 1] = id
   end
 end
-return beat
-"""
-
-#: ARGV: prefix, before, now, reason. RUNNING, unsettled jobs with updated_at < before become
-#: RETRYING (progress 0, error reason). Returns a JSON array of their fields after the change.
-REAP = """
-local p, before, now, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local reaped = {}
-for _, id in ipairs(redis.call('ZRANGE', p .. ':idx:state:RUNNING', 0, -1)) do
-  local key = p .. ':job:' .. id
-  if unsettled(key) and tonumber(redis.call('HGET', key, 'updated_at')) < before then
-    redis.call('HSET', key, 'state', 'RETRYING', 'progress', '0.0', 'error', reason,
-      'updated_at', now)
-    place(p, id, 'RUNNING')
-    reaped[#reaped + 1] = id
-  end
-end
-return as_json(p, reaped)
+return as_json(p, changed)
 """
 
 #: ARGV: prefix, id. Returns 1 when the job existed.
@@ -369,10 +369,7 @@ class RedisScripts:
         self.claim: Script = client.register_script(_COMMON + CLAIM)
         self.update: Script = client.register_script(_COMMON + UPDATE)
         self.set_progress: Script = client.register_script(_COMMON + SET_PROGRESS)
-        self.cancel: Script = client.register_script(_COMMON + CANCEL)
-        self.defer: Script = client.register_script(_COMMON + DEFER)
-        self.heartbeat: Script = client.register_script(_COMMON + HEARTBEAT)
-        self.reap: Script = client.register_script(_COMMON + _AS_JSON + REAP)
+        self.transition: Script = client.register_script(_COMMON + _AS_JSON + TRANSITION)
         self.delete: Script = client.register_script(_COMMON + DELETE)
         self.remove_settled: Script = client.register_script(_COMMON + REMOVE_SETTLED)
         self.page: Script = client.register_script(PAGE)

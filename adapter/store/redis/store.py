@@ -52,7 +52,7 @@ import redis
 from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError, StoreError
 from adapter.forksafe import ForkSafeLock
-from adapter.job import Job, JobState, utcnow
+from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import (
     JobList,
     JobListOptions,
@@ -65,11 +65,13 @@ from adapter.listing import (
 from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.redis.layout import (
     RedisKeys,
+    field_text,
     job_from_hash,
     job_hash,
     micros,
     mutable_fields,
     plan_index,
+    transition_spec,
 )
 from adapter.store.redis.scripts import RedisScripts
 
@@ -172,7 +174,7 @@ class RedisJobStore(JobStore):
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         now = utcnow()
         busy = "" if busy_after is None else str(micros(busy_after))
-        args = [self.keys.prefix, str(job.id), str(micros(now)), busy]
+        args = [self.keys.prefix, str(job.id), str(micros(now)), transition_spec(START), busy]
         with self._talking() as (_, scripts):
             recorded, fields = json.loads(scripts.claim(args=args))
             if recorded == CLAIM_NEEDS_JOB:
@@ -194,11 +196,6 @@ class RedisJobStore(JobStore):
         with self._talking() as (_, scripts):
             return bool(scripts.update(args=args))
 
-    def cancel(self, job_id: str) -> Job | None:
-        with self._talking() as (_, scripts):
-            fields = scripts.cancel(args=[self.keys.prefix, job_id, micros(utcnow())])
-        return job_from_hash(_as_dict(fields)) if fields else None
-
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         with self._talking() as (client, _):
             names = sorted(_text(name) for name in client.smembers(self.keys.queues))
@@ -210,25 +207,28 @@ class RedisJobStore(JobStore):
         counts = {name: {state: int(next(cards)) for state in JobState} for name in names}
         return {name: by_state for name, by_state in counts.items() if any(by_state.values())}
 
-    def defer(self, job_ids: Sequence[str]) -> int:
-        if not job_ids:
-            return 0
-        args = [self.keys.prefix, str(micros(utcnow())), *dict.fromkeys(job_ids)]
+    def apply(
+        self,
+        transition: Transition,
+        job_ids: Sequence[str] | None,
+        *,
+        stale_before: datetime | None = None,
+        given: Mapping[str, Any] | None = None,
+    ) -> list[Job]:
+        if job_ids is not None and not job_ids:
+            return []
+        fields = {name: field_text(name, value) for name, value in (given or {}).items()}
+        args: list[str] = [
+            self.keys.prefix,
+            str(micros(utcnow())),
+            transition_spec(transition),
+            "" if stale_before is None else str(micros(stale_before)),
+            json.dumps(fields),
+            *([] if job_ids is None else job_ids),
+        ]
         with self._talking() as (_, scripts):
-            return int(scripts.defer(args=args))
-
-    def heartbeat(self, job_ids: Sequence[str]) -> int:
-        if not job_ids:
-            return 0
-        args = [self.keys.prefix, str(micros(utcnow())), *dict.fromkeys(job_ids)]
-        with self._talking() as (_, scripts):
-            return int(scripts.heartbeat(args=args))
-
-    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
-        args: list[str | int] = [self.keys.prefix, micros(stale_before), micros(utcnow()), reason]
-        with self._talking() as (_, scripts):
-            reaped = scripts.reap(args=args)
-        return [job_from_hash(fields) for fields in json.loads(reaped)]
+            changed = scripts.transition(args=args)
+        return [job_from_hash(found) for found in json.loads(changed)]
 
     def record_dead_letter(self, letter: DeadLetter) -> None:
         with self._talking() as (client, _), client.pipeline(transaction=True) as pipe:
@@ -356,10 +356,6 @@ def _merged(pages: Iterable[Sequence[str]], newest_first: bool) -> list[str]:
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:
     return [part for pair in fields.items() for part in pair]
-
-
-def _as_dict(flat: Sequence[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _text(value: bytes | str) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from adapter.dead_letter import DeadLetter
 from adapter.errors import DuplicateJobError, StoreError
-from adapter.job import Job, JobState, utcnow
+from adapter.job import SETTLED_STATES, START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.sql.engine import ProcessEngine
@@ -120,7 +120,7 @@ class SqlJobStore(JobStore):
         params = {
             "job_id": job.id,
             "now": _naive(utcnow()),
-            "busy_after": _naive(busy_after) or datetime.max,
+            "stale_before": _naive(busy_after) or datetime.max,
         }
         try:
             with self._db.begin() as conn:
@@ -145,13 +145,6 @@ class SqlJobStore(JobStore):
         params["job_id"] = job.id
         return bool(self._run(_UPDATE, params).rowcount)
 
-    def cancel(self, job_id: str) -> Job | None:
-        params = {"job_id": job_id, "now": _naive(utcnow())}
-        with self._db.begin() as conn:
-            conn.execute(_CANCEL, params)
-            row = conn.execute(_GET, params).first()
-        return None if row is None else _job(row)
-
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         statement = sa.select(jobs.c.queue_name, jobs.c.state, sa.func.count()).group_by(
             jobs.c.queue_name, jobs.c.state
@@ -161,24 +154,26 @@ class SqlJobStore(JobStore):
             counts.setdefault(queue_name, dict.fromkeys(JobState, 0))[JobState(state)] = count
         return counts
 
-    def defer(self, job_ids: Sequence[str]) -> int:
-        statement = (
-            jobs.update()
-            .where(jobs.c.id.in_(list(job_ids)), _RUNNING)
-            .values(state=JobState.PENDING.value, attempts=0, updated_at=_naive(utcnow()))
-        )
-        return int(self._run(statement).rowcount) if job_ids else 0
-
-    def heartbeat(self, job_ids: Sequence[str]) -> int:
-        if not job_ids:
-            return 0
-        params = {"job_ids": list(job_ids), "now": _naive(utcnow())}
-        return int(self._run(_HEARTBEAT, params).rowcount)
-
-    def reap(self, stale_before: datetime, reason: str) -> list[Job]:
-        params = {"before": _naive(stale_before), "reason": reason, "now": _naive(utcnow())}
+    def apply(
+        self,
+        transition: Transition,
+        job_ids: Sequence[str] | None,
+        *,
+        stale_before: datetime | None = None,
+        given: Mapping[str, Any] | None = None,
+    ) -> list[Job]:
+        if job_ids is not None and not job_ids:
+            return []
+        params: dict[str, Any] = {
+            "now": _naive(utcnow()),
+            "stale_before": _naive(stale_before) or datetime.min,
+            **{f"given_{name}": value for name, value in (given or {}).items()},
+        }
+        if job_ids is not None:
+            params["job_ids"] = list(job_ids)
+        statement = _transition_statement(transition, "many" if job_ids is not None else "all")
         with self._db.begin() as conn:
-            return [_job(row) for row in conn.execute(_REAP, params).all()]
+            return [_job(row) for row in conn.execute(statement, params).all()]
 
     def record_dead_letter(self, letter: DeadLetter) -> None:
         row = letter.model_dump()
@@ -259,25 +254,6 @@ _INSERT_ABSENT = {
 _GET = jobs.select().where(jobs.c.id == _job_id)
 _EXISTS = sa.select(jobs.c.id).where(jobs.c.id == _job_id)
 _DELETE = jobs.delete().where(jobs.c.id == _job_id)
-_CLAIM = (
-    jobs.update()
-    .where(
-        _unsettled_job,
-        sa.not_(
-            sa.and_(
-                jobs.c.state == JobState.RUNNING.value,
-                jobs.c.updated_at >= sa.bindparam("busy_after"),
-            )
-        ),
-    )
-    .values(
-        state=JobState.RUNNING.value,
-        attempts=jobs.c.attempts + 1,
-        started_at=_now,
-        updated_at=_now,
-    )
-    .returning(*jobs.c)
-)
 _SET_PROGRESS = (
     jobs.update().where(_unsettled_job).values(progress=sa.bindparam("progress"), updated_at=_now)
 )
@@ -286,28 +262,46 @@ _UPDATE = (
     .where(_unsettled_job)
     .values({name: sa.bindparam(f"new_{name}") for name in _MUTABLE})
 )
-_RUNNING = sa.and_(_unsettled, jobs.c.state == JobState.RUNNING.value)
-_HEARTBEAT = (
-    jobs.update()
-    .where(jobs.c.id.in_(sa.bindparam("job_ids", expanding=True)), _RUNNING)
-    .values(updated_at=_now)
-)
-_REAP = (
-    jobs.update()
-    .where(_RUNNING, jobs.c.updated_at < sa.bindparam("before"))
-    .values(
-        state=JobState.RETRYING.value,
-        progress=0,
-        error=sa.bindparam("reason"),
-        updated_at=_now,
-    )
-    .returning(*jobs.c)
-)
-_CANCEL = (
-    jobs.update()
-    .where(_unsettled_job)
-    .values(state=JobState.CANCELLED.value, settled_at=_now, updated_at=_now, is_settled=True)
-)
+#: Statements of ``apply`` by (transition, which jobs), built on first use.
+_TRANSITIONS: dict[tuple[Transition, str], Any] = {}
+
+
+def _transition_statement(transition: Transition, which: str) -> Any:
+    """The UPDATE that applies ``transition`` to the unsettled jobs it allows.
+
+    ``which``: "one" (``:job_id``), "many" (``:job_ids``) or "all" (every job it allows).
+    Parameters: ``now``, ``stale_before``, and ``given_<field>`` for its given fields.
+    """
+    key = (transition, which)
+    if key in _TRANSITIONS:
+        return _TRANSITIONS[key]
+    allowed: list[sa.ColumnElement[bool]] = [
+        jobs.c.state.in_([state.value for state in transition.sources])
+    ]
+    if transition.stale_sources:
+        stale = [state.value for state in transition.stale_sources]
+        allowed.append(
+            sa.and_(jobs.c.state.in_(stale), jobs.c.updated_at < sa.bindparam("stale_before"))
+        )
+    where = [_unsettled, sa.or_(*allowed)]
+    if which == "one":
+        where.append(jobs.c.id == _job_id)
+    elif which == "many":
+        where.append(jobs.c.id.in_(sa.bindparam("job_ids", expanding=True)))
+    values: dict[str, Any] = {**transition.values, "updated_at": _now}
+    values.update(dict.fromkeys(transition.stamps, _now))
+    values.update({name: sa.bindparam(f"given_{name}") for name in transition.given})
+    if transition.counts_attempt:
+        values["attempts"] = jobs.c.attempts + 1
+    if transition.state is not None:
+        values["state"] = transition.state.value
+        values["is_settled"] = transition.state in SETTLED_STATES
+    statement = jobs.update().where(*where).values(values).returning(*jobs.c)
+    _TRANSITIONS[key] = statement
+    return statement
+
+
+_CLAIM = _transition_statement(START, "one")
 
 
 def _naive(value: datetime | None) -> datetime | None:
