@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 
 from adapter.errors import JobQueueError
 from adapter.forksafe import ForkSafeLock
@@ -40,7 +39,7 @@ class RunningJobs:
 
     def __init__(
         self,
-        store: Callable[[], JobStore],
+        store: JobStore,
         *,
         heartbeat_interval: float = HEARTBEAT_INTERVAL.default,
         poll_interval: float = CANCEL_POLL_INTERVAL_S,
@@ -87,8 +86,8 @@ class RunningJobs:
             try:
                 if time.monotonic() - last_beat >= self._heartbeat_interval:
                     last_beat = time.monotonic()
-                    self._store().heartbeat(list(running))
-                cancelled = self._store().cancelled_among(list(running))
+                    self._store.heartbeat(list(running))
+                cancelled = self._store.cancelled_among(list(running))
             except JobQueueError as err:
                 logger.warning("could not look after the running jobs: %s", err)
                 continue

@@ -30,6 +30,7 @@ from kombu.transport.redis import Mutex, MutexHeld
 from adapter.celery.routing import QUEUE_PREFIX
 from adapter.forksafe import no_fork
 from adapter.job import Job, JobState
+from adapter.lifecycle import Liveness
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
@@ -170,3 +171,23 @@ def _task_id(raw: Any, nested: bool = False) -> str:
         return str((message[0] if nested else message)["headers"]["id"])
     except (ValueError, TypeError, KeyError, IndexError):
         return ""
+
+
+class OrphanRecovery:
+    """The reaper's help on Redis (``adapter.celery.reaper.MessageRecovery``) for one app."""
+
+    def __init__(self, app: Celery, store: JobStore, publisher: Any, liveness: Liveness) -> None:
+        self._app = app
+        self._store = store
+        self._publisher = publisher
+        self._liveness = liveness
+
+    def restore_orphaned_messages(self) -> int:
+        """Put back job messages lost workers had taken; return how many."""
+        return restore_orphaned_messages(self._app, self._liveness.heartbeat_timeout)
+
+    def republish_unqueued_jobs(self, created_before: datetime) -> list[Job] | None:
+        """Publish again the waiting jobs whose message Redis lost (see the function)."""
+        return republish_unqueued_jobs(
+            self._app, self._store, self._publisher.publish, created_before
+        )

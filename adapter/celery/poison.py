@@ -74,7 +74,7 @@ def on_job_queue(message: Any) -> bool:
 class DeadLetterOffice:
     """Records, keeps and rejects poison messages."""
 
-    def __init__(self, store: Callable[[], JobStore]) -> None:
+    def __init__(self, store: JobStore) -> None:
         self._store = store
 
     def take(self, message: Any, reason: str, consumer: Any) -> None:
@@ -117,7 +117,7 @@ class DeadLetterOffice:
             "dead letter on %s (task id %s): %s", letter.queue, letter.task_id, letter.reason
         )
         try:
-            self._store().record_dead_letter(letter)
+            self._store.record_dead_letter(letter)
         except JobQueueError as err:
             logger.error("could not record the dead letter: %s; body: %.500s", err, letter.body)
         self._keep_on_rabbitmq(app, letter, body, encoding, headers)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from celery import Celery, Task
 
 from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.errors import PublishError
 from adapter.job import Job
 
 
@@ -37,7 +38,13 @@ class JobPublisher:
         self._task = task
 
     def publish(self, job: Job) -> None:
-        """Send the message that runs ``job``; the broker's errors propagate as they are."""
+        """Send the message that runs ``job``; PublishError when the broker refuses it."""
+        try:
+            self._send(job)
+        except Exception as err:  # the broker's errors vary by transport
+            raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
+
+    def _send(self, job: Job) -> None:
         app, amqp = self._app, self._app.amqp
         args = [job.to_wire()]
         # What Flower and `celery events` show as the arguments; it also spares a repr of the

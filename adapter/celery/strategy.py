@@ -33,18 +33,19 @@ from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.app import use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
-from adapter.celery.orphans import republish_unqueued_jobs, restore_orphaned_messages
+from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterOffice
 from adapter.celery.publish import JobPublisher
-from adapter.celery.reaper import Liveness, Reaper
+from adapter.celery.reaper import Reaper
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import TASK_NAME, queue_name_of
-from adapter.celery.task import JobRunner, register_task
+from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json
 from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
 from adapter.job import Job, JobState, validate_queue_name
+from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
 from adapter.settings import MAX_DATA_BYTES, AdapterSettings
@@ -87,48 +88,37 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self.app = app
         prepare_filesystem_broker(app)
         use_adapter_transports(app)
-        self._store_arg = store
-        self._store: JobStore | None = store if isinstance(store, JobStore) else None
+        self._store = (
+            store
+            if isinstance(store, JobStore)
+            else open_store(str(store or store_url_for(app.conf)))
+        )
         self.backoff_strategy = backoff_strategy or constant_backoff()
         self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
         self.liveness = Liveness.from_conf(app.conf)
+        running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
+        self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
         self._registry = ProcessRegistry()
+        office = DeadLetterOffice(self._store)
+        self._task = register_task(app, self._registry, self.lifecycle, office)
+        self._publisher = JobPublisher(app, self._task)
         self._reaper = Reaper(
-            lambda: self.store,
-            self._publish,
-            self.liveness,
-            lambda: restore_orphaned_messages(app, self.liveness.heartbeat_timeout),
-            lambda connected: republish_unqueued_jobs(app, self.store, self._publish, connected),
+            self.lifecycle,
+            self._publisher,
+            OrphanRecovery(app, self._store, self._publisher, self.liveness),
         )
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
+        app.steps["consumer"].add(queue_control_step(self._consumer, office))
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
-        office = DeadLetterOffice(lambda: self.store)
-        app.steps["consumer"].add(queue_control_step(self._consumer, office))
-        runner = JobRunner(
-            registry=self._registry,
-            store=lambda: self.store,
-            backoff=self.backoff_strategy,
-            running=RunningJobs(
-                lambda: self.store, heartbeat_interval=self.liveness.heartbeat_interval
-            ),
-            liveness=self.liveness,
-        )
-        self._task = register_task(app, runner, office)
-        self._publisher = JobPublisher(app, self._task)
-        self._write_behind = WriteBehind(self._opened_store)
+        self._write_behind = WriteBehind(self._store)
 
     @property
     def store(self) -> JobStore:
-        """The job store, opened on first use; it holds every job ``add`` returned here."""
+        """The job store; it holds every job ``add`` returned here (pending adds are written)."""
         self.flush()
-        return self._opened_store()
-
-    def _opened_store(self) -> JobStore:
-        if self._store is None:
-            self._store = open_store(str(self._store_arg or store_url_for(self.app.conf)))
         return self._store
 
     def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
@@ -166,7 +156,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         if job.id is None and idempotency_key is None:
             # A fresh id is in no store yet: publish first, then record the job in the next
             # batch instead of paying a store round trip per add.
-            self._publish(added)
+            self._publisher.publish(added)
             self._write_behind.add(added)
             return SubscribableJob.wrap(added, self)
         try:
@@ -177,19 +167,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
                 raise
             return existing  # another process added the same key first
         try:
-            self._publish(added)
+            self._publisher.publish(added)
         except PublishError:
             assert added.id is not None
             self.store.delete(added.id)
             raise
         return SubscribableJob.wrap(added, self)
-
-    def _publish(self, job: Job) -> None:
-        """Send the one message that runs ``job`` (``add``, and the reaper for lost jobs)."""
-        try:
-            self._publisher.publish(job)
-        except Exception as err:  # the broker's errors vary by transport
-            raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
 
     def flush(self) -> None:
         """Write now the jobs added here whose batch is not in the store yet.
@@ -274,7 +257,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             logger.info("job %s is already %s; cancelling changed nothing", job_id, before.state)
         if before is None or before.is_settled:
             return before
-        return self.store.cancel(job_id)
+        return self.lifecycle.cancel(job_id)
 
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:
         """Return the latest messages workers refused to run (not jobs), newest first."""
@@ -289,8 +272,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._embedded.stop()
         self._reaper.stop()
         self.flush()
-        if self._store is not None:
-            self._store.close()
+        self._store.close()
 
     def _runs_embedded_worker(self) -> bool:
         if self._embedded_wanted is not None:

@@ -89,9 +89,9 @@ class GracefulStop:
         if not running:
             worker_state.should_stop = 0
             return
-        deferred = self._strategy.store.defer(running)
+        deferred = self._strategy.lifecycle.defer(running)
         logger.warning(
-            "deferred %d running job(s) to PENDING for another worker: %s", deferred, running
+            "deferred %d running job(s) to PENDING for another worker: %s", len(deferred), running
         )
         worker_state.should_terminate = 0
 

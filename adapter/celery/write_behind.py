@@ -32,7 +32,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 
 from adapter.errors import JobQueueError
 from adapter.forksafe import ForkSafeLock, no_fork
@@ -50,7 +49,7 @@ MAX_PENDING = 1000
 class WriteBehind:
     """Jobs published by ``add`` but not yet in the store, written in batches by one thread."""
 
-    def __init__(self, store: Callable[[], JobStore]) -> None:
+    def __init__(self, store: JobStore) -> None:
         self._store = store
         self._lock = ForkSafeLock()  # guards the three fields below
         self._pending: list[Job] = []
@@ -89,7 +88,7 @@ class WriteBehind:
     def _write(self, batch: list[Job]) -> None:
         try:
             with no_fork():  # SQLite must not be mid-transaction when a prefork pool forks
-                self._store().insert_many(batch)
+                self._store.insert_many(batch)
         except JobQueueError as err:
             logger.error(
                 "could not record %d added jobs (%s); the worker that runs each records it",

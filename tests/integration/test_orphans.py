@@ -70,7 +70,9 @@ def message_ids(client: redis.Redis, queue_key: str) -> list[str]:
 
 
 def republish(strategy: CeleryJobQueueStrategy, connected: datetime) -> list[Job] | None:
-    return republish_unqueued_jobs(strategy.app, strategy.store, strategy._publish, connected)
+    return republish_unqueued_jobs(
+        strategy.app, strategy.store, strategy._publisher.publish, connected
+    )
 
 
 def test_only_waiting_jobs_without_a_message_are_published_again(

@@ -6,8 +6,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from adapter.celery.reaper import Liveness, Reaper
+from adapter.backoff import constant_backoff
+from adapter.celery.reaper import Reaper
 from adapter.job import Job, utcnow
+from adapter.lifecycle import Lifecycle, Liveness
+from adapter.running import RunningJobs
 from adapter.store import open_store
 from tests.support import wait_for
 
@@ -19,21 +22,22 @@ def test_unqueued_jobs_are_looked_for_once_per_start_a_heartbeat_timeout_after_i
     looked: list[datetime] = []
     rounds: list[int] = []
 
-    def restore_messages() -> int:
-        rounds.append(1)
-        return 0
+    class Recovery:
+        def restore_orphaned_messages(self) -> int:
+            rounds.append(1)
+            return 0
 
-    def republish_unqueued(connected: datetime) -> list[Job] | None:
-        looked.append(connected)
-        return None if len(looked) == 1 else []  # the first time, another worker held the lock
+        def republish_unqueued_jobs(self, created_before: datetime) -> list[Job] | None:
+            looked.append(created_before)
+            return None if len(looked) == 1 else []  # the first time, another worker held it
 
-    reaper = Reaper(
-        lambda: store,
-        lambda job: None,
-        Liveness(heartbeat_interval=0.05, heartbeat_timeout=0.3),
-        restore_messages=restore_messages,
-        republish_unqueued=republish_unqueued,
-    )
+    class Publisher:
+        def publish(self, job: Job) -> None:
+            pass
+
+    liveness = Liveness(heartbeat_interval=0.05, heartbeat_timeout=0.3)
+    lifecycle = Lifecycle(store, liveness, constant_backoff(), RunningJobs(store))
+    reaper = Reaper(lifecycle, Publisher(), Recovery())
     started = utcnow()
     reaper.start()
     wait_for(lambda: len(rounds) >= 3, "three reaper rounds")

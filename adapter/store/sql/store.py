@@ -127,7 +127,10 @@ class SqlJobStore(JobStore):
                 row = conn.execute(_CLAIM, params).first()
                 if row is None:
                     if conn.execute(_EXISTS, params).first():
-                        return None  # settled: cancelled, or finished by another delivery
+                        # Settled, running elsewhere, or recorded (write-behind) after the
+                        # UPDATE looked: under READ COMMITTED a second UPDATE sees that row.
+                        row = conn.execute(_CLAIM, params).first()
+                        return None if row is None else _job(row)
                     logger.info("job %s was not in the store yet; recording it now", job.id)
                     conn.execute(_INSERT, _row(job))
                     row = conn.execute(_CLAIM, params).first()

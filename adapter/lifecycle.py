@@ -1,0 +1,231 @@
+"""What each event does to a job, decided in one place from ``adapter.job``'s rules.
+
+Broker-agnostic: the Celery side (``adapter.celery.task``, the reaper, the worker's shutdown)
+turns messages and signals into these calls and the returned ``Outcome`` back into Celery's
+vocabulary (retry, failure, reject). The rules themselves are ``adapter.job``'s: the
+transitions ``START``, ``DEFER``, ``CANCEL``, ``LOSE``, ``BEAT`` and the methods ``complete``
+and ``fail``. A store applies what it is given atomically and keeps the settled guard.
+
+=================  ==========================================================================
+event              what happens to the job
+=================  ==========================================================================
+claim              ``START`` (a copy RUNNING with a fresh beat elsewhere is not claimed);
+                   started more than ``retries + 1 + max_redeliveries`` times: FAILED
+progress           the progress is recorded while the job is unsettled
+process returns    ``complete(result)``: COMPLETED (a job cancelled meanwhile stays CANCELLED)
+process raises     ``fail(error)``: RETRYING after the backoff while retries remain, else
+                   FAILED (a job cancelled meanwhile stays CANCELLED)
+cancel             ``CANCEL``; a running process is told (``adapter.running``)
+shutdown           ``DEFER``: PENDING with attempts reset, for another worker
+lost worker        ``LOSE``: a RUNNING job silent for the heartbeat timeout becomes RETRYING
+                   with the reason, to be published again
+poison             no job changes: the message is kept as a dead letter
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from adapter.backoff import BackoffStrategy
+from adapter.data import ensure_json
+from adapter.errors import StoreError
+from adapter.job import DEFER, LOSE, Job, JobState, utcnow
+from adapter.processes import call_process
+from adapter.running import RunningJobs
+from adapter.settings import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT,
+    MAX_REDELIVERIES,
+    AdapterSettings,
+)
+from adapter.store.base import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: Pauses between tries to record an outcome in a busy or unreachable store, in seconds.
+RECORD_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How workers prove they are alive, and what happens to the jobs of those that are not."""
+
+    heartbeat_interval: float = HEARTBEAT_INTERVAL.default
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT.default
+    max_redeliveries: int = MAX_REDELIVERIES.default
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> Liveness:
+        """Read the settings of a Celery app's configuration (``adapter.settings`` checks them)."""
+        found = AdapterSettings.from_conf(conf)
+        return cls(found.heartbeat_interval, found.heartbeat_timeout, found.max_redeliveries)
+
+    def alive_since(self) -> datetime:
+        """Return the oldest heartbeat of a job still counted as running on a live worker."""
+        return utcnow() - timedelta(seconds=self.heartbeat_timeout)
+
+    def lost_too_often(self, job: Job) -> bool:
+        """True when ``job``, just claimed, has been started more often than it may be."""
+        return job.attempts > job.retries + 1 + self.max_redeliveries
+
+    @property
+    def lost_reason(self) -> str:
+        """The error a job of a lost worker gets."""
+        return f"its worker was lost (no heartbeat for {self.heartbeat_timeout:g}s); it runs again"
+
+
+class OutcomeKind(StrEnum):
+    """How an attempt ended, as the broker side must hear it."""
+
+    COMPLETED = "completed"
+    #: Failed with retries left: run it again after ``Outcome.retry_in_s``.
+    RETRY = "retry"
+    FAILED = "failed"
+    #: Cancelled while it ran, or settled by someone else before its outcome was recorded.
+    SETTLED_ELSEWHERE = "settled_elsewhere"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one attempt: the job as recorded, and what the broker side does next."""
+
+    kind: OutcomeKind
+    job: Job | None = None
+    retry_in_s: float = 0.0
+    error: BaseException | None = None
+
+
+class Lifecycle:
+    """Applies the table above to jobs in ``store``: one instance per strategy."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        liveness: Liveness,
+        backoff: BackoffStrategy,
+        running: RunningJobs,
+        *,
+        record_retry_delays: Sequence[float] = RECORD_RETRY_DELAYS_S,
+    ) -> None:
+        self.store = store
+        self.liveness = liveness
+        self._backoff = backoff
+        self._running = running
+        self._record_retry_delays = tuple(record_retry_delays)
+
+    def claim(self, job: Job) -> Job | None:
+        """Begin an attempt; None when the job must not run now.
+
+        StoreError when the store cannot be reached (nothing ran).
+        """
+        claimed = self.store.claim(job, busy_after=self.liveness.alive_since())
+        if claimed is None:
+            logger.info("job %s is settled or running elsewhere; not running it again", job.id)
+            return None
+        if self.liveness.lost_too_often(claimed):
+            claimed.fail(
+                f"started {claimed.attempts} times without finishing: its worker was lost each "
+                f"time; not run again (at most {self.liveness.max_redeliveries} restarts after "
+                "lost workers)"
+            )
+            logger.error("job %s: %s", claimed.id, claimed.error)
+            self.record(claimed)
+            return None
+        return claimed
+
+    def attempt(self, job: Job, process: Callable[[Job], Any]) -> Outcome:
+        """Run ``process`` on the claimed ``job`` and record the outcome.
+
+        StoreError when the outcome could not be recorded after every retry (the process ran;
+        the broker should deliver the job again).
+        """
+        job_id = job.id or ""
+
+        def persist_progress(progressed: Job) -> None:
+            self.store.set_progress(job_id, progressed.progress)
+
+        job.on("progress", persist_progress)
+        self._running.watch(job)  # until the outcome is recorded: cancel notices, heartbeats
+        try:
+            try:
+                result = call_process(process, job)
+                ensure_json(result, root="result")
+            except Exception as err:  # a process may raise anything: it is a failed attempt
+                return self.failed(job, err)
+            return self.completed(job, result)
+        finally:
+            self._running.unwatch(job)
+
+    def completed(self, job: Job, result: Any) -> Outcome:
+        """The process returned ``result``: COMPLETED, unless cancelled meanwhile."""
+        if job.state == JobState.CANCELLED:
+            logger.info("job %s finished after it was cancelled; it stays CANCELLED", job.id)
+            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
+        job.complete(result)
+        if not self.record(job):
+            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
+        return Outcome(OutcomeKind.COMPLETED, job)
+
+    def failed(self, job: Job, err: Exception) -> Outcome:
+        """The process raised ``err``: RETRYING after the backoff, or FAILED."""
+        if job.state == JobState.CANCELLED:
+            logger.info("job %s stopped after it was cancelled: %s", job.id, err)
+            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
+        job.fail(err)
+        if not self.record(job):
+            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
+        if job.state == JobState.RETRYING:
+            delay_ms = self._backoff(job.queue_name, job.attempts, job)
+            return Outcome(OutcomeKind.RETRY, job, max(delay_ms, 0) / 1000, err)
+        return Outcome(OutcomeKind.FAILED, job, error=err)
+
+    def record(self, job: Job) -> bool:
+        """Write an attempt's outcome; False when the job was settled elsewhere.
+
+        A busy store is retried; StoreError after the last try (never given up on quietly).
+        """
+        for delay in self._record_retry_delays:
+            try:
+                return self._written(job, self.store.update(job))
+            except StoreError as err:
+                logger.warning("job %s: recording %s failed (%s); retrying", job.id, job.state, err)
+                time.sleep(delay)
+        return self._written(job, self.store.update(job))
+
+    @staticmethod
+    def _written(job: Job, written: bool) -> bool:
+        if not written:
+            logger.info(
+                "job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state
+            )
+        return written
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel an unsettled job (``CANCEL``); a process running it is told within a poll."""
+        return self.store.cancel(job_id)
+
+    def defer(self, job_ids: Sequence[str]) -> list[Job]:
+        """Shutdown: send these RUNNING jobs back to PENDING for another worker."""
+        return self.store.apply(DEFER, list(dict.fromkeys(job_ids))) if job_ids else []
+
+    def lose_silent(self) -> list[Job]:
+        """Lost workers: every RUNNING job silent for the heartbeat timeout becomes RETRYING."""
+        reason = self.liveness.lost_reason
+        lost = self.store.apply(
+            LOSE, None, stale_before=self.liveness.alive_since(), given={"error": reason}
+        )
+        for job in lost:
+            logger.warning("job %s on %r: %s", job.id, job.queue_name, reason)
+        return lost
+
+    def still_lost(self, job: Job) -> None:
+        """A lost job could not be published again: RUNNING with a fresh beat, so the next
+        round after the heartbeat timeout loses it again."""
+        self.store.update(job.model_copy(update={"state": JobState.RUNNING}))
