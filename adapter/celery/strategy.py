@@ -32,12 +32,13 @@ from celery import Celery
 from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
+from adapter.celery.envelope import TASK_NAME
 from adapter.celery.orphans import republish_unqueued_jobs, restore_orphaned_messages
 from adapter.celery.poison import DeadLetterOffice
 from adapter.celery.publish import JobPublisher
 from adapter.celery.reaper import Liveness, Reaper
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import TASK_NAME, queue_name_of
+from adapter.celery.routing import queue_name_of
 from adapter.celery.task import JobRunner, register_task
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json

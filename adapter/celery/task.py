@@ -20,10 +20,10 @@ from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from adapter.backoff import BackoffStrategy
+from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
 from adapter.celery.poison import DeadLetterOffice, guarded_strategy
 from adapter.celery.reaper import Liveness
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import PROCESS_HEADER, QUEUE_HEADER, TASK_NAME, queue_name_of
 from adapter.data import ensure_json
 from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
 from adapter.job import Job, JobState
@@ -64,9 +64,7 @@ def register_task(app: Celery, runner: JobRunner, office: DeadLetterOffice) -> T
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             request = self._request_dict
-            queue_name = request.get(QUEUE_HEADER) or queue_name_of(
-                (self.delivery_info or {}).get("routing_key") or ""
-            )
+            queue_name = message_queue_name(request, self.delivery_info)
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
@@ -143,7 +141,7 @@ def _attempt(
         if job.state == JobState.RETRYING:
             delay_ms = backoff(job.queue_name, job.attempts, job)
             raise task.retry(
-                args=[job.to_wire()], countdown=max(delay_ms, 0) / 1000, exc=err
+                args=job_args(job), countdown=max(delay_ms, 0) / 1000, exc=err
             ) from err
         raise JobFailedError(
             f"job {job_id} on {job.queue_name!r} failed after {job.attempts} "
