@@ -5,21 +5,25 @@ service, a shell script) that sends exactly this gets its job run like one ``add
 
 - **Task**: header ``task`` is ``adapter.run_job`` (``TASK_NAME``), header ``id`` is the job's
   id (``task_id == job.id``). The name is fixed here and never derived from a module path.
-- **Queue**: the message goes to the celery queue ``jobs.<queue name>`` (routing key and queue
-  name, direct exchange of the same name: ``adapter.celery.routing.celery_queue``). Header
-  ``adapter_queue`` (``QUEUE_HEADER``) names the queue name; without it, the queue name is the
-  routing key without ``jobs.`` (``message_queue_name``).
+- **Queue**: the message is published with routing key ``jobs.<queue name>``, the celery
+  queue of the job's queue name (``adapter.celery.routing.celery_queue``); the adapter sends it
+  through the default exchange, and declares the queue bound to a direct exchange of the same
+  name. Header ``adapter_queue`` (``QUEUE_HEADER``) repeats the queue name so the worker can
+  pick the process before it decodes the body; without it, the routing key without ``jobs.``
+  is used (``message_queue_name``). The job's ``queueName`` in the body is the one it runs on.
 - **Content**: ``content-type`` ``application/json`` (``CONTENT_TYPE``; anything else is refused
   unread, pickle above all), ``content-encoding`` ``utf-8``.
 - **Body**: ``[[job], {}, embed]``: one positional argument, the job as Vendure's camelCase JSON
   object (``Job.to_wire``: ``id``, ``queueName``, ``data``, ``state``, ``progress``, ``result``,
   ``error``, ``retries``, ``attempts``, ``createdAt``, ``startedAt``, ``settledAt``), no keyword
   arguments, and Celery's embed object (``{"callbacks": null, "errbacks": null, "chain": null,
-  "chord": null}``; ``{}`` is accepted). ``id`` and ``queueName`` are required.
+  "chord": null}``; ``{}`` is accepted). ``id`` and ``queueName`` are required; the other
+  fields default as in ``Job`` (``state`` ``PENDING``, ``attempts`` 0...).
 - **Other headers**: Celery's own (``lang``, ``root_id``, ``parent_id``, ``eta`` for a retry
   waiting its countdown, ``retries``, ``timelimit``, ``origin``...) as ``apply_async`` sets
-  them; ``argsrepr`` is ``[job <id> on '<queue name>']``, so Flower and ``celery events`` never
-  show the job data, and ``kwargsrepr`` is ``{}``.
+  them. The adapter sets ``argsrepr`` to ``[job <id> on '<queue name>']`` (headers and
+  properties), so Flower and ``celery events`` never show the job data, and ``kwargsrepr`` to
+  ``{}``; a worker reads neither.
 - **Retry**: a failed attempt with retries left is sent again by Celery's ``Task.retry``, same
   task id, with the job as it is after that attempt as the argument (``job_args``).
 
@@ -106,7 +110,8 @@ def malformed_reason(message: Any) -> str | None:
 
 def routed_queue_name(delivery_info: Mapping[str, Any] | None) -> str | None:
     """Return the queue name of the job queue a message came through, or None if none."""
-    return _queue_name_of_key((delivery_info or {}).get("routing_key"))
+    routing_key = (delivery_info or {}).get("routing_key")
+    return queue_name_of(routing_key) if isinstance(routing_key, str) else None
 
 
 def message_queue_name(
@@ -172,12 +177,8 @@ def stored_job_due(raw: Any) -> float | None:
         due = datetime.fromisoformat(eta).timestamp() if eta else 0.0
     except _UNREADABLE:
         return None
-    return due if _queue_name_of_key(routing_key) is not None else None
+    return due if routed_queue_name({"routing_key": routing_key}) is not None else None
 
 
 def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _queue_name_of_key(routing_key: Any) -> str | None:
-    return queue_name_of(routing_key) if isinstance(routing_key, str) else None
