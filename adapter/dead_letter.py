@@ -4,7 +4,8 @@ A worker never runs such a message (pickle or any content type but JSON, a body 
 JSON, JSON that is not a job, an unknown task name). It records a ``DeadLetter`` in the job
 store, where ``jobqueue dead-letters`` and ``JobStore.dead_letters`` show it, and rejects the
 message; on RabbitMQ the message itself also goes to the ``adapter.dead-letter`` queue.
-Pure data: nothing here talks to a broker or a store.
+Pure data: nothing here talks to a broker or a store (``adapter.celery.envelope.dead_letter``
+builds one from a message).
 """
 
 from __future__ import annotations

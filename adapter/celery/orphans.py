@@ -17,7 +17,6 @@ heartbeat, ``JobStore.claim``) and dropped, so a job never runs twice at once be
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from typing import Any
 from celery import Celery
 from kombu.transport.redis import Mutex, MutexHeld
 
-from adapter.celery.routing import QUEUE_PREFIX
+from adapter.celery.envelope import stored_job_due, stored_task_id
+from adapter.celery.routing import celery_queue
 from adapter.forksafe import no_fork
 from adapter.job import Job, JobState
 from adapter.lifecycle import Liveness
@@ -68,13 +68,8 @@ def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
 
 def _orphan(raw: Any, cutoff: float) -> bool:
     """True for a job-queue message not due after ``cutoff`` (a retry may wait in a worker)."""
-    try:
-        message, _exchange, routing_key = json.loads(raw)
-        eta = (message.get("headers") or {}).get("eta")
-        due = datetime.fromisoformat(eta).timestamp() if eta else 0.0
-    except (ValueError, TypeError, AttributeError):
-        return False  # not a message this module understands: leave it to kombu
-    return isinstance(routing_key, str) and routing_key.startswith(QUEUE_PREFIX) and due <= cutoff
+    due = stored_job_due(raw)  # None: another app's message, or unreadable: left to kombu
+    return due is not None and due <= cutoff
 
 
 def republish_unqueued_jobs(
@@ -145,13 +140,13 @@ def _queued_ids(channel: Any, client: Any) -> set[str]:
     published twice, and the copy is dropped at claim.
     """
     ids: set[str] = set()
-    for key in client.scan_iter(match=_full_key(channel, f"{QUEUE_PREFIX}*"), _type="LIST"):
+    for key in client.scan_iter(match=_full_key(channel, celery_queue("*")), _type="LIST"):
         start = 0
         while chunk := client.lrange(key, start, start + PAGE - 1):
-            ids.update(_task_id(raw) for raw in chunk)
+            ids.update(stored_task_id(raw) for raw in chunk)
             start += len(chunk)
     unacked = client.hvals(_full_key(channel, channel.qos.unacked_key))
-    ids.update(_task_id(raw, nested=True) for raw in unacked)
+    ids.update(stored_task_id(raw, unacked=True) for raw in unacked)
     return ids
 
 
@@ -162,15 +157,6 @@ def _full_key(channel: Any, key: str) -> str:
     others used here (ZRANGEBYSCORE, HVALS, SCAN, and LRANGE on keys SCAN returns in full).
     """
     return f"{getattr(channel, 'global_keyprefix', '') or ''}{key}"
-
-
-def _task_id(raw: Any, nested: bool = False) -> str:
-    """The task id in a kombu Redis message (``[message, exchange, key]`` when ``nested``)."""
-    try:
-        message = json.loads(raw)
-        return str((message[0] if nested else message)["headers"]["id"])
-    except (ValueError, TypeError, KeyError, IndexError):
-        return ""
 
 
 class OrphanRecovery:

@@ -2,9 +2,10 @@
 
 What counts as poison: any content type but JSON (pickle is never deserialized), a body that
 is not JSON, JSON that is not ``[[job], {}, {...}]`` with a valid job, a task name other than
-``adapter.run_job``, a message without Celery's task header. A worker checks each message of
-a job queue (``jobs.*``) as it arrives, in its consumer, before any pool sees it, all but the
-job itself: that one is validated where it runs, and dead-lettered from there the same way
+``adapter.run_job``, a message without Celery's task header (the format and its checks are
+``adapter.celery.envelope``). A worker checks each message of a job queue (``jobs.*``) as it
+arrives, in its consumer, before any pool sees it, all but the job itself: that one is
+validated where it runs, and dead-lettered from there the same way
 (``DeadLetterOffice.take_request``), as a full check in the consumer would slow every job:
 
 - the check runs in the task's Celery strategy (``guarded_strategy``) for messages named
@@ -20,7 +21,6 @@ Messages of other queues are left to Celery's own handling: this worker may serv
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,47 +28,28 @@ from typing import Any
 from celery.worker.strategy import default
 from kombu.entity import Queue
 
-from adapter.celery.routing import (
-    DEAD_LETTER_QUEUE,
-    DEAD_LETTER_QUEUE_SETTING,
+from adapter.celery.envelope import (
+    CONTENT_TYPE,
     DEAD_LETTER_REASON_HEADER,
-    QUEUE_PREFIX,
     TASK_NAME,
+    dead_letter,
+    malformed_reason,
+    message_headers,
+    request_body,
+    request_headers,
+    routed_queue_name,
 )
-from adapter.dead_letter import DeadLetter, body_text, plain_headers
+from adapter.celery.routing import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_SETTING
+from adapter.dead_letter import DeadLetter
 from adapter.errors import JobQueueError
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
-#: The only content type a job message may have.
-JSON = "application/json"
-
-
-def poison_reason(message: Any) -> str | None:
-    """Return why a message named ``adapter.run_job`` is not a job message, or None.
-
-    Only the envelope is checked here, in the consumer, as cheaply as possible: every message
-    passes through this one process. The job in it is validated where it runs
-    (``adapter.celery.task``), which hands an invalid one to ``DeadLetterOffice.take_request``.
-    """
-    if message.content_type != JSON:
-        return f"content type {message.content_type!r} is refused: job messages are JSON only"
-    try:
-        body = json.loads(message.body)
-    except (ValueError, TypeError) as err:
-        return f"the body is not JSON: {err}"
-    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)):
-        return "the body is not a Celery task body [args, kwargs, embed]"
-    if len(body[0]) != 1:
-        return f"a job message has one argument, the job; this one has {len(body[0])}"
-    return None
-
 
 def on_job_queue(message: Any) -> bool:
     """True when ``message`` came through one of the adapter's job queues."""
-    routing_key = (message.delivery_info or {}).get("routing_key") or ""
-    return isinstance(routing_key, str) and routing_key.startswith(QUEUE_PREFIX)
+    return routed_queue_name(message.delivery_info) is not None
 
 
 class DeadLetterOffice:
@@ -79,15 +60,13 @@ class DeadLetterOffice:
 
     def take(self, message: Any, reason: str, consumer: Any) -> None:
         """Dead-letter ``message`` (in a consumer) for ``reason``: record, keep, reject it."""
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        letter = DeadLetter(
-            queue=str((message.delivery_info or {}).get("routing_key") or ""),
-            task_name=_text_or_none(headers.get("task")),
-            task_id=_text_or_none(headers.get("id")),
+        headers = message_headers(message)
+        letter = dead_letter(
+            reason,
+            delivery_info=message.delivery_info,
+            headers=headers,
             content_type=message.content_type,
-            reason=reason,
-            body=body_text(message.body),
-            headers=plain_headers(headers),
+            body=message.body,
         )
         self._file(consumer.app, letter, message.body, message.content_encoding, headers)
         message.reject_log_error(logger, consumer.connection_errors, requeue=False)
@@ -97,16 +76,14 @@ class DeadLetterOffice:
 
         Record and keep it; the caller then rejects the message.
         """
-        headers = {"task": request.task, "id": request.id}
-        text = json.dumps([[body], {}, {}], default=repr)
-        letter = DeadLetter(
-            queue=str((request.delivery_info or {}).get("routing_key") or ""),
-            task_name=_text_or_none(request.task),
-            task_id=_text_or_none(request.id),
-            content_type=JSON,
-            reason=reason,
-            body=body_text(text),
-            headers=plain_headers(headers),
+        headers = request_headers(request)
+        text = request_body(body)
+        letter = dead_letter(
+            reason,
+            delivery_info=request.delivery_info,
+            headers=headers,
+            content_type=CONTENT_TYPE,
+            body=text,
         )
         self._file(app, letter, text, "utf-8", headers)
 
@@ -153,7 +130,7 @@ def guarded_strategy(office: DeadLetterOffice) -> Callable[..., Any]:
         handle = default(task, app, consumer, **options)
 
         def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
-            reason = poison_reason(message) if on_job_queue(message) else None
+            reason = malformed_reason(message) if on_job_queue(message) else None
             if reason is not None:
                 return office.take(message, reason, consumer)
             return handle(message, body, *args, **kwargs)
@@ -197,10 +174,6 @@ def install_hooks(consumer: Any, office: DeadLetterOffice) -> None:
     consumer.on_unknown_message = on_unknown_message
     consumer.on_invalid_task = on_invalid_task
     consumer.on_decode_error = on_decode_error
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _durable_queue(name: str) -> Queue:

@@ -5,8 +5,9 @@ redoes, per call, work whose answer never changes for this one task (checking th
 against its signature, looking the task up by name, merging its options twice), and builds an
 ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does, with Celery's own pieces:
 
-- the message is ``app.amqp.create_task_message`` (protocol 2: ``task_id == job.id``,
-  ``argsrepr``, the parent and root ids of a job added from inside a running task);
+- the message is ``app.amqp.create_task_message``, built by ``adapter.celery.envelope.build``
+  (the format is documented there), with the parent and root ids of a job added from inside
+  a running task;
 - the celery queue goes through ``app.amqp.router``, so ``task_routes`` still apply;
 - ``app.amqp.send_task_message`` on a producer of ``app.producer_pool`` sends it: the
   ``before_task_publish`` and ``after_task_publish`` signals, the queue declaration, Celery's
@@ -25,7 +26,8 @@ from __future__ import annotations
 
 from celery import Celery, Task
 
-from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.celery.envelope import TASK_NAME, build, job_args
+from adapter.celery.routing import celery_queue
 from adapter.errors import PublishError
 from adapter.job import Job
 
@@ -46,10 +48,7 @@ class JobPublisher:
 
     def _send(self, job: Job) -> None:
         app, amqp = self._app, self._app.amqp
-        args = [job.to_wire()]
-        # What Flower and `celery events` show as the arguments; it also spares a repr of the
-        # whole job data per message.
-        argsrepr = f"[job {job.id} on {job.queue_name!r}]"
+        args = job_args(job)
         options = amqp.router.route(
             {**self._task._get_exec_options(), "queue": celery_queue(job.queue_name)},
             TASK_NAME,
@@ -64,11 +63,10 @@ class JobPublisher:
             parent_id = parent.request.id
             if app.conf.task_inherit_parent_priority:
                 options.setdefault("priority", parent.request.delivery_info.get("priority"))
-        message = amqp.create_task_message(
-            job.id,
-            TASK_NAME,
+        message = build(
+            amqp,
+            job,
             args,
-            {},
             reply_to=app.thread_oid,
             expires=options.pop("expires", None),
             time_limit=options.pop("time_limit", None),
@@ -77,18 +75,8 @@ class JobPublisher:
             root_id=root_id,
             parent_id=parent_id,
             ignore_result=self._task.ignore_result,
-            argsrepr=argsrepr,
-            kwargsrepr="{}",
         )
         with app.producer_or_acquire() as producer:
             if hash(options["queue"]) in producer.connection.declared_entities:
                 options["declare"] = []  # declared on this connection: skip kombu's re-check
-            amqp.send_task_message(
-                producer,
-                TASK_NAME,
-                message,
-                headers={QUEUE_HEADER: job.queue_name},
-                argsrepr=argsrepr,
-                kwargsrepr="{}",
-                **options,
-            )
+            amqp.send_task_message(producer, TASK_NAME, message, **options)

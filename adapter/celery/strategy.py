@@ -33,12 +33,13 @@ from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.app import use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
+from adapter.celery.envelope import TASK_NAME
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterOffice
 from adapter.celery.publish import JobPublisher
 from adapter.celery.reaper import Reaper
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import TASK_NAME, queue_name_of
+from adapter.celery.routing import queue_name_of
 from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json

@@ -17,9 +17,9 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
+from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
 from adapter.celery.poison import DeadLetterOffice, guarded_strategy
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import PROCESS_HEADER, QUEUE_HEADER, TASK_NAME, queue_name_of
 from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
 from adapter.job import Job
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
@@ -45,9 +45,7 @@ def register_task(
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             request = self._request_dict
-            queue_name = request.get(QUEUE_HEADER) or queue_name_of(
-                (self.delivery_info or {}).get("routing_key") or ""
-            )
+            queue_name = message_queue_name(request, self.delivery_info)
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
@@ -103,7 +101,7 @@ def _tell_celery(task: Task, outcome: Outcome) -> None:
     """Say ``outcome`` in Celery's terms: return (success), a retry, or a raised failure."""
     job, err = outcome.job, outcome.error
     if outcome.kind == OutcomeKind.RETRY and job is not None:
-        raise task.retry(args=[job.to_wire()], countdown=outcome.retry_in_s, exc=err) from err
+        raise task.retry(args=job_args(job), countdown=outcome.retry_in_s, exc=err) from err
     if outcome.kind == OutcomeKind.FAILED and job is not None:
         raise JobFailedError(
             f"job {job.id} on {job.queue_name!r} failed after {job.attempts} "

@@ -18,7 +18,8 @@ from celery import Celery
 from celery.signals import after_task_publish, before_task_publish
 
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
-from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
+from adapter.celery.routing import celery_queue
 from adapter.store import JobStore
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobDataError, JobState
-from adapter.celery.routing import QUEUE_HEADER, TASK_NAME, celery_queue
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
+from adapter.celery.routing import celery_queue
 from tests.support import messages_waiting, wait_settled
 
 

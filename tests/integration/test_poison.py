@@ -17,7 +17,8 @@ from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
-from adapter.celery.routing import DEAD_LETTER_REASON_HEADER, TASK_NAME, celery_queue
+from adapter.celery.envelope import DEAD_LETTER_REASON_HEADER, TASK_NAME
+from adapter.celery.routing import celery_queue
 from tests.integration.conftest import WorkerProcess
 from tests.support import delete_queues, unique_queue, wait_for, wait_settled
 

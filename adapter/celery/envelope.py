@@ -1,0 +1,184 @@
+"""The job message: the one place that builds it and reads it, and its documented format.
+
+Every job travels as one Celery task message, protocol 2, JSON. Another producer (a Node
+service, a shell script) that sends exactly this gets its job run like one ``add`` published:
+
+- **Task**: header ``task`` is ``adapter.run_job`` (``TASK_NAME``), header ``id`` is the job's
+  id (``task_id == job.id``). The name is fixed here and never derived from a module path.
+- **Queue**: the message is published with routing key ``jobs.<queue name>``, the celery
+  queue of the job's queue name (``adapter.celery.routing.celery_queue``); the adapter sends it
+  through the default exchange, and declares the queue bound to a direct exchange of the same
+  name. Header ``adapter_queue`` (``QUEUE_HEADER``) repeats the queue name so the worker can
+  pick the process before it decodes the body; without it, the routing key without ``jobs.``
+  is used (``message_queue_name``). The job's ``queueName`` in the body is the one it runs on.
+- **Content**: ``content-type`` ``application/json`` (``CONTENT_TYPE``; anything else is refused
+  unread, pickle above all), ``content-encoding`` ``utf-8``.
+- **Body**: ``[[job], {}, embed]``: one positional argument, the job as Vendure's camelCase JSON
+  object (``Job.to_wire``: ``id``, ``queueName``, ``data``, ``state``, ``progress``, ``result``,
+  ``error``, ``retries``, ``attempts``, ``createdAt``, ``startedAt``, ``settledAt``), no keyword
+  arguments, and Celery's embed object (``{"callbacks": null, "errbacks": null, "chain": null,
+  "chord": null}``; ``{}`` is accepted). ``id`` and ``queueName`` are required; the other
+  fields default as in ``Job`` (``state`` ``PENDING``, ``attempts`` 0...).
+- **Other headers**: Celery's own (``lang``, ``root_id``, ``parent_id``, ``eta`` for a retry
+  waiting its countdown, ``retries``, ``timelimit``, ``origin``...) as ``apply_async`` sets
+  them. The adapter sets ``argsrepr`` to ``[job <id> on '<queue name>']`` (headers and
+  properties), so Flower and ``celery events`` never show the job data, and ``kwargsrepr`` to
+  ``{}``; a worker reads neither.
+- **Retry**: a failed attempt with retries left is sent again by Celery's ``Task.retry``, same
+  task id, with the job as it is after that attempt as the argument (``job_args``).
+
+A worker refuses a message on a job queue whose envelope is malformed (``malformed_reason``)
+or whose job is invalid (``Job.from_wire``): it is kept as a dead letter (``dead_letter``; on
+RabbitMQ the message itself, with header ``x-adapter-dead-letter-reason``), never run. The
+worker adds ``adapter_process`` (``PROCESS_HEADER``) to a request it hands its pool; a producer
+never sets it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from adapter.celery.routing import queue_name_of
+from adapter.dead_letter import DeadLetter, body_text, plain_headers
+from adapter.job import Job
+
+#: The one Celery task that runs every job.
+TASK_NAME = "adapter.run_job"
+#: Message header naming the job's queue name, set at ``add``.
+QUEUE_HEADER = "adapter_queue"
+#: Request field a worker parent sets to tell the pool which process runs the job.
+PROCESS_HEADER = "adapter_process"
+#: Header added to a dead-lettered message kept on RabbitMQ: why it was not run.
+DEAD_LETTER_REASON_HEADER = "x-adapter-dead-letter-reason"
+#: The only content type a job message may have.
+CONTENT_TYPE = "application/json"
+#: What Flower and ``celery events`` show as the keyword arguments: there are none.
+KWARGS_REPR = "{}"
+
+#: What reading a message kombu stored in Redis raises when it is not what kombu writes.
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def job_args(job: Job) -> list[Any]:
+    """Return the positional arguments of the message that runs ``job``: the job alone."""
+    return [job.to_wire()]
+
+
+def build(amqp: Any, job: Job, args: list[Any], **options: Any) -> Any:
+    """Return Celery's task message (``app.amqp.create_task_message``) that runs ``job``.
+
+    ``args`` come from ``job_args`` (the router has seen them); ``options`` are Celery's
+    ``create_task_message`` options. The message carries the queue header and, as
+    ``apply_async`` sends them, ``argsrepr``/``kwargsrepr`` among its properties too.
+    """
+    # A repr of the whole job data per message would cost more than the rest of the message.
+    argsrepr = f"[job {job.id} on {job.queue_name!r}]"
+    message = amqp.create_task_message(
+        job.id, TASK_NAME, args, {}, argsrepr=argsrepr, kwargsrepr=KWARGS_REPR, **options
+    )
+    message.headers[QUEUE_HEADER] = job.queue_name
+    message.properties.update(argsrepr=argsrepr, kwargsrepr=KWARGS_REPR)
+    return message
+
+
+def request_body(wire_job: Any) -> str:
+    """Return a body text for the job argument of a request whose message is gone."""
+    return json.dumps([[wire_job], {}, {}], default=repr)
+
+
+def malformed_reason(message: Any) -> str | None:
+    """Return why a message named ``adapter.run_job`` is not a job message, or None.
+
+    The envelope only, as cheaply as possible (every message passes here, in the worker's
+    consumer); the job in it is validated where it runs (``Job.from_wire``).
+    """
+    if message.content_type != CONTENT_TYPE:
+        return f"content type {message.content_type!r} is refused: job messages are JSON only"
+    try:
+        body = json.loads(message.body)
+    except (ValueError, TypeError) as err:
+        return f"the body is not JSON: {err}"
+    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)):
+        return "the body is not a Celery task body [args, kwargs, embed]"
+    if len(body[0]) != 1:
+        return f"a job message has one argument, the job; this one has {len(body[0])}"
+    return None
+
+
+def routed_queue_name(delivery_info: Mapping[str, Any] | None) -> str | None:
+    """Return the queue name of the job queue a message came through, or None if none."""
+    routing_key = (delivery_info or {}).get("routing_key")
+    return queue_name_of(routing_key) if isinstance(routing_key, str) else None
+
+
+def message_queue_name(
+    headers: Mapping[str, Any], delivery_info: Mapping[str, Any] | None
+) -> str | None:
+    """Return the queue name a job message is for: its header, else its job queue's."""
+    return headers.get(QUEUE_HEADER) or routed_queue_name(delivery_info)
+
+
+def message_headers(message: Any) -> dict[str, Any]:
+    """Return a received message's headers, or no headers when a sender put no dict there."""
+    return message.headers if isinstance(message.headers, dict) else {}
+
+
+def request_headers(request: Any) -> dict[str, Any]:
+    """Return the task headers of a request being run: its task name and id."""
+    return {"task": request.task, "id": request.id}
+
+
+def dead_letter(
+    reason: str,
+    *,
+    delivery_info: Mapping[str, Any] | None,
+    headers: Mapping[str, Any],
+    content_type: str | None,
+    body: Any,
+) -> DeadLetter:
+    """Return the ``DeadLetter`` of a message that is not run, from its parts."""
+    return DeadLetter(
+        queue=str((delivery_info or {}).get("routing_key") or ""),
+        task_name=_text_or_none(headers.get("task")),
+        task_id=_text_or_none(headers.get("id")),
+        content_type=content_type,
+        reason=reason,
+        body=body_text(body),
+        headers=plain_headers(headers),
+    )
+
+
+def stored_task_id(raw: Any, *, unacked: bool = False) -> str:
+    """Return the task id of a message as kombu's Redis transport stores it, or "".
+
+    ``raw`` is an item of a queue's list (the message's JSON payload) or, with ``unacked``,
+    a value of kombu's ``unacked`` hash (JSON ``[payload, exchange, routing_key]``).
+    """
+    try:
+        stored = json.loads(raw)
+        return str((stored[0] if unacked else stored)["headers"]["id"])
+    except _UNREADABLE:
+        return ""
+
+
+def stored_job_due(raw: Any) -> float | None:
+    """Return when a value of kombu's Redis ``unacked`` hash is due, if it is a job message.
+
+    The value is JSON ``[payload, exchange, routing_key]``; the due time is the ``eta`` header
+    in seconds since the epoch, 0 for a message due at once. None means a message of another
+    queue, or one this module does not understand.
+    """
+    try:
+        payload, _exchange, routing_key = json.loads(raw)
+        eta = (payload.get("headers") or {}).get("eta")
+        due = datetime.fromisoformat(eta).timestamp() if eta else 0.0
+    except _UNREADABLE:
+        return None
+    return due if routed_queue_name({"routing_key": routing_key}) is not None else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
