@@ -56,6 +56,7 @@ class MemoryJobStore(JobStore):
     """Job store in a dict of this process, behind one lock."""
 
     def __init__(self, url: str = f"{SCHEME}://") -> None:
+        """Make an empty store of its own; ``open_store("memory://name")`` shares one by name."""
         self.url = url
         self._lock = ForkSafeLock()
         self._records: dict[str, _Record] = {}
