@@ -760,13 +760,21 @@ def test_update_of_settled_job_is_refused(store: JobStore) -> None:
     assert (found.state, found.result, found.error) == (JobState.FAILED, None, "boom")
 
 
-def test_late_completion_never_overwrites_a_cancellation(store: JobStore) -> None:
+@pytest.mark.parametrize("cancelled_by", ["cancel", "update"])
+def test_late_completion_never_overwrites_a_cancellation(
+    store: JobStore, cancelled_by: str
+) -> None:
     job = make_job()
     store.insert(job)
     claimed = store.claim(job)
     assert claimed is not None
-    cancelled = store.cancel(str(job.id))
-    assert cancelled is not None and cancelled.state == JobState.CANCELLED
+    if cancelled_by == "cancel":
+        cancelled = store.cancel(str(job.id))
+        assert cancelled is not None and cancelled.state == JobState.CANCELLED
+    else:
+        cancelled = stored(store, job)
+        cancelled.cancel()
+        assert store.update(cancelled)
     claimed.complete("late result")
     assert store.update(claimed) is False
     assert store.set_progress(str(job.id), 50) is False
