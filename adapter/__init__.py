@@ -20,12 +20,7 @@ program. Settings are listed in ``adapter.settings``.
 from typing import TYPE_CHECKING, Any
 
 from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backoff
-from adapter.buffer import (
-    InMemoryJobBufferStorage,
-    JobBuffer,
-    JobBufferStorage,
-    SqlJobBufferStorage,
-)
+from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferStorage
 from adapter.errors import (
     ConfigurationError,
     DuplicateJobError,
@@ -49,6 +44,7 @@ from adapter.subscribable import JobUpdate, SubscribableJob
 
 if TYPE_CHECKING:
     from adapter.celery import CeleryJobQueueStrategy
+    from adapter.store.sql.buffers import SqlJobBufferStorage
 
 __all__ = [
     "SETTLED_STATES",
@@ -90,9 +86,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Celery-backed names when first asked for, not with ``adapter``."""
+    """Import the Celery- and SQLAlchemy-backed names when first asked for, not with ``adapter``."""
     if name == "CeleryJobQueueStrategy":
         from adapter.celery import CeleryJobQueueStrategy
 
         return CeleryJobQueueStrategy
+    if name == "SqlJobBufferStorage":
+        from adapter.store.sql.buffers import SqlJobBufferStorage
+
+        return SqlJobBufferStorage
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,29 +5,27 @@ the collected jobs are reduced (merged, de-duplicated) at flush time. Collected 
 ``JobBufferStorage``:
 
 - ``InMemoryJobBufferStorage``: in this process only; lost when it exits.
-- ``SqlJobBufferStorage(url)``: any SQLAlchemy URL, for example ``sqlite:////var/lib/app/
-  buffer.sqlite3`` or ``postgresql+psycopg://user:pass@host/app``. Table ``adapter_job_buffer``
-  is created on first use; buffered jobs survive a restart. A flush is one
-  ``DELETE ... RETURNING``, so two processes flushing at once never enqueue a job twice.
+- ``SqlJobBufferStorage(url)`` (``adapter.store.sql.buffers``): in one SQL table of any
+  SQLAlchemy URL; buffered jobs survive a restart. It is importable from here too, on first use,
+  so that importing this module imports no SQLAlchemy.
 
 ``JobBufferService`` is the registry the JobQueueService delegates to.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from adapter.errors import ConfigurationError
-from adapter.job import Job, utcnow
-from adapter.store.sql.engine import ProcessEngine
+from adapter.job import Job
 from adapter.strategy import JobQueueStrategy
+
+if TYPE_CHECKING:
+    from adapter.store.sql.buffers import SqlJobBufferStorage as SqlJobBufferStorage
 
 logger = logging.getLogger(__name__)
 
@@ -82,63 +80,6 @@ class InMemoryJobBufferStorage(JobBufferStorage):
     def flush(self, buffer_ids: Sequence[str]) -> dict[str, list[Job]]:
         with self._lock:
             return {buffer_id: self._jobs.pop(buffer_id, []) for buffer_id in buffer_ids}
-
-
-_metadata = sa.MetaData()
-_buffered = sa.Table(
-    "adapter_job_buffer",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("buffer_id", sa.String(200), nullable=False, index=True),
-    sa.Column("job", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-)
-
-
-class SqlJobBufferStorage(JobBufferStorage):
-    """Buffered jobs in one SQL table, shared by every process using the same database."""
-
-    def __init__(self, url: str) -> None:
-        self._db = ProcessEngine(url, "job buffer", _metadata)
-        self.url = self._db.url
-
-    def _run(self, statement: Any) -> list[Any]:
-        with self._db.begin() as conn:
-            result = conn.execute(statement)
-            return list(result.all()) if result.returns_rows else []
-
-    def add(self, buffer_id: str, job: Job) -> Job:
-        now = utcnow().replace(tzinfo=None)  # stored as naive UTC, as in the job store
-        self._run(
-            _buffered.insert().values(
-                buffer_id=buffer_id, job=json.dumps(job.to_wire()), created_at=now
-            )
-        )
-        return job
-
-    def buffer_size(self, buffer_ids: Sequence[str]) -> dict[str, int]:
-        counts = self._run(
-            sa.select(_buffered.c.buffer_id, sa.func.count())
-            .where(_buffered.c.buffer_id.in_(list(buffer_ids)))
-            .group_by(_buffered.c.buffer_id)
-        )
-        found = {buffer_id: int(count) for buffer_id, count in counts}
-        return {buffer_id: found.get(buffer_id, 0) for buffer_id in buffer_ids}
-
-    def flush(self, buffer_ids: Sequence[str]) -> dict[str, list[Job]]:
-        rows = self._run(
-            _buffered.delete()
-            .where(_buffered.c.buffer_id.in_(list(buffer_ids)))
-            .returning(_buffered.c.id, _buffered.c.buffer_id, _buffered.c.job)
-        )
-        flushed: dict[str, list[Job]] = {buffer_id: [] for buffer_id in buffer_ids}
-        for row in sorted(rows, key=lambda row: int(row.id)):
-            flushed[row.buffer_id].append(Job.model_validate(json.loads(row.job)))
-        return flushed
-
-    def close(self) -> None:
-        """Release connections."""
-        self._db.dispose()
 
 
 class JobBufferService:
@@ -207,3 +148,12 @@ class JobBufferService:
             with self._lock:
                 return list(self._buffers)
         return [item if isinstance(item, str) else item.id for item in buffers]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``SqlJobBufferStorage`` from the SQL store package when first asked for."""
+    if name == "SqlJobBufferStorage":
+        from adapter.store.sql.buffers import SqlJobBufferStorage
+
+        return SqlJobBufferStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

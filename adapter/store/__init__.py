@@ -1,5 +1,6 @@
 """Job stores, chosen by URL: ``sqlite:///path`` (the embedded default), ``postgresql://...``
-(any SQLAlchemy URL of those two) or ``redis://host:port/db`` (also ``rediss://``)."""
+(any SQLAlchemy URL of those two), ``redis://host:port/db`` (also ``rediss://``) or
+``memory://name`` (this process only: for tests and single-process use)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def open_store(url: str) -> JobStore:
         from adapter.store.redis.store import RedisJobStore
 
         return RedisJobStore(url)
+    if scheme == "memory":
+        from adapter.store.memory import open_memory_store
+
+        return open_memory_store(url)
     raise ConfigurationError(
-        f"unsupported job store URL scheme {scheme!r}: use sqlite:///path, postgresql://... or redis://..."
+        f"unsupported job store URL scheme {scheme!r}: use sqlite:///path, postgresql://..., "
+        "redis://... or memory://name"
     )

@@ -1,18 +1,18 @@
-"""RedisJobStore on the real Redis: the settled guard of every write, conflicts, its indexes.
+"""RedisJobStore on the real Redis: its key layout, its indexes, batched removal, its schema.
 
-The behaviour every store shares is in test_store_contract.py; these tests are about what only
-Redis has: index membership as jobs change state, paging across ties and across several
-indexes, batched removal and the layout version (tests/unit/test_redis_store_offline.py has
-what needs no server). Each test keeps its keys under a prefix of its own and deletes them
-afterwards (never a flush: the server is shared).
+The behaviour every store shares (the settled guard of every write, conflicts, claims,
+snapshots, several processes) is in test_store_contract.py, run on Redis there. These tests are
+about what only Redis has: its keys, index membership as jobs change state, paging across ties
+and across several indexes, batched removal and the layout version
+(tests/unit/test_redis_store_offline.py has what needs no server). Each test keeps its keys
+under a prefix of its own and deletes them afterwards (never a flush: the server is shared).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -96,44 +96,7 @@ def test_first_use_records_the_schema_version(
     assert client.get(RedisKeys(prefix).schema) == str(SCHEMA_VERSION)
 
 
-# insert / get / delete
-
-
-def test_get_returns_every_field_that_was_inserted(store: RedisJobStore) -> None:
-    job = make_job(
-        data={"to": ["a@example.com"], "n": 1, "nested": {"ok": True}},
-        state=JobState.FAILED,
-        progress=37.5,
-        result={"sent": [1, 2]},
-        error="smtp down",
-        retries=3,
-        attempts=4,
-        created_at=CREATED,
-        started_at=datetime(2020, 3, 1, 12, 0, 1, 654321, tzinfo=UTC) - timedelta(hours=2),
-        settled_at=datetime(2020, 3, 1, 10, 0, 2, 1, tzinfo=UTC),
-    )
-    store.insert(job)
-    found = stored(store, job)
-    assert found == job
-    for value in (found.created_at, found.started_at, found.settled_at):
-        assert value is not None and value.utcoffset() == timedelta(0)
-
-
-def test_unset_fields_come_back_unset(store: RedisJobStore) -> None:
-    job = make_job(data=None)
-    store.insert(job)
-    found = stored(store, job)
-    assert (found.data, found.result, found.error, found.started_at) == (None, None, None, None)
-    assert found.progress == 0 and isinstance(found.progress, int)
-
-
-def test_insert_of_a_taken_id_is_refused_and_changes_nothing(store: RedisJobStore) -> None:
-    first = make_job(id="same", queue_name="first")
-    store.insert(first)
-    with pytest.raises(StoreError, match=r"^a job with id 'same' already exists$"):
-        store.insert(make_job(id="same", queue_name="second"))
-    assert stored(store, first).queue_name == "first"
-    assert store.find_many().total_items == 1
+# delete
 
 
 def test_delete_leaves_no_key_but_the_schema(
@@ -145,104 +108,6 @@ def test_delete_leaves_no_key_but_the_schema(
     store.delete("no-such-job")
     assert store.get(str(job.id)) is None
     assert keys_under(client, prefix) == {RedisKeys(prefix).schema}
-
-
-def test_returned_jobs_are_independent_snapshots(store: RedisJobStore) -> None:
-    job = make_job(data={"lines": [1]})
-    store.insert(job)
-    first = stored(store, job)
-    first.data["lines"].append(2)
-    assert stored(store, job).data == {"lines": [1]}
-    assert stored(store, job) is not stored(store, job)
-
-
-# claim, update, set_progress, cancel: a settled job is never overwritten
-
-
-def test_claim_moves_a_pending_job_to_running_and_counts_an_attempt(store: RedisJobStore) -> None:
-    job = make_job()
-    store.insert(job)
-    claimed = store.claim(job)
-    assert claimed is not None
-    assert (claimed.state, claimed.attempts) == (JobState.RUNNING, 1)
-    assert claimed.started_at is not None
-    assert stored(store, job) == claimed
-
-
-@pytest.mark.parametrize("state", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
-def test_claim_of_a_settled_job_returns_none_and_changes_nothing(
-    store: RedisJobStore, state: JobState
-) -> None:
-    job = make_job(state=state, attempts=1, settled_at=CREATED)
-    store.insert(job)
-    before = stored(store, job)
-    assert store.claim(job) is None
-    assert stored(store, job) == before
-
-
-def test_claim_of_an_unknown_job_records_it_then_claims_it(store: RedisJobStore) -> None:
-    job = make_job(queue_name="resize-image", data={"w": 10}, retries=2)
-    claimed = store.claim(job)
-    assert claimed is not None
-    assert (claimed.state, claimed.attempts, claimed.data) == (JobState.RUNNING, 1, {"w": 10})
-    assert [
-        found.id for found in store.find_many({"filter": {"state": {"eq": "RUNNING"}}}).items
-    ] == [job.id]
-
-
-def test_claim_of_an_unknown_settled_job_records_it_but_does_not_claim_it(
-    store: RedisJobStore,
-) -> None:
-    job = make_job(state=JobState.CANCELLED, settled_at=CREATED)
-    assert store.claim(job) is None
-    assert stored(store, job) == job
-
-
-def test_late_completion_never_overwrites_a_cancellation(store: RedisJobStore) -> None:
-    job = make_job()
-    store.insert(job)
-    running = store.claim(job)
-    assert running is not None
-    cancelled = store.cancel(str(job.id))
-    assert cancelled is not None and cancelled.state == JobState.CANCELLED
-    running.complete("late result")
-    assert store.update(running) is False
-    assert store.set_progress(str(job.id), 50) is False
-    assert store.claim(job) is None
-    found = stored(store, job)
-    assert (found.state, found.result, found.progress) == (JobState.CANCELLED, None, 0)
-
-
-def test_cancel_of_a_settled_job_returns_it_unchanged(store: RedisJobStore) -> None:
-    job = make_job(state=JobState.COMPLETED, progress=100, settled_at=CREATED)
-    store.insert(job)
-    assert store.cancel(str(job.id)) == job
-    assert store.cancel("no-such-job") is None
-
-
-def test_update_writes_every_mutable_field_and_unsets_cleared_ones(store: RedisJobStore) -> None:
-    job = make_job(created_at=CREATED)
-    store.insert(job)
-    running = store.claim(job)
-    assert running is not None
-    running.retries = 1
-    running.fail("boom")
-    assert store.update(running)
-    assert (stored(store, job).state, stored(store, job).error) == (JobState.RETRYING, "boom")
-    again = stored(store, job)
-    again.error = None
-    again.created_at = CREATED + timedelta(days=1)
-    again.complete({"sent": 3})
-    assert store.update(again)
-    found = stored(store, job)
-    assert (found.state, found.result, found.error) == (JobState.COMPLETED, {"sent": 3}, None)
-    assert (found.created_at, found.retries, found.is_settled) == (CREATED, 1, True)
-
-
-def test_writes_to_an_unknown_job_are_refused(store: RedisJobStore) -> None:
-    assert store.update(make_job(id="no-such-job")) is False
-    assert store.set_progress("no-such-job", 10) is False
-    assert store.get("no-such-job") is None
 
 
 # Index membership
@@ -270,23 +135,6 @@ def test_a_completed_job_is_listed_under_completed_and_no_longer_under_pending(
         stored(store, job).settled_at or CREATED
     )
     assert members(client, keys.settled_queue("mail")) == [job.id]
-
-
-def test_a_settled_state_without_settled_at_is_not_settled(store: RedisJobStore) -> None:
-    odd = make_job(id="odd", state=JobState.COMPLETED, created_at=at(10, 0))
-    normal = make_job(
-        id="normal", state=JobState.COMPLETED, settled_at=at(10, 2), created_at=at(10, 1)
-    )
-    pending = make_job(id="pending", created_at=at(10, 2))
-    jobs = [odd, normal, pending]
-    for job in jobs:
-        store.insert(job)
-    for settled in (True, False):
-        options: dict[str, Any] = {"filter": {"isSettled": {"eq": settled}}}
-        expected = list_jobs(jobs, options)
-        assert store.find_many(options) == expected
-    assert store.remove_settled() == 1
-    assert store.find_many().total_items == 2
 
 
 # Paging by index: ties in created_at, several indexes
@@ -394,41 +242,7 @@ def test_remove_settled_forgets_a_queue_once_it_has_no_jobs(
     assert store.find_many({"filter": {"queueName": {"notEq": "x"}}}).total_items == 1
 
 
-# Processes
-
-
-def _write_from_child(store: RedisJobStore, job: Job, existing_id: str) -> None:
-    store.insert(job)
-    assert store.set_progress(existing_id, 55)
-
-
-def test_store_used_in_a_forked_child_writes_what_the_parent_reads(store: RedisJobStore) -> None:
-    existing = make_job()
-    store.insert(existing)
-    from_child = make_job(queue_name="from-child")
-    child = multiprocessing.get_context("fork").Process(
-        target=_write_from_child, args=(store, from_child, str(existing.id))
-    )
-    child.start()
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    assert stored(store, from_child).queue_name == "from-child"
-    assert stored(store, existing).progress == 55
-
-
-def test_defer_sends_only_running_unsettled_jobs_back_to_pending(store: RedisJobStore) -> None:
-    running, pending = make_job(id="running"), make_job(id="pending")
-    done = make_job(id="done", state=JobState.RUNNING, attempts=1, settled_at=CREATED)
-    for job in (running, pending, done):
-        store.insert(job)
-    assert store.claim(running) is not None
-    assert store.defer(["running", "pending", "done", "running", "nope"]) == 1
-    assert store.defer([]) == 0
-    found = stored(store, running)
-    assert (found.state, found.attempts) == (JobState.PENDING, 0)
-    assert stored(store, done).state == JobState.RUNNING
-    page = store.find_many({"filter": {"state": {"eq": "PENDING"}}, "sort": {"createdAt": "ASC"}})
-    assert [job.id for job in page.items] == ["running", "pending"]
+# Queries the indexes answer
 
 
 @pytest.mark.parametrize(

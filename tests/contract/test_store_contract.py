@@ -1,9 +1,12 @@
-"""The job store contract, run on every store: SQLite (a file per test), PostgreSQL and Redis.
+"""The job store contract, run on every store: memory, SQLite (a file per test), PostgreSQL, Redis.
 
 It ports Vendure's findMany spec (in-memory-job-queue-strategy.spec.ts) and adds every operator
 family, nested groups, pagination, ``find_many_by_id`` and ``remove_settled``. Most answers are
 also checked against ``adapter.listing.list_jobs``, the in-Python reading of the same options,
-so that every store means the same thing by them.
+so that every store means the same thing by them. Then every write: insert, claim, progress,
+update, cancel, defer, heartbeat, reap, dead letters, each with the settled guard (a settled job
+is never overwritten) and snapshots in and out. What one backend alone has is tested beside it:
+tests/unit/test_sql_store.py, tests/contract/test_redis_store.py, tests/unit/test_memory_store.py.
 
 PostgreSQL runs in a schema of its own, created for the session and dropped after it; each test
 empties the table afterwards. Redis keeps its keys under a prefix of the session's own; each test
@@ -13,6 +16,7 @@ deletes every key under it afterwards (never a flush: the server is shared).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -21,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from adapter.errors import InvalidListOptionsError
+from adapter.errors import DuplicateJobError, InvalidListOptionsError
 from adapter.job import Job, JobState
 from adapter.listing import (
     DEFAULT_TAKE,
@@ -35,6 +39,7 @@ from adapter.listing import (
     list_jobs,
 )
 from adapter.store.base import JobStore
+from adapter.store.memory import MemoryJobStore
 from adapter.store.redis.store import RedisJobStore
 from adapter.store.sql.store import SqlJobStore
 from tests.factories import at, make_job, make_spec_jobs, make_varied_jobs
@@ -43,6 +48,14 @@ from tests.support import delete_redis_keys, postgres_schema
 ALL = ["v-pending", "v-running", "e-done", "e-failed", "i-cancelled", "r-retrying", "r-done"]
 SETTLED = ["e-done", "e-failed", "i-cancelled", "r-done"]
 UNSETTLED = ["v-pending", "v-running", "r-retrying"]
+CREATED = datetime(2020, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
+
+#: Stores that several processes share: every store but memory.
+SHARED_STORES = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
 
 
 @pytest.fixture(scope="session")
@@ -71,21 +84,17 @@ def redis_store(redis_url: str, redis_prefix: str) -> Iterator[RedisJobStore]:
     delete_redis_keys(redis_url, redis_prefix)
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ]
-)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    """An empty store of each kind."""
-    if request.param == "sqlite":
+def empty_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """Yield an empty store of ``kind``, then close or empty it."""
+    if kind == "memory":
+        yield MemoryJobStore()
+        return
+    if kind == "sqlite":
         opened = SqlJobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
         yield opened
         opened.close()
         return
-    if request.param == "redis":
+    if kind == "redis":
         yield request.getfixturevalue("redis_store")
         return
     shared: SqlJobStore = request.getfixturevalue("postgres_store")
@@ -93,6 +102,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     while leftovers := shared.find_many({"take": MAX_TAKE}).items:
         for job in leftovers:
             shared.delete(str(job.id))
+
+
+@pytest.fixture(params=["memory", *SHARED_STORES])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """An empty store of each kind."""
+    yield from empty_store(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=SHARED_STORES)
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """An empty store of each kind that processes share."""
+    yield from empty_store(request.param, request, tmp_path)
 
 
 def stock(store: JobStore, jobs: Sequence[Job]) -> list[Job]:
@@ -536,3 +557,323 @@ def test_claim_refuses_a_job_running_with_a_fresh_heartbeat(store: JobStore) -> 
     waiting = make_job()
     store.insert(waiting)
     assert store.claim(waiting, busy_after=just_before) is not None  # only RUNNING is busy
+
+
+# insert / get / delete
+
+
+def stored(store: JobStore, job: Job) -> Job:
+    """Return ``job`` as the store holds it now; fail if it is missing."""
+    found = store.get(str(job.id))
+    assert found is not None, f"job {job.id} is not in the store"
+    return found
+
+
+def test_get_returns_every_field_that_was_inserted_with_times_in_utc(store: JobStore) -> None:
+    berlin = timezone(timedelta(hours=2))
+    job = make_job(
+        queue_name="send-email",
+        data={"to": ["a@example.com"], "n": 1, "nested": {"ok": True}},
+        state=JobState.FAILED,
+        progress=37.5,
+        result={"sent": [1, 2]},
+        error="smtp down",
+        retries=3,
+        attempts=4,
+        created_at=CREATED,
+        started_at=datetime(2020, 3, 1, 12, 0, 1, 654321, tzinfo=berlin),
+        settled_at=datetime(2020, 3, 1, 10, 0, 2, 1, tzinfo=UTC),
+    )
+    store.insert(job)
+    found = stored(store, job)
+    assert found == job
+    for value in (found.created_at, found.started_at, found.settled_at):
+        assert value is not None and value.utcoffset() == timedelta(0)
+    assert found.created_at == CREATED
+
+
+def test_get_of_unset_fields_gives_them_back_unset(store: JobStore) -> None:
+    job = make_job(data=None)
+    store.insert(job)
+    found = stored(store, job)
+    assert found.data is None and found.result is None and found.error is None
+    assert found.started_at is None and found.settled_at is None
+    assert found.progress == 0 and isinstance(found.progress, int)
+
+
+def test_get_of_unknown_id_is_none(store: JobStore) -> None:
+    assert store.get("no-such-job") is None
+
+
+def test_insert_of_a_taken_id_is_refused_and_changes_nothing(store: JobStore) -> None:
+    first = make_job(id="same", queue_name="first")
+    store.insert(first)
+    with pytest.raises(DuplicateJobError, match=r"^a job with id 'same' already exists$"):
+        store.insert(make_job(id="same", queue_name="second"))
+    assert stored(store, first).queue_name == "first"
+    assert store.find_many().total_items == 1
+
+
+def test_delete_removes_the_job(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    store.delete(str(job.id))
+    assert store.get(str(job.id)) is None
+
+
+def test_delete_of_unknown_id_changes_nothing(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    store.delete("no-such-job")
+    assert stored(store, job) == job
+
+
+# claim
+
+
+def test_claim_moves_pending_job_to_running_and_counts_an_attempt(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempts) == (JobState.RUNNING, 1)
+    assert claimed.started_at is not None
+    assert stored(store, job) == claimed
+
+
+def test_claim_of_retrying_job_counts_another_attempt(store: JobStore) -> None:
+    job = make_job(state=JobState.RETRYING, retries=2, attempts=1)
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempts) == (JobState.RUNNING, 2)
+
+
+@pytest.mark.parametrize("state", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
+def test_claim_of_settled_job_returns_none_and_changes_nothing(
+    store: JobStore, state: JobState
+) -> None:
+    job = make_job(state=state, attempts=1, settled_at=CREATED)
+    store.insert(job)
+    before = stored(store, job)
+    assert store.claim(job) is None
+    assert stored(store, job) == before
+
+
+def test_claim_of_cancelled_pending_job_returns_none(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    cancelled = stored(store, job)
+    cancelled.cancel()
+    assert store.update(cancelled)
+    assert store.claim(job) is None
+    assert stored(store, job).state == JobState.CANCELLED
+
+
+def test_claim_of_unknown_job_records_it_then_claims_it(store: JobStore) -> None:
+    job = make_job(queue_name="resize-image", data={"w": 10}, retries=2)
+    claimed = store.claim(job)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempts) == (JobState.RUNNING, 1)
+    assert (claimed.queue_name, claimed.data, claimed.retries) == ("resize-image", {"w": 10}, 2)
+    assert stored(store, job) == claimed
+    assert ids(store.find_many({"filter": {"state": {"eq": "RUNNING"}}})) == [job.id]
+
+
+def test_claim_of_unknown_settled_job_records_it_but_does_not_claim_it(store: JobStore) -> None:
+    job = make_job(state=JobState.CANCELLED, settled_at=CREATED)
+    assert store.claim(job) is None
+    assert stored(store, job) == job
+
+
+# set_progress, update, cancel: a settled job is never overwritten
+
+
+def test_set_progress_of_unsettled_job_is_recorded(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    assert store.set_progress(str(job.id), 40)
+    assert stored(store, job).progress == 40
+
+
+def test_set_progress_of_settled_job_is_refused(store: JobStore) -> None:
+    job = make_job(state=JobState.COMPLETED, progress=100, settled_at=CREATED)
+    store.insert(job)
+    assert store.set_progress(str(job.id), 40) is False
+    assert stored(store, job).progress == 100
+
+
+def test_update_writes_the_outcome_of_an_unsettled_job(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    claimed.complete({"sent": 3})
+    assert store.update(claimed)
+    found = stored(store, job)
+    assert (found.state, found.result, found.progress) == (JobState.COMPLETED, {"sent": 3}, 100)
+    assert found.is_settled
+
+
+def test_update_writes_every_mutable_field_and_unsets_cleared_ones(store: JobStore) -> None:
+    job = make_job(created_at=CREATED)
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    claimed.retries = 1
+    claimed.fail("boom")
+    assert store.update(claimed)
+    assert (stored(store, job).state, stored(store, job).error) == (JobState.RETRYING, "boom")
+    again = stored(store, job)
+    again.error = None
+    again.created_at = CREATED + timedelta(days=1)
+    again.complete({"sent": 3})
+    assert store.update(again)
+    found = stored(store, job)
+    assert (found.state, found.result, found.error) == (JobState.COMPLETED, {"sent": 3}, None)
+    assert (found.created_at, found.retries, found.is_settled) == (CREATED, 1, True)
+
+
+def test_update_keeps_the_creation_time(store: JobStore) -> None:
+    job = make_job(created_at=CREATED)
+    store.insert(job)
+    changed = stored(store, job)
+    changed.created_at = CREATED + timedelta(days=1)
+    changed.set_progress(10)
+    assert store.update(changed)
+    found = stored(store, job)
+    assert (found.created_at, found.progress) == (CREATED, 10)
+
+
+def test_update_of_settled_job_is_refused(store: JobStore) -> None:
+    job = make_job()
+    store.insert(job)
+    first = stored(store, job)
+    first.start()
+    first.fail("boom")
+    assert first.state == JobState.FAILED
+    assert store.update(first)
+    second = stored(store, job)
+    second.complete("late")
+    assert store.update(second) is False
+    found = stored(store, job)
+    assert (found.state, found.result, found.error) == (JobState.FAILED, None, "boom")
+
+
+@pytest.mark.parametrize("cancelled_by", ["cancel", "update"])
+def test_late_completion_never_overwrites_a_cancellation(
+    store: JobStore, cancelled_by: str
+) -> None:
+    job = make_job()
+    store.insert(job)
+    claimed = store.claim(job)
+    assert claimed is not None
+    if cancelled_by == "cancel":
+        cancelled = store.cancel(str(job.id))
+        assert cancelled is not None and cancelled.state == JobState.CANCELLED
+    else:
+        cancelled = stored(store, job)
+        cancelled.cancel()
+        assert store.update(cancelled)
+    claimed.complete("late result")
+    assert store.update(claimed) is False
+    assert store.set_progress(str(job.id), 50) is False
+    assert store.claim(job) is None
+    found = stored(store, job)
+    assert (found.state, found.result, found.progress) == (JobState.CANCELLED, None, 0)
+
+
+def test_cancel_of_a_settled_job_returns_it_unchanged(store: JobStore) -> None:
+    job = make_job(state=JobState.COMPLETED, progress=100, settled_at=CREATED)
+    store.insert(job)
+    assert store.cancel(str(job.id)) == job
+    assert store.cancel("no-such-job") is None
+
+
+def test_writes_to_an_unknown_job_are_refused(store: JobStore) -> None:
+    assert store.update(make_job(id="no-such-job")) is False
+    assert store.set_progress("no-such-job", 10) is False
+    assert store.get("no-such-job") is None
+
+
+def test_a_settled_state_without_settled_at_is_not_settled(store: JobStore) -> None:
+    odd = make_job(id="odd", state=JobState.COMPLETED, created_at=at(10, 0))
+    normal = make_job(
+        id="normal", state=JobState.COMPLETED, settled_at=at(10, 2), created_at=at(10, 1)
+    )
+    pending = make_job(id="pending", created_at=at(10, 2))
+    jobs = stock(store, [odd, normal, pending])
+    for settled in (True, False):
+        options: dict[str, Any] = {"filter": {"isSettled": {"eq": settled}}}
+        assert store.find_many(options) == list_jobs(jobs, options)
+    assert store.remove_settled() == 1
+    assert store.find_many().total_items == 2
+
+
+def test_defer_sends_only_running_unsettled_jobs_back_to_pending(store: JobStore) -> None:
+    queued, pending = make_job(id="running"), make_job(id="pending")
+    done = make_job(id="done", state=JobState.RUNNING, attempts=1, settled_at=CREATED)
+    stock(store, [queued, pending, done])
+    assert store.claim(queued) is not None
+    assert store.defer(["running", "pending", "done", "running", "nope"]) == 1
+    assert store.defer([]) == 0
+    found = stored(store, queued)
+    assert (found.state, found.attempts) == (JobState.PENDING, 0)
+    assert stored(store, done).state == JobState.RUNNING
+    page = store.find_many({"filter": {"state": {"eq": "PENDING"}}, "sort": {"createdAt": "ASC"}})
+    assert ids(page) == ["running", "pending"]
+
+
+# Snapshots
+
+
+def test_returned_jobs_are_independent_snapshots(store: JobStore) -> None:
+    job = make_job(data={"lines": [1]})
+    store.insert(job)
+    first = stored(store, job)
+    first.data["lines"].append(2)
+    first.cancel()
+    second = stored(store, job)
+    assert second.data == {"lines": [1]}
+    assert second.state == JobState.PENDING
+    assert second is not first
+
+
+def test_changing_an_inserted_job_does_not_change_the_store(store: JobStore) -> None:
+    job = make_job(data={"lines": [1]})
+    store.insert(job)
+    job.data["lines"].append(2)
+    job.start()
+    found = stored(store, job)
+    assert found.data == {"lines": [1]}
+    assert found.state == JobState.PENDING
+
+
+def test_claimed_job_is_a_snapshot(store: JobStore) -> None:
+    job = make_job()
+    claimed = store.claim(job)
+    assert claimed is not None
+    claimed.complete("not written")
+    assert stored(store, job).state == JobState.RUNNING
+
+
+# Processes
+
+
+def _write_from_child(store: JobStore, job: Job, existing_id: str) -> None:
+    store.insert(job)
+    assert store.set_progress(existing_id, 55)
+
+
+def test_store_used_in_a_forked_child_writes_what_the_parent_reads(shared_store: JobStore) -> None:
+    existing = make_job()
+    shared_store.insert(existing)
+    from_child = make_job(queue_name="from-child")
+    child = multiprocessing.get_context("fork").Process(
+        target=_write_from_child, args=(shared_store, from_child, str(existing.id))
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert stored(shared_store, from_child).queue_name == "from-child"
+    assert stored(shared_store, existing).progress == 55

@@ -17,6 +17,7 @@ from adapter.celery import filesystem as adapter_filesystem
 from adapter.celery import redis_transport as adapter_redis
 from adapter.celery.app import create_app, use_adapter_transports
 from adapter.settings import filesystem_transport_options
+from adapter.store.memory import MemoryJobStore
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -46,7 +47,7 @@ def test_a_strategy_app_reads_and_writes_through_the_adapter_transport(
     broker_url: str, adapter_transport: type, tmp_path: Path
 ) -> None:
     app = _app(broker_url, tmp_path)
-    strategy = CeleryJobQueueStrategy(app, store=f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    strategy = CeleryJobQueueStrategy(app, store=MemoryJobStore())
     try:
         for connection in (app.connection_for_write(), app.connection_for_read()):
             assert connection.get_transport_cls() is adapter_transport

@@ -8,14 +8,12 @@ from typing import Any
 
 import pytest
 
-from adapter.buffer import (
-    InMemoryJobBufferStorage,
-    JobBufferService,
-    JobBufferStorage,
-    SqlJobBufferStorage,
-)
+import adapter
+from adapter import buffer
+from adapter.buffer import InMemoryJobBufferStorage, JobBufferService, JobBufferStorage
 from adapter.errors import ConfigurationError
 from adapter.job import Job
+from adapter.store.sql.buffers import SqlJobBufferStorage
 from adapter.strategy import JobQueueStrategy, ProcessFunction
 from tests.factories import JoiningBuffer
 
@@ -121,6 +119,10 @@ def test_sql_buffered_jobs_survive_reopening_the_storage(tmp_path: Path) -> None
 def test_malformed_sql_url_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="malformed"):
         SqlJobBufferStorage("not a url")
+
+
+def test_the_sql_storage_is_importable_from_adapter_and_adapter_buffer() -> None:
+    assert adapter.SqlJobBufferStorage is buffer.SqlJobBufferStorage is SqlJobBufferStorage
 
 
 @pytest.fixture

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job
+from adapter.store.memory import MemoryJobStore
 
 
 @pytest.fixture
-def strategy(tmp_path: Path) -> Iterator[CeleryJobQueueStrategy]:
+def strategy() -> Iterator[CeleryJobQueueStrategy]:
     app = Celery("fork-guard")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = "memory://"
-    made = CeleryJobQueueStrategy(
-        app, store=f"sqlite:///{tmp_path / 'jobs.sqlite3'}", embedded_worker=False
-    )
+    made = CeleryJobQueueStrategy(app, store=MemoryJobStore(), embedded_worker=False)
     yield made
     made.destroy()
 

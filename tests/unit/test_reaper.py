@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from pathlib import Path
 
 from adapter.backoff import constant_backoff
 from adapter.celery.reaper import Reaper
 from adapter.job import Job, utcnow
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.running import RunningJobs
-from adapter.store import open_store
+from adapter.store.memory import MemoryJobStore
 from tests.support import wait_for
 
 
-def test_unqueued_jobs_are_looked_for_once_per_start_a_heartbeat_timeout_after_it(
-    tmp_path: Path,
-) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+def test_unqueued_jobs_are_looked_for_once_per_start_a_heartbeat_timeout_after_it() -> None:
+    store = MemoryJobStore()
     looked: list[datetime] = []
     rounds: list[int] = []
 
