@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from celery import bootsteps
 
-from adapter.celery.poison import DeadLetterOffice, install_hooks
+from adapter.celery.poison import DeadLetterRecorder, install_hooks
 from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import celery_queue
@@ -132,9 +132,9 @@ def _add_queue(consumer: Any, queue_name: str) -> None:
 
 
 def queue_control_step(
-    handle: ConsumerHandle, office: DeadLetterOffice
+    handle: ConsumerHandle, recorder: DeadLetterRecorder
 ) -> type[bootsteps.StartStopStep]:
-    """Return a consumer bootstep class bound to ``handle``; ``office`` takes poison."""
+    """Return a consumer bootstep class bound to ``handle``; ``recorder`` takes poison."""
 
     class AdapterQueueControl(bootsteps.StartStopStep):  # type: ignore[misc]
         """Keeps the consumer's queues equal to the adapter's started queues."""
@@ -143,7 +143,7 @@ def queue_control_step(
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
-            install_hooks(parent, office)  # before the consumer builds its message handlers
+            install_hooks(parent, recorder)  # before the consumer builds its message handlers
 
         def start(self, parent: Any) -> None:
             handle.bind(parent)

@@ -6,7 +6,7 @@ is not JSON, JSON that is not ``[[job], {}, {...}]`` with a valid job, a task na
 ``adapter.celery.envelope``). A worker checks each message of a job queue (``jobs.*``) as it
 arrives, in its consumer, before any pool sees it, all but the job itself: that one is
 validated where it runs, and dead-lettered from there the same way
-(``DeadLetterOffice.take_request``), as a full check in the consumer would slow every job:
+(``DeadLetterRecorder.take_request``), as a full check in the consumer would slow every job:
 
 - the check runs in the task's Celery strategy (``guarded_strategy``) for messages named
   ``adapter.run_job``, and in the consumer's hooks for unknown tasks, unknown formats and
@@ -39,9 +39,9 @@ from adapter.celery.envelope import (
     request_headers,
     routed_queue_name,
 )
-from adapter.celery.routing import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_SETTING
 from adapter.dead_letter import DeadLetter
 from adapter.errors import JobQueueError
+from adapter.settings import AdapterSettings
 from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def on_job_queue(message: Any) -> bool:
     return routed_queue_name(message.delivery_info) is not None
 
 
-class DeadLetterOffice:
+class DeadLetterRecorder:
     """Records, keeps and rejects poison messages."""
 
     def __init__(self, store: JobStore) -> None:
@@ -103,7 +103,7 @@ class DeadLetterOffice:
     def _keep_on_rabbitmq(
         app: Any, letter: DeadLetter, body: Any, encoding: Any, headers: dict[str, Any]
     ) -> None:
-        queue = app.conf.get(DEAD_LETTER_QUEUE_SETTING) or DEAD_LETTER_QUEUE
+        queue = AdapterSettings.from_conf(app.conf).dead_letter_queue
         try:
             with app.producer_pool.acquire(block=True) as producer:
                 if producer.connection.transport.driver_type != "amqp":
@@ -123,7 +123,7 @@ class DeadLetterOffice:
             logger.error("could not keep the dead letter on %s: %s", queue, err)
 
 
-def guarded_strategy(office: DeadLetterOffice) -> Callable[..., Any]:
+def guarded_strategy(recorder: DeadLetterRecorder) -> Callable[..., Any]:
     """Return a Celery task ``Strategy`` that dead-letters poison before Celery's own runs."""
 
     def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
@@ -132,7 +132,7 @@ def guarded_strategy(office: DeadLetterOffice) -> Callable[..., Any]:
         def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
             reason = malformed_reason(message) if on_job_queue(message) else None
             if reason is not None:
-                return office.take(message, reason, consumer)
+                return recorder.take(message, reason, consumer)
             return handle(message, body, *args, **kwargs)
 
         return on_message
@@ -140,7 +140,7 @@ def guarded_strategy(office: DeadLetterOffice) -> Callable[..., Any]:
     return strategy
 
 
-def install_hooks(consumer: Any, office: DeadLetterOffice) -> None:
+def install_hooks(consumer: Any, recorder: DeadLetterRecorder) -> None:
     """Dead-letter, instead of dropping, job-queue messages that name no known task."""
     unknown_task = consumer.on_unknown_task
     unknown_message = consumer.on_unknown_message
@@ -151,24 +151,24 @@ def install_hooks(consumer: Any, office: DeadLetterOffice) -> None:
         if not on_job_queue(message):
             return unknown_task(body, message, exc)
         name = (message.headers or {}).get("task")
-        return office.take(
+        return recorder.take(
             message, f"unknown task {name!r}: job queues carry {TASK_NAME} only", consumer
         )
 
     def on_unknown_message(body: Any, message: Any) -> Any:
         if not on_job_queue(message):
             return unknown_message(body, message)
-        return office.take(message, "not a Celery task message (no task header)", consumer)
+        return recorder.take(message, "not a Celery task message (no task header)", consumer)
 
     def on_invalid_task(body: Any, message: Any, exc: Any) -> Any:
         if not on_job_queue(message):
             return invalid_task(body, message, exc)
-        return office.take(message, f"invalid task message: {exc}", consumer)
+        return recorder.take(message, f"invalid task message: {exc}", consumer)
 
     def on_decode_error(message: Any, exc: Any) -> Any:
         if not on_job_queue(message):
             return decode_error(message, exc)
-        return office.take(message, f"the message could not be decoded: {exc}", consumer)
+        return recorder.take(message, f"the message could not be decoded: {exc}", consumer)
 
     consumer.on_unknown_task = on_unknown_task
     consumer.on_unknown_message = on_unknown_message

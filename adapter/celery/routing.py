@@ -7,8 +7,6 @@ changes nothing a running deployment sees.
 
 from __future__ import annotations
 
-from adapter import settings
-
 #: Prefix of the celery queue that carries a queue's jobs ("send-email" -> "jobs.send-email").
 QUEUE_PREFIX = "jobs."
 
@@ -23,8 +21,3 @@ def queue_name_of(celery_queue_name: str) -> str | None:
     if celery_queue_name.startswith(QUEUE_PREFIX):
         return celery_queue_name[len(QUEUE_PREFIX) :]
     return None
-
-
-#: The dead-letter queue's setting and default, from ``adapter.settings`` (poison.py reads them).
-DEAD_LETTER_QUEUE_SETTING = settings.DEAD_LETTER_QUEUE.key
-DEAD_LETTER_QUEUE = settings.DEAD_LETTER_QUEUE.default

@@ -35,7 +35,7 @@ from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.orphans import OrphanRecovery
-from adapter.celery.poison import DeadLetterOffice
+from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
 from adapter.celery.reaper import Reaper
 from adapter.celery.registry import ProcessRegistry
@@ -100,8 +100,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
         self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
         self._registry = ProcessRegistry()
-        office = DeadLetterOffice(self._store)
-        self._task = register_task(app, self._registry, self.lifecycle, office)
+        recorder = DeadLetterRecorder(self._store)
+        self._task = register_task(app, self._registry, self.lifecycle, recorder)
         self._publisher = JobPublisher(app, self._task)
         self._reaper = Reaper(
             self.lifecycle,
@@ -111,7 +111,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
-        app.steps["consumer"].add(queue_control_step(self._consumer, office))
+        app.steps["consumer"].add(queue_control_step(self._consumer, recorder))
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)
@@ -281,13 +281,13 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         return _cli_launch.get() is False and not _inside_celery_cli()
 
 
-#: Set while the ``jobqueue`` command imports a module: no embedded worker is started, and
-#: with ``active_queues`` only those queues are started (Vendure's ``activeQueues``).
 def store_url_for(conf: Any) -> str:
     """Return the job store URL of a deployment (``AdapterSettings.job_store_url``)."""
     return AdapterSettings.from_conf(conf).job_store_url()
 
 
+#: Set while the ``jobqueue`` command imports a module: no embedded worker is started, and
+#: with ``active_queues`` only those queues are started (Vendure's ``activeQueues``).
 _cli_launch: ContextVar[frozenset[str] | bool | None] = ContextVar("cli_launch", default=False)
 
 

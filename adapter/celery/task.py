@@ -18,7 +18,7 @@ from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
-from adapter.celery.poison import DeadLetterOffice, guarded_strategy
+from adapter.celery.poison import DeadLetterRecorder, guarded_strategy
 from adapter.celery.registry import ProcessRegistry
 from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
 from adapter.job import Job
@@ -31,9 +31,9 @@ STORE_RETRY_DELAY_S = 5.0
 
 
 def register_task(
-    app: Celery, registry: ProcessRegistry, lifecycle: Lifecycle, office: DeadLetterOffice
+    app: Celery, registry: ProcessRegistry, lifecycle: Lifecycle, recorder: DeadLetterRecorder
 ) -> Task:
-    """Register ``adapter.run_job`` on ``app`` and return it; ``office`` takes poison."""
+    """Register ``adapter.run_job`` on ``app`` and return it; ``recorder`` takes poison."""
 
     class JobRequest(Request):  # type: ignore[misc]
         """Tells the pool which process runs the job, as this (parent) process knows it.
@@ -49,7 +49,7 @@ def register_task(
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
-        return _run(task, wire_job, registry, lifecycle, office)
+        return _run(task, wire_job, registry, lifecycle, recorder)
 
     return app.task(
         name=TASK_NAME,
@@ -60,7 +60,7 @@ def register_task(
         ignore_result=True,
         max_retries=None,
         Request=JobRequest,
-        Strategy=staticmethod(guarded_strategy(office)),  # a class attribute: no binding
+        Strategy=staticmethod(guarded_strategy(recorder)),  # a class attribute: no binding
     )(run_job)
 
 
@@ -69,12 +69,12 @@ def _run(
     wire_job: Any,
     registry: ProcessRegistry,
     lifecycle: Lifecycle,
-    office: DeadLetterOffice,
+    recorder: DeadLetterRecorder,
 ) -> None:
     try:
         job = Job.from_wire(wire_job)
     except InvalidJobMessageError as err:  # the consumer checked all but the job (poison.py)
-        office.take_request(task.app, task.request, wire_job, str(err))
+        recorder.take_request(task.app, task.request, wire_job, str(err))
         raise Reject(str(err), requeue=False) from err
     process = registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
     if process is None:

@@ -41,6 +41,9 @@ MUTABLE_FIELDS = (
     "updated_at",
 )
 
+#: Dead letters a store keeps at most; the oldest go first (stores without a query to prune).
+MAX_DEAD_LETTERS = 10_000
+
 
 class ProducerStore(ABC):
     """What ``add`` needs: record new jobs, undo a record, read one back."""

@@ -28,14 +28,12 @@ from adapter.errors import ConfigurationError, DuplicateJobError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, list_jobs
-from adapter.store.base import MUTABLE_FIELDS, JobStore
+from adapter.store.base import MAX_DEAD_LETTERS, MUTABLE_FIELDS, JobStore
 
 logger = logging.getLogger(__name__)
 
 #: URL scheme of the in-memory store.
 SCHEME = "memory"
-#: Dead letters kept; older ones are dropped (as the Redis store does).
-MAX_DEAD_LETTERS = 10_000
 #: The job fields ``update`` writes: the mutable fields a Job has (``updated_at`` is the store's).
 _WRITTEN = tuple(name for name in MUTABLE_FIELDS if name in Job.model_fields)
 #: Job fields holding times, kept in UTC as the other stores return them.

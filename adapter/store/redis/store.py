@@ -62,7 +62,7 @@ from adapter.listing import (
     page_bounds,
     parse_list_options,
 )
-from adapter.store.base import MUTABLE_FIELDS, JobStore
+from adapter.store.base import MAX_DEAD_LETTERS, MUTABLE_FIELDS, JobStore
 from adapter.store.redis.layout import (
     RedisKeys,
     field_text,
@@ -90,8 +90,6 @@ CLAIM_NEEDS_JOB = -1
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
-#: Dead letters kept; older ones are dropped.
-MAX_DEAD_LETTERS = 10_000
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT_S = 5.0
 #: Seconds to wait for a reply from Redis.
