@@ -101,6 +101,17 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 
 ProgressListener = Callable[["Job"], None]
 
+#: Fields ``add`` resets to their defaults, whatever the caller's job says (``Job.as_added``).
+_ADDED_FRESH_FIELDS = (
+    "state",
+    "progress",
+    "result",
+    "error",
+    "attempts",
+    "started_at",
+    "settled_at",
+)
+
 
 def validate_queue_name(queue_name: object) -> str:
     """Return ``queue_name`` if a broker accepts it everywhere, else raise InvalidQueueNameError."""
@@ -214,6 +225,15 @@ class Job(BaseModel):
         for name, value in changes.items():
             setattr(self, name, value)
         return True
+
+    def as_added(self, job_id: str) -> Job:
+        """Return a copy as ``add`` records it: this id, and every field a run changes back
+        at its default (PENDING, no attempts, no progress, result or error, never started)."""
+        fresh = {
+            name: type(self).model_fields[name].get_default(call_default_factory=True)
+            for name in _ADDED_FRESH_FIELDS
+        }
+        return self.model_copy(update={"id": job_id, **fresh})
 
     def start(self) -> None:
         """Begin an attempt: RUNNING, ``attempts`` + 1; only from PENDING or RETRYING."""

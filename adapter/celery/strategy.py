@@ -142,18 +142,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             existing = self.find_one(job_id)
             if existing is not None:
                 return existing
-        added = job.model_copy(
-            update={
-                "id": job_id,
-                "state": JobState.PENDING,
-                "attempts": 0,
-                "progress": 0,
-                "result": None,
-                "error": None,
-                "started_at": None,
-                "settled_at": None,
-            }
-        )
+        added = job.as_added(job_id)
         if job.id is None and idempotency_key is None:
             # A fresh id is in no store yet: publish first, then record the job in the next
             # batch instead of paying a store round trip per add.

@@ -11,6 +11,8 @@ from __future__ import annotations
 from redis import Redis
 from redis.commands.core import Script
 
+from adapter.job import SETTLED_STATES
+
 #: Read jobs for the client: one JSON text is parsed far faster than a reply per field.
 _AS_JSON = """
 -- Return a JSON array of the fields of the jobs `ids` that exist, in that order.
@@ -35,7 +37,7 @@ end
 
 #: Functions every script shares: put a job into its indexes, take it out of them.
 _COMMON = """
-local FINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
+local FINAL = {__SETTLED_STATES__}
 
 -- Index job `id` by its hash now; `old` is the state it is indexed under, false if none yet.
 -- Only a job that is or was settled (FINAL) can be in the settled and unstamped indexes.
@@ -150,6 +152,11 @@ local function transit(p, id, spec, now, stale_before, given)
   return true
 end
 """
+
+# The settled states come from adapter.job, the one place they are defined.
+_COMMON = _COMMON.replace(
+    "__SETTLED_STATES__", ", ".join(f"{state.value} = true" for state in sorted(SETTLED_STATES))
+)
 
 #: ARGV: prefix, id, field, value, ...  Returns 1, or 0 when the id is taken.
 INSERT = """
