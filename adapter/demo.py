@@ -76,7 +76,10 @@ class DemoRun:
     def __post_init__(self) -> None:
         app = create_app("adapter-demo", **embedded_settings(self.data_dir))
         self.strategy = CeleryJobQueueStrategy(
-            app, backoff_strategy=constant_backoff(500), concurrency=DEMO_CONCURRENCY
+            app,
+            backoff_strategy=constant_backoff(500),
+            concurrency=DEMO_CONCURRENCY,
+            embedded_worker=True,  # the demo process runs its jobs itself
         )
 
     def start(self) -> None:

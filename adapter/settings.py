@@ -1,16 +1,19 @@
 """Every adapter setting in one table: its Celery key, environment variable, type, default, why.
 
 The adapter reads its settings from a Celery app's configuration (``app.conf``) under the keys
-of ``SETTINGS``; ``celeryconfig.py`` fills them from the environment variables of the same
-table with ``celery_settings_from_environment()``. ``AdapterSettings.from_conf`` is the one
-reader: it applies the defaults, converts the types, and refuses a bad value with
+of ``SETTINGS``; ``environment_settings()`` reads them from the environment variables of the
+same table (``create_app`` applies them; ``celeryconfig.py``, the example, adds the recommended
+Celery settings with ``celery_settings_from_environment()``). ``AdapterSettings.from_conf`` is
+the one reader: it applies the defaults, converts the types, and refuses a bad value with
 ``ConfigurationError`` naming its key (never echoing a URL, which may hold a password). A
 setting that is unset, ``None`` or ``""`` takes its default.
 
 Two entries are Celery's own settings, read from environment variables the adapter documents:
 ``broker_url`` and ``result_backend`` (which the job store follows when no store is named).
-The Celery settings that jobs rely on (acks late, prefetch 1, JSON only, ...) come, each with
-its reason, from ``recommended_celery_settings()``.
+What the adapter's own task needs (acks late, reject on worker lost, no result, JSON) it
+carries per task, so a shop's tasks keep their own. The per-worker Celery settings jobs are
+safest with (prefetch 1, ...) are recommendations, each with its reason, in
+``recommended_celery_settings()``; ``jobqueue check`` says which ones an app lacks.
 
 This module imports neither celery nor kombu.
 """
@@ -251,41 +254,40 @@ def filesystem_transport_options(data_dir: str) -> dict[str, Any]:
 
 
 def recommended_celery_settings() -> dict[str, Any]:
-    """Return the Celery settings jobs rely on; ``jobqueue check`` warns when one is changed."""
+    """Return the per-worker Celery settings jobs are safest with; ``jobqueue check`` checks them.
+
+    Recommended, never forced: none changes how a shop's own tasks are acknowledged, serialized
+    or keep their results (the adapter's task sets those for itself).
+    """
     return {
-        # Acknowledged after the job ran: a worker that dies mid-job does not lose it.
-        "task_acks_late": True,
-        # A job whose pool process died is put back rather than marked failed (bounded by
-        # adapter_max_redeliveries).
-        "task_reject_on_worker_lost": True,
         # One message per free pool slot: a stopped queue leaves its waiting jobs in the broker.
         "worker_prefetch_multiplier": 1,
-        # RabbitMQ writes messages to disk, so queued jobs outlive a broker restart (the job
-        # queues the adapter declares are durable: kombu's default, never turned off).
-        "task_default_delivery_mode": "persistent",
         # A worker started before its broker waits for it instead of exiting.
         "broker_connection_retry_on_startup": True,
-        # JSON only: a message can never make a worker unpickle code.
-        "task_serializer": "json",
+        # JSON only (Celery's default): a message can never make a worker unpickle code.
         "accept_content": ["json"],
-        "result_serializer": "json",
-        # Job state lives in the job store; Celery's own results are not needed.
-        "task_ignore_result": True,
+        # RabbitMQ writes messages to disk, so queued jobs outlive a broker restart (Celery's
+        # default; the job queues the adapter declares are durable).
+        "task_default_delivery_mode": "persistent",
         # The library logs through logging; the application's logging setup stays its own.
         "worker_hijack_root_logger": False,
     }
 
 
-def celery_settings_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Return ``celeryconfig.py``'s settings: the recommended ones, then the environment's.
+def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return every entry of ``SETTINGS`` read from the environment, checked.
 
-    Every entry of ``SETTINGS`` is read from its environment variables (default ``os.environ``)
-    and checked; the embedded ``filesystem://`` broker gets its folders in the data dir.
+    The environment is ``os.environ`` unless given; the embedded ``filesystem://`` broker gets
+    its folders in the data dir. This is what ``create_app`` applies before any config module.
     """
     env = os.environ if environ is None else environ
     found = {setting.key: setting.read_environment(env) for setting in SETTINGS}
     AdapterSettings.from_conf(found)  # refused as the config is read, not at the first job
-    settings = {**recommended_celery_settings(), **found}
     if str(found[BROKER_URL.key]).startswith("filesystem://"):
-        settings["broker_transport_options"] = filesystem_transport_options(found[DATA_DIR.key])
-    return settings
+        found["broker_transport_options"] = filesystem_transport_options(found[DATA_DIR.key])
+    return found
+
+
+def celery_settings_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return ``celeryconfig.py``'s settings: the recommended ones, then the environment's."""
+    return {**recommended_celery_settings(), **environment_settings(environ)}

@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark: broker URLs, the app factory, payloads and queue hygiene.
 
 Both sides of every comparison use one app built by ``make_app`` (``celeryconfig.py`` plus the
-broker chosen here), so they share acks late, prefetch 1, JSON and the producer pool. The
+broker chosen here), so they share prefetch 1, JSON and the producer pool; the raw task is
+acknowledged late as the adapter's task is (both set it per task). The
 celery worker imports ``bench.workers``, which builds its app with the same function from the
 environment variables named below.
 """

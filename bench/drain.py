@@ -33,9 +33,7 @@ POLL_INTERVAL_S = 0.02
 STOP_TIMEOUT_S = 20.0
 #: Result keys checked for the first finished task (two pool children start two tasks).
 FIRST_KEYS = 4
-#: The ``celery`` console script of this interpreter. Not ``python -m celery``: under that
-#: program name the adapter does not see that it runs inside ``celery worker`` and starts an
-#: embedded worker beside the prefork one, which breaks the worker.
+#: The ``celery`` console script of this interpreter, as an operator runs it.
 CELERY_SCRIPT = str(Path(sys.executable).with_name("celery"))
 
 #: A probe returns (at least one job done, all jobs done).

@@ -24,7 +24,7 @@ from bench.common import (
 app = make_app(os.environ[ENV_BROKER], os.environ[ENV_STORE], os.environ[ENV_RESULT])
 
 
-@app.task(name=RAW_TASK_NAME, ignore_result=False)  # type: ignore[untyped-decorator]
+@app.task(name=RAW_TASK_NAME, ignore_result=False, acks_late=True)  # type: ignore[untyped-decorator]
 def noop_task(payload: Any = None) -> None:
     """Do nothing: the raw Celery side of the drain benchmark."""
     return None

@@ -20,6 +20,7 @@ those of plain connections to the same broker (kombu keys its process-wide pools
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from celery import Celery
@@ -28,9 +29,14 @@ from kombu.transport.base import Transport
 from kombu.utils.collections import HashedSeq
 
 from adapter.celery import filesystem, redis_transport
-from adapter.settings import STORE_URL, filesystem_transport_options, sqlite_store_url
+from adapter.settings import (
+    STORE_URL,
+    environment_settings,
+    filesystem_transport_options,
+    sqlite_store_url,
+)
 
-#: The module Celery reads settings from unless told otherwise.
+#: The config module ``create_app`` reads when it is importable (Celery's convention).
 DEFAULT_CONFIG_MODULE = "celeryconfig"
 
 #: The adapter's transport for each kombu transport alias (the URL scheme) it stands in for.
@@ -86,16 +92,31 @@ def use_adapter_transports(app: Celery) -> None:
         app.amqp.Connection = type(f"Adapter{current.__name__}", (AdapterConnection, current), {})
 
 
-def create_app(
-    name: str = "adapter", config: str = DEFAULT_CONFIG_MODULE, **settings: Any
-) -> Celery:
-    """Return a Celery app configured from the module ``config``, then ``settings``."""
+def create_app(name: str = "adapter", config: str | None = None, **settings: Any) -> Celery:
+    """Return a Celery app: settings from the environment, then a config module, then ``settings``.
+
+    The adapter's settings (broker, store, ...) come from the environment
+    (``adapter.settings.environment_settings``), so an installed package works from any folder.
+    A config module overrides them: ``config`` when named (it must import), else
+    ``celeryconfig`` when one is importable, as Celery's own convention. Nothing here changes
+    how the app's other tasks are acknowledged, serialized or keep their results.
+    """
     app = Celery(name)
-    app.config_from_object(config)
+    app.add_defaults(environment_settings())
+    module = config or (DEFAULT_CONFIG_MODULE if _importable(DEFAULT_CONFIG_MODULE) else None)
+    if module:
+        app.config_from_object(module)
     if settings:
         app.conf.update(settings)
     use_adapter_transports(app)
     return app
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def embedded_settings(data_dir: str) -> dict[str, Any]:

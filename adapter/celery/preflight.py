@@ -1,7 +1,10 @@
 """Preflight: settings that lose, duplicate or endanger jobs, found before they do.
 
 ``check_settings(app)`` reads the app's Celery settings and returns findings; ``jobqueue check``
-prints them and the worker logs them at start-up. What cannot be read from the client side is
+prints them and the worker logs them at start-up. It checks what is per worker or per broker
+(``adapter.settings.recommended_celery_settings`` says why each is recommended); the adapter's
+task carries its own delivery options (acks late, reject on worker lost, JSON), so the app-wide
+defaults the shop's tasks use are not findings. What cannot be read from the client side is
 said as such (RabbitMQ's ``consumer_timeout`` is a server setting).
 """
 
@@ -36,15 +39,6 @@ def check_settings(app: Any, longest_job_s: float | None = None) -> list[Finding
                 "accept_content",
                 f"accepts {', '.join(unsafe)}: a message "
                 "could run code on the worker; accept only json",
-            )
-        )
-    if conf.task_acks_late and not conf.task_reject_on_worker_lost:
-        findings.append(
-            Finding(
-                "task_reject_on_worker_lost",
-                "acks late without reject on "
-                "worker lost: a job whose pool process dies is marked failed "
-                "and acknowledged, so it is lost",
             )
         )
     if (conf.worker_prefetch_multiplier or 0) != 1:

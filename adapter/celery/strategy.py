@@ -8,9 +8,11 @@
   an id or an idempotency key is recorded first, and removed if publishing fails. Either way
   nothing is half-written: a job whose message was refused is not in the store, and ``add``
   raises ``PublishError``.
-- ``start``/``stop`` edit the process registry. In a Celery worker process (``celery -A module
-  worker``) the consumer bootstep follows it; in any other process an embedded threads-pool
-  worker is started on the first ``start``.
+- ``start``/``stop`` edit the process registry: they declare which queues this process runs.
+  In a Celery worker process (``celery -A module worker``, ``jobqueue worker``) the consumer
+  bootstep follows it. Any other process (a web app importing the same module) runs no job,
+  unless it asks for an embedded threads-pool worker: ``run_embedded_worker()`` (or
+  ``embedded_worker=True``), which then runs its started queues.
 - ``find_one`` reads the store.
 """
 
@@ -70,7 +72,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         store: JobStore | str | None = None,
         backoff_strategy: BackoffStrategy | None = None,
         concurrency: int = 1,
-        embedded_worker: bool | None = None,
+        embedded_worker: bool = False,
     ) -> None:
         """Bind the strategy to ``app``.
 
@@ -79,8 +81,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             store: a JobStore or its URL; default: the app's ``adapter_store_url`` setting.
             backoff_strategy: delay in ms before a retry; default constant 1000 ms.
             concurrency: threads of the embedded worker (a Celery worker uses its own).
-            embedded_worker: run jobs in this process when ``start`` is called; default:
-                yes unless this process is a ``celery worker``.
+            embedded_worker: run the started queues' jobs in this process, as
+                ``run_embedded_worker()`` does; default: no, only Celery workers run jobs.
         """
         if TASK_NAME in app.tasks:
             raise ConfigurationError(
@@ -192,6 +194,19 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         if first:
             logger.info("started queue %r", queue_name)
 
+    def run_embedded_worker(self) -> None:
+        """Run this process's started queues here, on an embedded threads-pool worker.
+
+        For a process that is not a Celery worker (a script, a development server): the queues
+        started before this call and after it run here, ``concurrency`` jobs at a time, until
+        ``destroy``. Where the ``celery`` or ``jobqueue`` command loaded the module, the call
+        changes nothing: that command's own worker runs the jobs, or none runs.
+        """
+        self._embedded_wanted = True
+        started = self._registry.queue_names()
+        if started and not self._consumer.bound and self._runs_embedded_worker():
+            self._embedded.start(started)
+
     def stop(self, queue_name: str, process: ProcessFunction) -> None:
         validate_queue_name(queue_name)
         if self._registry.remove(queue_name, process):
@@ -265,9 +280,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._store.close()
 
     def _runs_embedded_worker(self) -> bool:
-        if self._embedded_wanted is not None:
-            return self._embedded_wanted
-        return _cli_launch.get() is False and not _inside_celery_cli()
+        return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()
 
 
 def store_url_for(conf: Any) -> str:
@@ -282,7 +295,7 @@ _cli_launch: ContextVar[frozenset[str] | bool | None] = ContextVar("cli_launch",
 
 @contextmanager
 def launched_by_cli(active_queues: Iterable[str] | None = None) -> Iterator[None]:
-    """Within this block ``start`` never runs an embedded worker, and skips inactive queues."""
+    """Within this block no embedded worker starts, and ``start`` skips inactive queues."""
     token = _cli_launch.set(None if active_queues is None else frozenset(active_queues))
     try:
         yield
@@ -306,8 +319,8 @@ def _new_job_id() -> str:
 def _inside_celery_cli() -> bool:
     """True while the ``celery`` command imports the app module (``celery -A module ...``).
 
-    A ``celery worker`` binds its consumer later, so ``start`` must not run a worker of its
-    own there; other ``celery`` commands (inspect, purge, shell) never run jobs.
+    A ``celery worker`` binds its consumer later, so an embedded worker asked for must not
+    start there; other ``celery`` commands (inspect, purge, shell) never run jobs.
     """
     context: Any = click.get_current_context(silent=True)
     while context is not None:

@@ -55,9 +55,11 @@ def register_task(
         name=TASK_NAME,
         shared=False,  # bound to this app's registry and store, never to another app
         bind=True,
+        # Delivery as jobs need it, on this task only: the app's other tasks keep their own.
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
+        serializer="json",
         max_retries=None,
         Request=JobRequest,
         Strategy=staticmethod(guarded_strategy(recorder)),  # a class attribute: no binding

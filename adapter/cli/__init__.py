@@ -15,14 +15,17 @@
                                        [--graceful-timeout 20] [--health-port PORT]
 
 ``--app MODULE[:ATTR]`` uses the strategy your module builds (its broker and store); without it
-the strategy is built from ``celeryconfig`` (ADAPTER_BROKER_URL, ADAPTER_STORE_URL). ``--json``
-prints JSON for scripts. Errors print one line and exit non-zero.
+the strategy is built by ``create_app`` (ADAPTER_BROKER_URL, ADAPTER_STORE_URL, ... from the
+environment; a ``celeryconfig`` module when importable). MODULE is imported from the current
+folder first, as ``celery -A`` does. ``--json`` prints JSON for scripts. Options go before or
+after the command. Errors print one line and exit non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -41,6 +44,8 @@ Command = Callable[[argparse.Namespace, CeleryJobQueueStrategy, TextIO], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
+    if os.getcwd() not in sys.path:  # MODULE and celeryconfig come from here, as for celery -A
+        sys.path.insert(0, os.getcwd())
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args.data_dir or tempfile.mkdtemp(prefix="jobqueue-demo-"), sys.stdout)
@@ -83,7 +88,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def load_strategy(app: str | None) -> CeleryJobQueueStrategy:
-    """Return the strategy of ``module[:attribute]``, or one built from ``celeryconfig``."""
+    """Return the strategy of ``module[:attribute]``, or one built by ``create_app``."""
     if not app:
         return CeleryJobQueueStrategy(create_app("jobqueue"), embedded_worker=False)
     module_name, _, attribute = app.partition(":")
@@ -103,10 +108,11 @@ def load_strategy(app: str | None) -> CeleryJobQueueStrategy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--app", help="MODULE[:ATTR] whose CeleryJobQueueStrategy to use")
-    common.add_argument("--json", action="store_true", help="print JSON")
     parser = argparse.ArgumentParser(prog="jobqueue", description="Vendure-style jobs on Celery.")
+    _common_options(parser, default=None)
+    # After the command too; SUPPRESS keeps a value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="example jobs on the embedded default, live")
     demo.add_argument("--data-dir", help="folder for broker and store files (default: a new one)")
@@ -155,6 +161,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("-n", "--hostname", help="Celery node name, e.g. jobs@%%h")
     return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    app_help = "MODULE[:ATTR] whose CeleryJobQueueStrategy to use"
+    parser.add_argument("--app", default=default, help=app_help)
+    json_default = False if default is None else default
+    parser.add_argument("--json", action="store_true", default=json_default, help="print JSON")
 
 
 if __name__ == "__main__":

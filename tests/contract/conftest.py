@@ -155,7 +155,9 @@ def strategy(
         control_exchange=f"adapter-test-ctl-{pair}-{PROCESS_TAG}",
         event_exchange=f"adapter-test-ev-{pair}-{PROCESS_TAG}",
     )
-    made = CeleryJobQueueStrategy(app, store=open_job_store(), backoff_strategy=backoff)
+    made = CeleryJobQueueStrategy(
+        app, store=open_job_store(), backoff_strategy=backoff, embedded_worker=True
+    )
     backoff.strategy = made
     yield made
     made.destroy()

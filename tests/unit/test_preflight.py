@@ -32,10 +32,9 @@ def test_pickle_in_accept_content_is_flagged() -> None:
     assert "accepts pickle" in findings[0].message
 
 
-def test_acks_late_without_reject_on_worker_lost_is_flagged() -> None:
-    assert settings_named(app_with(task_reject_on_worker_lost=False)) == [
-        "task_reject_on_worker_lost"
-    ]
+def test_the_shops_own_task_defaults_are_not_findings() -> None:
+    shop = app_with(task_acks_late=True, task_reject_on_worker_lost=False, task_ignore_result=False)
+    assert settings_named(shop) == []
 
 
 def test_prefetch_and_startup_retry_are_flagged() -> None:
