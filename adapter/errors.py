@@ -47,3 +47,7 @@ class JobFailedError(JobQueueError):
 
 class InvalidListOptionsError(JobQueueError, ValueError):
     """Raised when list options name an unknown field or operator, or a bad value."""
+
+
+class InvalidJobError(JobQueueError, ValueError):
+    """Raised when a job field is outside its range (``adapter.job.FIELD_RANGES``); names both."""

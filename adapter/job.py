@@ -14,13 +14,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from adapter.data import sanitize
-from adapter.errors import InvalidJobMessageError, InvalidQueueNameError, JobCancelledError
+from adapter.errors import (
+    InvalidJobError,
+    InvalidJobMessageError,
+    InvalidQueueNameError,
+    JobCancelledError,
+    JobQueueError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +104,24 @@ BEAT = Transition("beat", sources=frozenset({JobState.RUNNING}))
 #: Longest queue name accepted, in characters.
 MAX_QUEUE_NAME_LENGTH = 200
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+#: Longest job id, in characters: the SQL stores' id column is VARCHAR(64).
+MAX_ID_LENGTH = 64
+#: Most attempts a job records: PostgreSQL's INTEGER column is signed 32-bit (2**31 - 1).
+MAX_ATTEMPTS = 2**31 - 1
+#: Most retries a job may have; far below MAX_ATTEMPTS, which also counts lost-worker redeliveries.
+MAX_RETRIES = 1_000_000_000
+#: Highest progress, in percent (the lowest is 0).
+MAX_PROGRESS = 100
+#: What each bounded field accepts, in the words of the error that refuses a value outside it.
+FIELD_RANGES = {
+    "id": f"a string of 1 to {MAX_ID_LENGTH} characters and no control character, or None",
+    "queue_name": (
+        f"1 to {MAX_QUEUE_NAME_LENGTH} letters, digits and '_.:-', starting with a letter or digit"
+    ),
+    "retries": f"an integer from 0 to {MAX_RETRIES}",
+    "attempts": f"an integer from 0 to {MAX_ATTEMPTS}",
+    "progress": f"a number from 0 to {MAX_PROGRESS}",
+}
 
 ProgressListener = Callable[["Job"], None]
 
@@ -141,20 +165,40 @@ class Job(BaseModel):
         alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=False
     )
 
-    id: str | None = None
+    id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]*$"
+    )
     queue_name: str
     data: Any = None
     state: JobState = JobState.PENDING
-    progress: int | float = 0
+    progress: int | float = Field(default=0, ge=0, le=MAX_PROGRESS)
     result: Any = None
     error: Any = None
-    retries: int = Field(default=0, ge=0)
-    attempts: int = Field(default=0, ge=0)
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     settled_at: datetime | None = None
 
     _progress_listeners: list[ProgressListener] = PrivateAttr(default_factory=list)
+
+    if not TYPE_CHECKING:  # hidden from mypy, whose pydantic plugin types ``Job(...)``'s fields
+
+        def __init__(self, **fields: Any) -> None:
+            """Build a job, or raise the adapter's error naming the first field out of range."""
+            try:
+                super().__init__(**fields)
+            except ValidationError as err:
+                raise _construction_error(err) from err
+
+        # As RootModel does: pydantic then validates ``model_validate`` input without calling
+        # this ``__init__``, so ``model_validate`` keeps raising pydantic's ValidationError.
+        __init__.__pydantic_base_init__ = True
+
+    @field_validator("queue_name", mode="before")
+    @classmethod
+    def _valid_queue_name(cls, value: Any) -> Any:
+        return validate_queue_name(value)
 
     @field_validator("id", mode="before")
     @classmethod
@@ -241,8 +285,8 @@ class Job(BaseModel):
             logger.debug("job %s: attempt %d of %d", self.id, self.attempts, self.retries + 1)
 
     def set_progress(self, percent: float) -> None:
-        """Record progress, capped at 100, and tell every progress listener."""
-        self.progress = min(percent or 0, 100)
+        """Record progress, kept within 0 to 100, and tell every progress listener."""
+        self.progress = max(0, min(percent or 0, MAX_PROGRESS))  # max(0, nan) is 0
         for listener in list(self._progress_listeners):
             listener(self)
 
@@ -310,7 +354,8 @@ class Job(BaseModel):
         try:
             job = cls.model_validate(payload)
         except ValidationError as err:
-            raise InvalidJobMessageError(f"not a valid job: {_first_error(err)}") from err
+            reason = _first_error(err, wire=True)
+            raise InvalidJobMessageError(f"not a valid job: {reason}") from err
         if job.id is None:
             raise InvalidJobMessageError("not a valid job: it has no id")
         return job
@@ -322,7 +367,51 @@ class Job(BaseModel):
         return copied
 
 
-def _first_error(err: ValidationError) -> str:
+def check_fields(job: Job) -> None:
+    """Raise the error ``Job(...)`` would unless every field of ``job`` but its data is valid.
+
+    For a job changed after it was built (pydantic does not check assignments) or built with
+    ``model_construct``; ``add`` calls it before publishing anything.
+    """
+    probe = job.model_copy()  # validate_assignment writes the value it checks into the model
+    for name in Job.model_fields.keys() - {"data"}:
+        try:
+            Job.__pydantic_validator__.validate_assignment(probe, name, getattr(job, name))
+        except ValidationError as err:
+            raise _construction_error(err) from err
+
+
+def _construction_error(err: ValidationError) -> JobQueueError:
+    cause = err.errors()[0].get("ctx", {}).get("error")
+    if isinstance(cause, JobQueueError):  # a validator's own error, such as a bad queue name
+        return cause
+    return InvalidJobError(f"invalid job: {_first_error(err, wire=False)}")
+
+
+#: Python field name of each wire (camelCase) key.
+_FIELD_OF_KEY = {info.alias or name: name for name, info in Job.model_fields.items()}
+
+
+def _first_error(err: ValidationError, *, wire: bool) -> str:
+    """Describe the first error: the field (a wire key when ``wire``) and what it must be."""
     first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "job"
-    return f"{where}: {first['msg']}"
+    loc = [str(part) for part in first["loc"]]
+    field_name = _FIELD_OF_KEY.get(loc[0], loc[0]) if loc else ""
+    info = Job.model_fields.get(field_name)
+    if info is not None:
+        loc[0] = (info.alias or field_name) if wire else field_name
+    where = ".".join(loc) or "job"
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, JobQueueError):
+        return str(cause)
+    expected = FIELD_RANGES.get(field_name) if len(loc) == 1 else None
+    if expected is None or first["type"] == "missing":
+        return f"{where}: {first['msg']}"
+    return f"{where} is {_shown(first['input'])}; it must be {expected}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str) and len(value) > 40:
+        return f"a string of {len(value)} characters"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -47,7 +47,7 @@ from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json
 from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
-from adapter.job import Job, JobState, validate_queue_name
+from adapter.job import Job, JobState, check_fields, validate_queue_name
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
@@ -129,9 +129,10 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
         A job without an id gets a new one, a UUIDv7. The key (unique per queue) becomes the
         job's id instead, so adding it again, from any process, publishes nothing and returns
-        the job as it is now.
+        the job as it is now. A field out of its range (``adapter.job.FIELD_RANGES``) raises
+        InvalidJobError or InvalidQueueNameError, and nothing is published.
         """
-        validate_queue_name(job.queue_name)
+        check_fields(job)  # again: the job may have changed since it was built
         size = len(ensure_json(job.data).encode())
         if size > self.max_data_bytes:
             raise JobDataError(

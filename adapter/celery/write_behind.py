@@ -18,9 +18,12 @@ that the next batch gathers the jobs added meanwhile.
   the late insert never turns a claimed or settled job back to PENDING.
 - **Never lost.** Publishing comes first: a job whose message was refused is never recorded.
   ``flush()`` (the strategy's ``flush`` and ``destroy``, and interpreter exit) writes what is
-  waiting. A batch the store refuses is logged, and one waiting in a killed process is gone:
-  either way only the record is late, since the messages are in the broker and the worker
-  that runs each job records it then.
+  waiting. A batch waiting in a killed process is gone: only the record is late, since the
+  messages are in the broker and the worker that runs each job records it then.
+- **One bad job fails no other.** A batch the store refuses is written again job by job, so
+  the good ones are readable at once; a job the store still refuses on its own is logged and
+  kept as a ``DeadLetter`` with the store's reason. When the store cannot take even that (it
+  is down), the rest of the batch is logged and left to the workers, as above.
 - **Fork.** A forked child starts empty (its parent's waiting jobs are the parent's to write)
   and starts its own thread on its first ``add``.
 """
@@ -33,7 +36,9 @@ import os
 import threading
 import time
 
-from adapter.errors import JobQueueError
+from adapter.celery.envelope import CONTENT_TYPE, TASK_NAME
+from adapter.celery.routing import celery_queue
+from adapter.dead_letter import DeadLetter, body_text
 from adapter.forksafe import ForkSafeLock, no_fork
 from adapter.job import Job
 from adapter.store.base import JobStore
@@ -86,15 +91,46 @@ class WriteBehind:
                     self._unwritten -= len(batch)
 
     def _write(self, batch: list[Job]) -> None:
+        # Any exception: a store may let its driver's errors through (OverflowError, DataError)
+        # for a value it cannot hold, and that must not fail the caller of ``flush``.
         try:
-            with no_fork():  # SQLite must not be mid-transaction when a prefork pool forks
-                self._store.insert_many(batch)
-        except JobQueueError as err:
-            logger.error(
-                "could not record %d added jobs (%s); the worker that runs each records it",
-                len(batch),
-                err,
+            self._insert(batch)
+            return
+        except Exception as err:
+            if len(batch) == 1:
+                self._refused(batch, err)
+                return
+            logger.warning(
+                "the store refused a batch of %d added jobs (%s); writing each", len(batch), err
             )
+        for index, job in enumerate(batch):
+            try:
+                self._insert([job])
+            except Exception as err:
+                if not self._refused(batch[index:], err):
+                    return
+
+    def _insert(self, jobs: list[Job]) -> None:
+        with no_fork():  # SQLite must not be mid-transaction when a prefork pool forks
+            self._store.insert_many(jobs)
+
+    def _refused(self, jobs: list[Job], err: Exception) -> bool:
+        """Dead-letter the first of ``jobs``; False, all of them logged, if the store is down."""
+        job = jobs[0]
+        reason = f"the job store refused added job {job.id}: {type(err).__name__}: {err}"
+        try:
+            with no_fork():
+                self._store.record_dead_letter(_dead_letter(job, reason))
+        except Exception as down:
+            logger.error(
+                "could not record %d added jobs (%s; %s); the worker that runs each records it",
+                len(jobs),
+                err,
+                down,
+            )
+            return False
+        logger.error("%s; kept as a dead letter", reason)
+        return True
 
     def _start_thread(self) -> None:
         self._pid = os.getpid()
@@ -114,3 +150,19 @@ class WriteBehind:
             except Exception:  # a bug here must not stop the batches that follow
                 logger.exception("writing a batch of added jobs failed")
             time.sleep(GATHER_S)
+
+
+def _dead_letter(job: Job, reason: str) -> DeadLetter:
+    """Return the dead letter of an added job the store refused: its message's parts."""
+    try:
+        body: object = job.to_wire()
+    except Exception:  # a job forced past validation may not even serialize
+        body = repr(job)
+    return DeadLetter(
+        queue=celery_queue(job.queue_name),
+        task_name=TASK_NAME,
+        task_id=job.id,
+        content_type=CONTENT_TYPE,
+        reason=reason,
+        body=body_text(body),
+    )

@@ -18,18 +18,21 @@
 the strategy is built by ``create_app`` (ADAPTER_BROKER_URL, ADAPTER_STORE_URL, ... from the
 environment; a ``celeryconfig`` module when importable). MODULE is imported from the current
 folder first, as ``celery -A`` does. ``--json`` prints JSON for scripts. Options go before or
-after the command. Errors print one line and exit non-zero.
+after the command. Errors print one line and exit non-zero: 2 for a usage error
+(an unknown option, a number out of its range), 1 for the library's errors (a job field out
+of its range, an unknown id).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
@@ -38,8 +41,17 @@ from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
 from adapter.cli import commands
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
+from adapter.listing import MAX_TAKE
+from adapter.store.base import MAX_DEAD_LETTERS
 
 Command = Callable[[argparse.Namespace, CeleryJobQueueStrategy, TextIO], int]
+
+#: Largest ``list --skip``: SQL's OFFSET is a signed 64-bit integer.
+MAX_SKIP = 2**63 - 1
+#: Largest ``worker --concurrency``: far more processes or threads than a machine runs well.
+MAX_CONCURRENCY = 10_000
+#: Largest TCP port, for ``worker --health-port``.
+MAX_PORT = 65_535
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,11 +119,45 @@ def load_strategy(app: str | None) -> CeleryJobQueueStrategy:
     raise JobQueueError(f"module {module_name!r} has no CeleryJobQueueStrategy")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and exit 2 (argparse's code for a usage error)."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """Return an argument type: an integer from ``low`` to ``high``, else a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argument type: a finite number of seconds, 0 or more, else a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobqueue", description="Vendure-style jobs on Celery.")
+    parser = _OneLineParser(prog="jobqueue", description="Vendure-style jobs on Celery.")
     _common_options(parser, default=None)
     # After the command too; SUPPRESS keeps a value given before the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _OneLineParser(add_help=False)
     _common_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="example jobs on the embedded default, live")
@@ -124,8 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", parents=[common], help="list jobs")
     listing.add_argument("--queue", action="append", help="only this queue (repeatable)")
     listing.add_argument("--state", action="append", help="only this state (repeatable)")
-    listing.add_argument("--take", type=int, default=20)
-    listing.add_argument("--skip", type=int, default=0)
+    listing.add_argument("--take", type=_whole(0, MAX_TAKE), default=20)
+    listing.add_argument("--skip", type=_whole(0, MAX_SKIP), default=0)
     listing.add_argument("--sort", default="createdAt:desc", help="FIELD[:asc|desc]")
     listing.set_defaults(run=commands.list_jobs)
     for name, run, text in [
@@ -136,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         one = sub.add_parser(name, parents=[common], help=text)
         one.add_argument("id")
         one.set_defaults(run=run)
-    sub.choices["watch"].add_argument("--interval", type=float, default=0.2)
+    sub.choices["watch"].add_argument("--interval", type=_seconds, default=0.2)
     clean = sub.add_parser("clean", parents=[common], help="remove settled jobs")
     clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
     clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")
@@ -144,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     queues = sub.add_parser("queues", parents=[common], help="jobs by state, workers per queue")
     queues.set_defaults(run=commands.queues)
     dead = sub.add_parser("dead-letters", parents=[common], help="messages refused as not jobs")
-    dead.add_argument("--take", type=int, default=20)
+    dead.add_argument("--take", type=_whole(0, MAX_DEAD_LETTERS), default=20)
     dead.set_defaults(run=commands.dead_letters)
     reap = sub.add_parser("reap", parents=[common], help="hand back jobs of lost workers now")
     reap.set_defaults(run=commands.reap)
@@ -155,9 +201,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("module", help="MODULE[:ATTR] that builds the strategy and starts queues")
     worker.add_argument("--queues", help="comma-separated queue names to run (default: all)")
     worker.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
-    worker.add_argument("--concurrency", type=int)
-    worker.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S)
-    worker.add_argument("--health-port", type=int, help="answer GET /health on this port")
+    worker.add_argument("--concurrency", type=_whole(1, MAX_CONCURRENCY))
+    worker.add_argument("--graceful-timeout", type=_seconds, default=DEFAULT_GRACEFUL_TIMEOUT_S)
+    worker.add_argument(
+        "--health-port", type=_whole(0, MAX_PORT), help="answer GET /health on this port"
+    )
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("-n", "--hostname", help="Celery node name, e.g. jobs@%%h")
     return parser

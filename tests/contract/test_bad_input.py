@@ -1,4 +1,8 @@
-"""Bad input gets a clear error naming the problem; nothing is published, stored or lost."""
+"""Bad input gets a clear error naming the problem; nothing is published, stored or lost.
+
+The write-behind batches here are written by ``flush()`` alone (no thread), so that the bad
+job is sure to share a batch with the good ones.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import pytest
 from adapter import CeleryJobQueueStrategy, Job, JobDataError, JobState
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
 from adapter.celery.routing import celery_queue
+from adapter.errors import JobQueueError
+from tests.bad_jobs import OUT_OF_RANGE_ADDS, BatchOnlyWriteBehind
 from tests.support import messages_waiting, wait_settled
 
 
@@ -81,3 +87,51 @@ def test_job_data_over_the_size_limit_is_refused_and_nothing_is_added(
         strategy.add(Job(queue_name=queue, data={"blob": "x" * limit}))
     assert messages_waiting(strategy, queue) == 0
     assert strategy.store.find_many({"filter": {"queueName": {"eq": queue}}}).total_items == 0
+
+
+@pytest.mark.parametrize(("fields", "error", "message"), OUT_OF_RANGE_ADDS)
+def test_field_out_of_range_is_refused_and_nothing_is_published_or_stored(
+    strategy: CeleryJobQueueStrategy,
+    queue: str,
+    fields: dict[str, Any],
+    error: type[JobQueueError],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        Job(**({"queue_name": queue} | fields))
+    # A job changed after it was built (or built unchecked) is refused by add itself.
+    job = Job.model_construct(**({"queue_name": queue} | fields))
+    with pytest.raises(error, match=message):
+        strategy.add(job)
+    with pytest.raises(error, match=message):
+        strategy.add(job.model_copy(update={"id": f"{queue}-given"}))
+    assert messages_waiting(strategy, queue) == 0
+    name = str(fields.get("queue_name", queue))
+    assert strategy.store.find_many({"filter": {"queueName": {"eq": name}}}).total_items == 0
+
+
+@pytest.mark.parametrize(
+    "bad_fields",
+    [
+        pytest.param({"data": {"tags": {1, 2}}}, id="data-no-store-can-encode"),
+        pytest.param({"retries": 2**64}, id="retries-2**64"),
+    ],
+)
+def test_good_jobs_of_a_batch_around_a_refused_one_are_readable_at_once(
+    strategy: CeleryJobQueueStrategy, queue: str, bad_fields: dict[str, Any]
+) -> None:
+    store = strategy.store
+    good = [Job(id=f"{queue}-{n}", queue_name=queue, data={"n": n}) for n in range(4)]
+    bad = Job.model_construct(**({"id": f"{queue}-bad", "queue_name": queue} | bad_fields))
+    behind = BatchOnlyWriteBehind(store)
+    for job in [*good[:2], bad, *good[2:]]:
+        behind.add(job)
+    behind.flush()
+    assert all(store.get(job.id or "") is not None for job in good)
+    letters = [letter for letter in store.dead_letters() if letter.task_id == bad.id]
+    kept = store.get(bad.id or "")
+    if kept is None:
+        assert len(letters) == 1
+        assert letters[0].reason.startswith(f"the job store refused added job {bad.id}: ")
+    else:  # the Redis store holds a number of any size as text
+        assert kept.retries == bad.retries and letters == []

@@ -15,6 +15,7 @@ import pytest
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.celery.routing import celery_queue
 from adapter.dead_letter import DeadLetter
+from adapter.job import FIELD_RANGES
 from tests.integration.conftest import ROOT, WorkerProcess
 from tests.support import delete_queues, messages_waiting, unique_queue, wait_job
 
@@ -123,6 +124,48 @@ def test_errors_print_one_line_and_exit_non_zero(
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert result.stderr.startswith(message), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_out_of_range_adds_and_usage_errors_print_one_line_and_add_nothing(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("cli-range")
+    retries = FIELD_RANGES["retries"]
+    cases = [
+        (
+            ("add", queue, "{}", "--retries", "18446744073709551616"),
+            1,
+            f"jobqueue: invalid job: retries is 18446744073709551616; it must be {retries}\n",
+        ),
+        (
+            ("add", queue, "{}", "--retries", "-1"),
+            1,
+            f"jobqueue: invalid job: retries is -1; it must be {retries}\n",
+        ),
+        (
+            ("add", "q" * 10_240, "{}"),
+            1,
+            "jobqueue: queue name is 10240 characters long; the limit is 200\n",
+        ),
+        (
+            ("add", queue, "{}", "--retries", "many"),
+            2,
+            "jobqueue add: argument --retries: invalid int value: 'many' "
+            "(see jobqueue add --help)\n",
+        ),
+        (("add", queue), 2, "jobqueue add: the following arguments are required: data "),
+    ]
+    try:
+        for args, code, message in cases:
+            result = cli(*args)
+            assert result.returncode == code, (args[:4], result.stdout, result.stderr)
+            assert result.stderr.startswith(message), (args[:4], result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert result.stdout == ""
+        assert messages_waiting(producer, queue) == 0
+        assert producer.find_many({"filter": {"queueName": {"eq": queue}}}).total_items == 0
+    finally:
+        delete_queues(producer, queue)
 
 
 def test_watch_follows_a_job_to_completion_and_exits_with_its_state(

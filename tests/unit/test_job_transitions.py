@@ -217,10 +217,12 @@ def test_set_progress_is_capped_at_100() -> None:
     assert job.progress == 100
 
 
-def test_set_progress_has_no_lower_bound() -> None:
+def test_set_progress_below_0_records_0() -> None:
+    # Vendure keeps a negative percent; here progress has a range, 0 to 100, that a job
+    # message must respect, or a deferred job's message would be refused by its worker.
     job = make_job()
     job.set_progress(-5)
-    assert job.progress == -5
+    assert job.progress == 0
 
 
 def test_set_progress_calls_every_listener_with_the_job() -> None:
