@@ -15,9 +15,10 @@ it:
   the process exits (``os._exit``; exit code 1) with its message unacknowledged, and the job
   runs again, as a job of a lost worker, once its heartbeat is older than the heartbeat
   timeout. Either way the process is gone ``graceful_timeout + KEEP_WAITING_S +
-  EXIT_ALLOWANCE_S`` seconds after SIGTERM at the latest (Celery's warm shutdown would
-  otherwise wait for the pool's threads for ever, and a solo worker's loop does not even look
-  at its stop flag while a job runs in its main thread).
+  EXIT_ALLOWANCE_S`` seconds after SIGTERM at the latest. Without ``os._exit`` it would
+  not be: the interpreter's exit joins the thread pool's threads (``concurrent.futures``), so
+  it waits for the job however long it runs, and a solo worker's loop does not even look at
+  its stop flag while the job runs in its main thread.
 
 Why the same attempt never runs twice at once:
 
@@ -27,9 +28,9 @@ Why the same attempt never runs twice at once:
   heartbeat interval, up to the moment the process exits (the timeout is at least two
   intervals). A copy of the message delivered meanwhile is refused at claim and dropped.
 - A deferred job is PENDING, so it can be claimed at once: it is deferred only on prefork,
-  and its child is killed before its message can reach another worker (the message is
-  handed back only when the worker's broker connection closes, in the cold shutdown after
-  the kill).
+  and its child is killed right after, before its message can reach another worker (the
+  message goes back to the broker only once the pool has seen its child lost, or when the
+  cold shutdown that follows closes the connection).
 - So a second run starts only after the first process stopped running the job: killed
   (prefork), finished, or exited. The one exception is the lost-worker case in general: a
   process alive but unable to reach the store for a whole heartbeat timeout.
@@ -133,19 +134,25 @@ class GracefulStop:
             threading.Thread(target=self._stop, name="adapter-graceful-stop", daemon=True).start()
 
     def _stop(self) -> None:
+        sigterm_at = time.monotonic()
         logger.warning("SIGTERM: no new jobs; waiting up to %ss for running ones", self._timeout)
-        self._strategy.stop_consuming()
-        running = _wait_for_running(time.monotonic() + self._timeout)
+        # In a thread: the consumer applies the change in its own loop, which a solo worker
+        # only reaches once its job returns; the deadlines count from SIGTERM all the same.
+        threading.Thread(
+            target=self._strategy.stop_consuming, name="adapter-stop-consuming", daemon=True
+        ).start()
+        running = _wait_for_running(sigterm_at + self._timeout)
         if not running:
             worker_state.should_stop = 0
         elif self._pool_stops_jobs:
             self._defer_and_kill(running)
             return
         else:
-            self._keep(running)
-        if not self._pool_stops_jobs:
-            time.sleep(self._exit_allowance)
-            logger.error("shutdown overran by %ss; exiting now", self._exit_allowance)
+            self._keep(running, sigterm_at + self._timeout + self._keep_waiting)
+        if not self._pool_stops_jobs:  # a job that slipped in, or a stuck warm shutdown
+            bound = self._timeout + self._keep_waiting + self._exit_allowance
+            time.sleep(max(sigterm_at + bound - time.monotonic(), 0))
+            logger.error("shutdown still not done %gs after SIGTERM; exiting now", bound)
             _exit(EXIT_ABANDONED)
 
     def _defer_and_kill(self, running: list[Any]) -> None:
@@ -162,11 +169,14 @@ class GracefulStop:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(request.worker_pid, signal.SIGKILL)
         logger.warning(
-            "deferred %d running job(s) to PENDING for another worker: %s", len(deferred), ids
+            "deferred %d running job(s) to PENDING for another worker, and killed the pool "
+            "processes running them: %s",
+            len(deferred),
+            ids,
         )
         worker_state.should_terminate = 0
 
-    def _keep(self, running: list[Any]) -> None:
+    def _keep(self, running: list[Any], deadline: float) -> None:
         """Threads, solo: the jobs cannot be stopped; wait for them, or exit without them."""
         logger.warning(
             "cannot stop a running job on the %s pool: waiting up to %ss more for %d job(s), "
@@ -176,7 +186,7 @@ class GracefulStop:
             len(running),
             [request.id for request in running],
         )
-        left = _wait_for_running(time.monotonic() + self._keep_waiting)
+        left = _wait_for_running(deadline)
         if left:
             logger.error(
                 "exiting with %d job(s) still running: %s; their messages are not acknowledged "
