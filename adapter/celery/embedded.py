@@ -3,6 +3,10 @@
 ``start`` uses it when the process is not a Celery worker: a ``WorkController`` with the
 threads pool runs in a daemon thread and consumes only the started queues. It stops warmly
 (running jobs finish, unstarted messages go back to the broker) on ``destroy`` and at exit.
+A thread cannot be killed, so a running job is never deferred here: ``stop`` waits up to
+``STOP_TIMEOUT_S`` for it and then returns, leaving it to finish in its thread (its heartbeat
+goes on while this process lives; once the process is gone the job runs again elsewhere, as a
+job of a lost worker).
 
 Celery's threads and solo pools look tasks up through ``current_app``, so the embedded worker
 makes the strategy's app the current and default app of this process.
@@ -96,13 +100,24 @@ class EmbeddedWorker:
         # The worker's own thread must shut it down: the broker connection is not thread-safe
         # (py-amqp deadlocks when another thread cancels consumers while it reads). Celery's
         # flag is process-wide; one embedded worker runs per process, so it is ours.
+        if worker_state.active_requests:
+            logger.warning(
+                "cannot stop a running job on the embedded worker's threads pool: waiting up "
+                "to %ss for %d job(s), not deferring them",
+                STOP_TIMEOUT_S,
+                len(worker_state.active_requests),
+            )
         worker_state.should_stop = 0
         try:
             thread.join(STOP_TIMEOUT_S)
         finally:
             worker_state.should_stop = None
         if thread.is_alive():
-            logger.warning("embedded worker still busy after %ss; leaving it", STOP_TIMEOUT_S)
+            logger.warning(
+                "embedded worker still busy after %ss; leaving its job(s) to finish in their "
+                "thread",
+                STOP_TIMEOUT_S,
+            )
 
 
 def prepare_filesystem_broker(app: Celery) -> None:

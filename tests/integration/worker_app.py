@@ -52,6 +52,13 @@ def gated(job: Job) -> str:
     return f"released on attempt {job.attempts}"
 
 
+def counted(job: Job) -> str:
+    """Append a line to the job's ``runs_file`` on every run, then block like ``gated``."""
+    with open(job.data["runs_file"], "a") as runs:
+        runs.write(f"{job.id} attempt {job.attempts} pid {os.getpid()}\n")
+    return gated(job)
+
+
 def crash(job: Job) -> str:
     """Kill the process running the job, as an out-of-memory kill would, on every attempt."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -77,6 +84,7 @@ PROCESSES = {
     "echo": echo,
     "slow": slow_first_attempt,
     "gated": gated,
+    "counted": counted,
     "crash": crash,
     "logged": logged,
     "mixed": mixed,
