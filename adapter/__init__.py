@@ -24,6 +24,7 @@ from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferStorage
 from adapter.errors import (
     ConfigurationError,
     DuplicateJobError,
+    InvalidJobError,
     InvalidJobMessageError,
     InvalidListOptionsError,
     InvalidQueueNameError,
@@ -55,6 +56,7 @@ __all__ = [
     "ErrorHandler",
     "InMemoryJobBufferStorage",
     "InspectableJobQueueStrategy",
+    "InvalidJobError",
     "InvalidJobMessageError",
     "InvalidListOptionsError",
     "InvalidQueueNameError",
