@@ -3,6 +3,13 @@
 ``start`` uses it when the process is not a Celery worker: a ``WorkController`` with the
 threads pool runs in a daemon thread and consumes only the started queues. It stops warmly
 (running jobs finish, unstarted messages go back to the broker) on ``destroy`` and at exit.
+
+At interpreter exit the stop runs before Python joins the pool's threads (a thread-shutdown
+hook, which runs ahead of ``concurrent.futures``' own): a job still running ``STOP_TIMEOUT_S``
+later is abandoned, and the process exits with code 1 after the ``atexit`` handlers (pending
+adds are written); the job's message is not acknowledged, its heartbeat stops, and it runs
+again as a job of a lost worker. ``destroy`` leaves the store open while a job still runs in
+its thread, so its heartbeat and outcome are still written.
 A thread cannot be killed, so a running job is never deferred here: ``stop`` waits up to
 ``STOP_TIMEOUT_S`` for it and then returns, leaving it to finish in its thread (its heartbeat
 goes on while this process lives; once the process is gone the job runs again elsewhere, as a
@@ -15,6 +22,7 @@ makes the strategy's app the current and default app of this process.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 import logging
 import os
 import socket
@@ -37,6 +45,8 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0
 #: How long a stop waits for running jobs to finish, in seconds.
 STOP_TIMEOUT_S = 30.0
+#: Exit status of a worker or a process that ended with jobs still running (not acknowledged).
+EXIT_ABANDONED = 1
 
 
 class EmbeddedWorker:
@@ -49,6 +59,7 @@ class EmbeddedWorker:
         self._worker: Any = None
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._exit_hooked = False
 
     @property
     def running(self) -> bool:
@@ -75,6 +86,10 @@ class EmbeddedWorker:
         )
         self._thread.start()
         atexit.register(self.stop)
+        if not self._exit_hooked:
+            # Python joins every pool thread before atexit handlers run: stop before that.
+            threading._register_atexit(self._stop_at_exit)  # type: ignore[attr-defined]
+            self._exit_hooked = True
         if not self._handle.ready.wait(READY_TIMEOUT_S):
             self.stop()
             reason = f": {self._failure}" if self._failure else ""
@@ -90,11 +105,14 @@ class EmbeddedWorker:
             self._failure = err
             logger.exception("embedded worker stopped with an error")
 
-    def stop(self) -> None:
-        """Stop warmly: running jobs finish, unstarted ones stay in the broker."""
+    def stop(self) -> bool:
+        """Stop warmly: running jobs finish, unstarted ones stay in the broker.
+
+        Returns False when a job still ran after ``STOP_TIMEOUT_S`` (left in its thread).
+        """
         worker, thread = self._worker, self._thread
         if worker is None or thread is None:
-            return
+            return True
         self._worker = self._thread = None
         atexit.unregister(self.stop)
         # The worker's own thread must shut it down: the broker connection is not thread-safe
@@ -118,6 +136,20 @@ class EmbeddedWorker:
                 "thread",
                 STOP_TIMEOUT_S,
             )
+            return False
+        return True
+
+    def _stop_at_exit(self) -> None:
+        """Interpreter exit: stop; exit at once if a job still runs instead of waiting for it."""
+        if self.stop():
+            return
+        logger.warning(
+            "exiting with %d job(s) still running on the embedded worker: not acknowledged, "
+            "they run again as jobs of a lost worker",
+            len(worker_state.active_requests),
+        )
+        atexit._run_exitfuncs()
+        os._exit(EXIT_ABANDONED)
 
 
 def prepare_filesystem_broker(app: Celery) -> None:

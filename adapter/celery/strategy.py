@@ -274,11 +274,16 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         return self._reaper.reap_once()
 
     def destroy(self) -> None:
-        """Stop the embedded worker (running jobs finish) and close the store."""
-        self._embedded.stop()
+        """Stop the embedded worker (running jobs finish) and close the store.
+
+        A job still running after the stop's wait keeps the store open: its heartbeat and
+        outcome must still be written, or another worker would take it for lost.
+        """
+        stopped = self._embedded.stop()
         self._reaper.stop()
         self.flush()
-        self._store.close()
+        if stopped:
+            self._store.close()
 
     def _runs_embedded_worker(self) -> bool:
         return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()

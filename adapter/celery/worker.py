@@ -55,6 +55,7 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.worker import state as worker_state
 
+from adapter.celery.embedded import EXIT_ABANDONED
 from adapter.celery.strategy import CeleryJobQueueStrategy
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ KEEP_WAITING_S = 10.0
 #: Time given to Celery's warm shutdown after the last job finished; then the process exits
 #: whatever it is doing, in seconds (threads and solo only).
 EXIT_ALLOWANCE_S = 5.0
-#: Exit code of a worker that left a running job behind, or whose shutdown overran.
-EXIT_ABANDONED = 1
 #: How often the running jobs are looked at while waiting for them, in seconds.
 POLL_INTERVAL_S = 0.1
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
-from adapter.celery.worker import EXIT_ABANDONED, EXIT_ALLOWANCE_S, KEEP_WAITING_S
+from adapter.celery.embedded import EXIT_ABANDONED
+from adapter.celery.worker import EXIT_ALLOWANCE_S, KEEP_WAITING_S
 from tests.integration.conftest import JOBQUEUE_WORKER, WorkerProcess
 from tests.support import (
     delete_queues,
