@@ -70,6 +70,11 @@ class Transition:
     counts_attempt: bool = False
     stale_sources: frozenset[JobState] = frozenset()
 
+    def check_given(self, given: Mapping[str, Any]) -> None:
+        """Raise TypeError unless ``given`` names exactly the fields this transition takes."""
+        if set(given) != set(self.given):
+            raise TypeError(f"transition {self.name!r} takes {self.given}, not {dict(given)}")
+
 
 #: Begin an attempt: from PENDING or RETRYING, or from RUNNING when its worker went silent
 #: (a redelivery after a lost worker); RUNNING, one more attempt, started now.
@@ -252,8 +257,7 @@ class Job(BaseModel):
         ``stale`` says the job's worker went silent (``stale_sources`` then apply too);
         ``given`` holds the fields the transition takes from the caller.
         """
-        if set(given) != set(transition.given):
-            raise TypeError(f"transition {transition.name!r} takes {transition.given}, not {given}")
+        transition.check_given(given)
         allowed = self.state in transition.sources or (
             stale and self.state in transition.stale_sources
         )

@@ -213,7 +213,7 @@ class Lifecycle:
 
     def defer(self, job_ids: Sequence[str]) -> list[Job]:
         """Shutdown: send these RUNNING jobs back to PENDING for another worker."""
-        return self.store.apply(DEFER, list(dict.fromkeys(job_ids))) if job_ids else []
+        return self.store.apply(DEFER, job_ids)
 
     def lose_silent(self) -> list[Job]:
         """Lost workers: every RUNNING job silent for the heartbeat timeout becomes RETRYING."""

@@ -97,7 +97,6 @@ class WorkerStore(ABC):
     def update(self, job: Job) -> bool:
         """Write every mutable field of an unsettled job; False when it is settled or unknown."""
 
-    @abstractmethod
     def apply(
         self,
         transition: Transition,
@@ -113,6 +112,22 @@ class WorkerStore(ABC):
         changed too. ``given`` holds the values of its ``given`` fields. Every change also
         sets ``updated_at`` to now. Returns the jobs changed, as stored after the change.
         """
+        values = dict(given or {})
+        transition.check_given(values)
+        if job_ids is None:
+            return self._apply(transition, None, stale_before, values)
+        wanted = list(dict.fromkeys(job_ids))
+        return self._apply(transition, wanted, stale_before, values) if wanted else []
+
+    @abstractmethod
+    def _apply(
+        self,
+        transition: Transition,
+        job_ids: list[str] | None,
+        stale_before: datetime | None,
+        given: dict[str, Any],
+    ) -> list[Job]:
+        """``apply`` with its arguments checked: distinct ids (never empty) or None."""
 
     @abstractmethod
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
@@ -169,14 +184,14 @@ class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore):
 
     def defer(self, job_ids: Sequence[str]) -> int:
         """Send RUNNING, unsettled jobs back to PENDING with attempts reset; return how many."""
-        return len(self.apply(DEFER, list(dict.fromkeys(job_ids)))) if job_ids else 0
+        return len(self.apply(DEFER, job_ids))
 
     def heartbeat(self, job_ids: Sequence[str]) -> int:
         """Mark RUNNING, unsettled jobs among ``job_ids`` alive now; return how many.
 
         A beat is the job's ``updated_at``: progress and claims count as beats too.
         """
-        return len(self.apply(BEAT, list(dict.fromkeys(job_ids)))) if job_ids else 0
+        return len(self.apply(BEAT, job_ids))
 
     def reap(self, stale_before: datetime, reason: str) -> list[Job]:
         """Apply ``adapter.job.LOSE`` to RUNNING jobs not heard of since ``stale_before``.

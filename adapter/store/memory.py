@@ -112,13 +112,12 @@ class MemoryJobStore(JobStore):
             record.updated_at = utcnow()
             return True
 
-    def apply(
+    def _apply(
         self,
         transition: Transition,
-        job_ids: Sequence[str] | None,
-        *,
-        stale_before: datetime | None = None,
-        given: Mapping[str, Any] | None = None,
+        job_ids: list[str] | None,
+        stale_before: datetime | None,
+        given: dict[str, Any],
     ) -> list[Job]:
         now = utcnow()
         cutoff = _utc(stale_before)
@@ -126,12 +125,12 @@ class MemoryJobStore(JobStore):
             candidates: Iterable[_Record | None] = (
                 list(self._records.values())
                 if job_ids is None
-                else [self._records.get(job_id) for job_id in dict.fromkeys(job_ids)]
+                else [self._records.get(job_id) for job_id in job_ids]
             )
             return [
                 record.job.snapshot()
                 for record in candidates
-                if record is not None and _transit(record, transition, cutoff, given or {}, now)
+                if record is not None and _transit(record, transition, cutoff, given, now)
             ]
 
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:

@@ -205,17 +205,14 @@ class RedisJobStore(JobStore):
         counts = {name: {state: int(next(cards)) for state in JobState} for name in names}
         return {name: by_state for name, by_state in counts.items() if any(by_state.values())}
 
-    def apply(
+    def _apply(
         self,
         transition: Transition,
-        job_ids: Sequence[str] | None,
-        *,
-        stale_before: datetime | None = None,
-        given: Mapping[str, Any] | None = None,
+        job_ids: list[str] | None,
+        stale_before: datetime | None,
+        given: dict[str, Any],
     ) -> list[Job]:
-        if job_ids is not None and not job_ids:
-            return []
-        fields = {name: field_text(name, value) for name, value in (given or {}).items()}
+        fields = {name: field_text(name, value) for name, value in given.items()}
         args: list[str] = [
             self.keys.prefix,
             str(micros(utcnow())),

@@ -157,23 +157,20 @@ class SqlJobStore(JobStore):
             counts.setdefault(queue_name, dict.fromkeys(JobState, 0))[JobState(state)] = count
         return counts
 
-    def apply(
+    def _apply(
         self,
         transition: Transition,
-        job_ids: Sequence[str] | None,
-        *,
-        stale_before: datetime | None = None,
-        given: Mapping[str, Any] | None = None,
+        job_ids: list[str] | None,
+        stale_before: datetime | None,
+        given: dict[str, Any],
     ) -> list[Job]:
-        if job_ids is not None and not job_ids:
-            return []
         params: dict[str, Any] = {
             "now": _naive(utcnow()),
             "stale_before": _naive(stale_before) or datetime.min,
-            **{f"given_{name}": value for name, value in (given or {}).items()},
+            **{f"given_{name}": value for name, value in given.items()},
         }
         if job_ids is not None:
-            params["job_ids"] = list(job_ids)
+            params["job_ids"] = job_ids
         statement = _transition_statement(transition, "many" if job_ids is not None else "all")
         with self._db.begin() as conn:
             return [_job(row) for row in conn.execute(statement, params).all()]
