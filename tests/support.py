@@ -30,9 +30,17 @@ PROCESS_TAG: Final = (
 
 
 def wait_for(
-    probe: Callable[[], T | None], what: str, timeout: float = WAIT_TIMEOUT_S, every: float = 0.05
+    probe: Callable[[], T | None],
+    what: str,
+    timeout: float = WAIT_TIMEOUT_S,
+    every: float = 0.05,
+    report: Callable[[], object] | None = None,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy and return it; fail naming ``what``."""
+    """Poll ``probe`` until it returns something truthy and return it; fail naming ``what``.
+
+    ``report`` is called on a time-out and its answer added to the failure, to say what was
+    seen instead.
+    """
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -40,7 +48,10 @@ def wait_for(
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last saw {last!r}")
+    seen = f"; {report()}" if report is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}; last saw {last!r}{seen}"
+    )
 
 
 def unique_queue(label: str) -> str:

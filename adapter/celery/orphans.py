@@ -10,7 +10,10 @@ waiting for their countdown in a worker's memory.
 
 Each reaper round, messages of the adapter's job queues (``jobs.*``, never another app's)
 unacknowledged for longer than the heartbeat timeout, and not due in the future, go back to
-their queue, with kombu's own restore under kombu's own lock. A message whose job is in fact
+their queue, with kombu's own restore (an atomic transaction per message, safe beside kombu's
+own sweeps). One worker at a time does it, under the adapter's lock (``LOCK_KEY``), which
+expires after a heartbeat timeout: kombu's own lock lives five minutes, and a worker killed
+while holding it would stop every recovery for that long. A message whose job is in fact
 running on a live worker comes back too; its copy is refused at claim (RUNNING with a fresh
 heartbeat, ``JobStore.claim``) and dropped, so a job never runs twice at once because of it.
 """
@@ -39,10 +42,15 @@ logger = logging.getLogger(__name__)
 PAGE = 1000
 #: The states of a job whose message should be on the broker.
 _WAITING = (JobState.PENDING, JobState.RETRYING)
+#: Redis key of the lock that lets one worker at a time recover messages (kombu prefixes it).
+LOCK_KEY = "adapter.recovery_mutex"
 
 
 def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
-    """Put back job messages unacknowledged for ``older_than_s``; return how many (Redis only)."""
+    """Put back job messages unacknowledged for ``older_than_s``; return how many (Redis only).
+
+    The lock is held for at most ``older_than_s`` (a worker killed holding it blocks no longer).
+    """
     with app.pool.acquire(block=True) as connection:
         if connection.transport.driver_type != "redis":
             return 0
@@ -52,7 +60,7 @@ def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
         restored = 0
         with channel.conn_or_acquire() as client:
             try:
-                with Mutex(client, qos.unacked_mutex_key, qos.unacked_mutex_expire):
+                with Mutex(client, LOCK_KEY, older_than_s):
                     index = _full_key(channel, qos.unacked_index_key)
                     for tag in client.zrangebyscore(index, 0, cutoff):
                         raw = client.hget(qos.unacked_key, tag)
@@ -73,11 +81,16 @@ def _orphan(raw: Any, cutoff: float) -> bool:
 
 
 def republish_unqueued_jobs(
-    app: Celery, store: JobStore, publish: Callable[[Job], None], created_before: datetime
+    app: Celery,
+    store: JobStore,
+    publish: Callable[[Job], None],
+    created_before: datetime,
+    lock_s: float,
 ) -> list[Job] | None:
     """Publish again the waiting jobs that have no message left in Redis; return them.
 
-    None means it could not look now (kombu's lock is held elsewhere): ask again later.
+    None means it could not look now (another worker holds the lock, for at most ``lock_s``
+    seconds): ask again later.
 
     kombu takes a message off its Redis list (``BRPOP``) and only then records it as
     unacknowledged: a message taken at the moment the server goes away is in neither place,
@@ -85,8 +98,7 @@ def republish_unqueued_jobs(
     unacknowledged ones), then publishes again each PENDING or RETRYING job created before
     ``created_before`` (when this worker connected) whose id is not among them, and that are
     still waiting when looked up again (not consumed meanwhile). The whole backlog is read,
-    so a worker does it once per connection (``Reaper``), one worker at a time (kombu's lock
-    for the unacknowledged messages).
+    so a worker does it once per connection (``Reaper``), one worker at a time.
     """
     with app.pool.acquire(block=True) as connection:
         if connection.transport.driver_type != "redis":
@@ -94,7 +106,7 @@ def republish_unqueued_jobs(
         channel = connection.default_channel
         with channel.conn_or_acquire() as client:
             try:
-                with Mutex(client, channel.qos.unacked_mutex_key, channel.qos.unacked_mutex_expire):
+                with Mutex(client, LOCK_KEY, lock_s):
                     queued = _queued_ids(channel, client)
             except MutexHeld:
                 return None
@@ -175,5 +187,9 @@ class OrphanRecovery:
     def republish_unqueued_jobs(self, created_before: datetime) -> list[Job] | None:
         """Publish again the waiting jobs whose message Redis lost (see the function)."""
         return republish_unqueued_jobs(
-            self._app, self._store, self._publisher.publish, created_before
+            self._app,
+            self._store,
+            self._publisher.publish,
+            created_before,
+            self._liveness.heartbeat_timeout,
         )

@@ -31,6 +31,16 @@ def counts(producer: CeleryJobQueueStrategy, *queues: str) -> Counter[JobState]:
     return total
 
 
+def unfinished(producer: CeleryJobQueueStrategy, queue: str) -> str:
+    """Say which jobs of ``queue`` are not COMPLETED: state, attempts, heartbeat, error."""
+    left = [job for job in stored_jobs(producer, queue) if job.state != JobState.COMPLETED]
+    shown = "; ".join(
+        f"{job.id} {job.state} attempts={job.attempts} started={job.started_at} error={job.error!r}"
+        for job in left[:10]
+    )
+    return f"{len(left)} not completed: {shown}"
+
+
 def stored_jobs(producer: CeleryJobQueueStrategy, queue: str) -> list[Job]:
     """Return every stored job of ``queue``, page by page."""
     found: list[Job] = []
@@ -68,6 +78,7 @@ def test_a_thousand_jobs_survive_two_killed_workers(
             lambda: counts(producer, queue)[JobState.COMPLETED] == 1000,
             "every job completed",
             timeout=180,
+            report=lambda: unfinished(producer, queue),
         )
     finally:
         for worker in workers:

@@ -20,13 +20,15 @@ import redis
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
-from adapter.celery.orphans import republish_unqueued_jobs
+from adapter.celery.orphans import LOCK_KEY, republish_unqueued_jobs
 from adapter.celery.routing import celery_queue
 from adapter.job import utcnow
-from tests.support import unique_queue
+from tests.support import unique_queue, wait_for
 
 #: The job queue of every test here (the key prefix keeps the tests apart).
 QUEUE = "orphans"
+#: How long a worker's recovery lock lives here, in seconds (a heartbeat timeout).
+LOCK_S = 1.0
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def message_ids(client: redis.Redis, queue_key: str) -> list[str]:
 
 def republish(strategy: CeleryJobQueueStrategy, connected: datetime) -> list[Job] | None:
     return republish_unqueued_jobs(
-        strategy.app, strategy.store, strategy._publisher.publish, connected
+        strategy.app, strategy.store, strategy._publisher.publish, connected, LOCK_S
     )
 
 
@@ -121,6 +123,23 @@ def test_it_asks_to_be_called_again_while_another_worker_holds_the_lock(
 ) -> None:
     strategy.add(Job(queue_name=QUEUE, data={"n": 1}))
     strategy.flush()
-    client.set(f"{prefix}unacked_mutex", "another worker", px=60_000)
+    client.set(f"{prefix}{LOCK_KEY}", "another worker", px=60_000)
 
     assert republish(strategy, utcnow()) is None
+
+
+def test_a_lock_left_by_a_killed_worker_blocks_recovery_for_one_lock_period_only(
+    strategy: CeleryJobQueueStrategy, client: redis.Redis, prefix: str, queue_key: str
+) -> None:
+    added = strategy.add(Job(queue_name=QUEUE, data={"n": 1}))
+    strategy.flush()
+    client.rpop(queue_key)  # its message lost
+    client.set(f"{prefix}unacked_mutex", "a killed worker", px=300_000)  # kombu's, 5 minutes
+    connected = utcnow() + timedelta(seconds=1)
+    client.set(f"{prefix}{LOCK_KEY}", "a killed worker", px=int(LOCK_S * 1000))
+
+    assert republish(strategy, connected) is None  # held: asked again next round
+    lost = wait_for(lambda: republish(strategy, connected), "the lock to expire")
+
+    assert [job.id for job in lost] == [added.id]  # kombu's lock did not stop it
+    assert message_ids(client, queue_key) == [added.id]
