@@ -295,8 +295,13 @@ class Job(BaseModel):
             listener(self)
 
     def complete(self, result: Any = None) -> None:
-        """Settle as COMPLETED with ``result``; progress becomes 100."""
+        """Settle as COMPLETED with ``result``; progress becomes 100.
+
+        The error of an earlier failed attempt (or of a lost worker) is cleared: it no longer
+        describes the job. Vendure keeps it; a COMPLETED job showing an error misleads.
+        """
         self.result = result
+        self.error = None
         self.progress = 100
         self.state = JobState.COMPLETED
         self.settled_at = utcnow()

@@ -109,6 +109,16 @@ def test_complete_settles_with_result_and_full_progress() -> None:
     assert job.is_settled
 
 
+def test_complete_after_a_failed_attempt_clears_its_error() -> None:
+    job = make_job(retries=1)
+    job.start()
+    job.fail("first attempt broke")
+    job.start()
+    job.complete("done")
+    assert job.state == JobState.COMPLETED
+    assert job.error is None
+
+
 def test_complete_has_no_guard_even_for_a_cancelled_job() -> None:
     job = make_job()
     job.cancel()
