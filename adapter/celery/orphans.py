@@ -10,12 +10,13 @@ waiting for their countdown in a worker's memory.
 
 Each reaper round, messages of the adapter's job queues (``jobs.*``, never another app's)
 unacknowledged for longer than the heartbeat timeout, and not due in the future, go back to
-their queue, with kombu's own restore (an atomic transaction per message, safe beside kombu's
-own sweeps). One worker at a time does it, under the adapter's lock (``LOCK_KEY``), which
-expires after a heartbeat timeout: kombu's own lock lives five minutes, and a worker killed
-while holding it would stop every recovery for that long. A message whose job is in fact
-running on a live worker comes back too; its copy is refused at claim (RUNNING with a fresh
-heartbeat, ``JobStore.claim``) and dropped, so a job never runs twice at once because of it.
+their queue with kombu's own restore (an atomic transaction per message, safe beside kombu's
+own sweeps), unless their job is RUNNING: a live worker's long job is never delivered twice,
+and a lost worker's RUNNING job is the reaper's (RETRYING and published again; its message
+comes back the round after, and that copy is dropped at claim). One worker at a time does it,
+under the adapter's lock (``LOCK_KEY``), which expires after a heartbeat timeout: kombu's own
+lock lives five minutes, and a worker killed while holding it would stop every recovery for
+that long.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ _WAITING = (JobState.PENDING, JobState.RETRYING)
 LOCK_KEY = "adapter.recovery_mutex"
 
 
-def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
+def restore_orphaned_messages(app: Celery, store: JobStore, older_than_s: float) -> int:
     """Put back job messages unacknowledged for ``older_than_s``; return how many (Redis only).
 
-    The lock is held for at most ``older_than_s`` (a worker killed holding it blocks no longer).
+    A message whose job is RUNNING stays where it is: a live worker runs it, however long it
+    takes, and once that worker is lost the reaper turns the job RETRYING and the next round
+    puts the message back. The lock is held for at most ``older_than_s`` (a worker killed
+    holding it blocks no longer).
     """
     with app.pool.acquire(block=True) as connection:
         if connection.transport.driver_type != "redis":
@@ -62,16 +66,29 @@ def restore_orphaned_messages(app: Celery, older_than_s: float) -> int:
             try:
                 with Mutex(client, LOCK_KEY, older_than_s):
                     index = _full_key(channel, qos.unacked_index_key)
-                    for tag in client.zrangebyscore(index, 0, cutoff):
-                        raw = client.hget(qos.unacked_key, tag)
-                        if raw is not None and _orphan(raw, cutoff):
-                            qos.restore_by_tag(tag, client)
-                            restored += 1
+                    taken = {
+                        stored_task_id(raw, unacked=True): tag
+                        for tag in client.zrangebyscore(index, 0, cutoff)
+                        if (raw := client.hget(qos.unacked_key, tag)) is not None
+                        and _orphan(raw, cutoff)
+                    }
+                    for job_id in _not_running(store, list(taken)):
+                        qos.restore_by_tag(taken[job_id], client)
+                        restored += 1
             except MutexHeld:
                 return 0  # another worker is restoring right now
     if restored:
         logger.warning("put back %d job message(s) taken by a worker that was lost", restored)
     return restored
+
+
+def _not_running(store: JobStore, job_ids: list[str]) -> list[str]:
+    """The ids among ``job_ids`` whose job is not RUNNING (unknown ids included)."""
+    with no_fork():  # a store call from a prefork pool's parent (adapter.forksafe)
+        running = {
+            job.id for job in store.find_many_by_id(job_ids) if job.state is JobState.RUNNING
+        }
+    return [job_id for job_id in job_ids if job_id not in running]
 
 
 def _orphan(raw: Any, cutoff: float) -> bool:
@@ -182,7 +199,7 @@ class OrphanRecovery:
 
     def restore_orphaned_messages(self) -> int:
         """Put back job messages lost workers had taken; return how many."""
-        return restore_orphaned_messages(self._app, self._liveness.heartbeat_timeout)
+        return restore_orphaned_messages(self._app, self._store, self._liveness.heartbeat_timeout)
 
     def republish_unqueued_jobs(self, created_before: datetime) -> list[Job] | None:
         """Publish again the waiting jobs whose message Redis lost (see the function)."""

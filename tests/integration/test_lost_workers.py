@@ -9,6 +9,9 @@ heartbeat is older than the timeout these workers use (``LIVENESS``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from tests.integration.conftest import WorkerProcess
@@ -61,3 +64,28 @@ def test_a_job_that_always_kills_its_worker_fails_after_bounded_restarts(
     assert done.attempts == 1 + 1 + 2 + 1  # retries + 1 + redeliveries, then the refused start
     assert "started 5 times without finishing" in str(done.error)
     assert alive
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_a_live_workers_job_longer_than_the_heartbeat_timeout_is_delivered_once(
+    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    queue = unique_queue("long")
+    run_log = tmp_path / "runs.log"
+    run_log.touch()
+    job = producer.add(Job(queue_name=queue, data=None))
+    env = {**LIVENESS, "TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "7"}  # 3.5 timeouts
+    workers = [make_worker(f"{queue}=logged", "-P", "prefork", "-c", "1", **env) for _ in "ab"]
+    try:
+        for worker in workers:  # the idle one would take a copy put back by either reaper
+            worker.start()
+        done = wait_settled(producer, job)
+    finally:
+        for worker in workers:
+            worker.stop()
+        delete_queues(producer, queue)
+    assert (done.state, done.attempts) == (JobState.COMPLETED, 1)
+    assert run_log.read_text().split() == [job.id]
+    for worker in workers:
+        assert "job message(s) taken by a worker that was lost" not in worker.log_text()
+        assert "running elsewhere" not in worker.log_text()  # no copy delivered
