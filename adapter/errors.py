@@ -41,6 +41,10 @@ class JobCancelledError(JobQueueError):
     """Raised inside a process by ``job.raise_if_cancelled()`` once its job was cancelled."""
 
 
+class JobTimeLimitError(JobQueueError):
+    """Raised into a job's record when Celery's hard time limit stopped an attempt."""
+
+
 class JobFailedError(JobQueueError):
     """Raised (and recorded by Celery) when a job's final attempt fails."""
 

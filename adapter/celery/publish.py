@@ -39,14 +39,17 @@ class JobPublisher:
         self._app = app
         self._task = task
 
-    def publish(self, job: Job) -> None:
-        """Send the message that runs ``job``; PublishError when the broker refuses it."""
+    def publish(self, job: Job, countdown: float | None = None) -> None:
+        """Send the message that runs ``job`` (``countdown`` seconds from now, if given).
+
+        PublishError when the broker refuses it.
+        """
         try:
-            self._send(job)
+            self._send(job, countdown)
         except Exception as err:  # the broker's errors vary by transport
             raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
 
-    def _send(self, job: Job) -> None:
+    def _send(self, job: Job, countdown: float | None) -> None:
         app, amqp = self._app, self._app.amqp
         args = job_args(job)
         options = amqp.router.route(
@@ -68,6 +71,7 @@ class JobPublisher:
             job,
             args,
             reply_to=app.thread_oid,
+            countdown=countdown,
             expires=options.pop("expires", None),
             time_limit=options.pop("time_limit", None),
             soft_time_limit=options.pop("soft_time_limit", None),

@@ -15,13 +15,23 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
 from adapter.celery.poison import DeadLetterRecorder, guarded_strategy
+from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
-from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
-from adapter.job import Job
+from adapter.errors import (
+    InvalidJobMessageError,
+    JobDataError,
+    JobFailedError,
+    JobQueueError,
+    JobTimeLimitError,
+    StoreError,
+)
+from adapter.forksafe import no_fork
+from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
@@ -47,6 +57,16 @@ def register_task(
             request = self._request_dict
             queue_name = message_queue_name(request, self.delivery_info)
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
+
+        def on_timeout(self, soft: bool, timeout: float) -> None:
+            """A hard time limit is a failed attempt, retried while retries remain.
+
+            Celery kills the pool process and acknowledges the message; without this the job
+            would stay RUNNING until the reaper counted it as a lost worker's.
+            """
+            if not soft and not worker_state.should_terminate:
+                _time_limit_hit(self.task, lifecycle, self.id, timeout)
+            super().on_timeout(soft, timeout)
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
         return _run(task, wire_job, registry, lifecycle, recorder)
@@ -97,6 +117,21 @@ def _run(
         logger.error("job %s: could not record its outcome: %s; handing it back", job.id, err)
         raise Reject(f"could not record the outcome of job {job.id}: {err}", requeue=True) from err
     _tell_celery(task, outcome)
+
+
+def _time_limit_hit(task: Task, lifecycle: Lifecycle, job_id: str, timeout: float) -> None:
+    """Record the attempt of ``job_id`` stopped by the hard time limit; publish its retry."""
+    err = JobTimeLimitError(f"stopped by the hard time limit ({timeout:g}s)")
+    try:
+        with no_fork():  # the prefork pool's parent: store connections must not fork mid-call
+            job = lifecycle.store.get(job_id)
+            outcome = lifecycle.failed(job, err) if job and job.state == JobState.RUNNING else None
+        if outcome is not None and outcome.kind == OutcomeKind.RETRY and outcome.job is not None:
+            JobPublisher(task.app, task).publish(outcome.job, countdown=outcome.retry_in_s)
+    except JobQueueError as lost:  # the reaper hands it back once its heartbeat is stale
+        logger.error("job %s: %s, and it could not be recorded: %s", job_id, err, lost)
+        return
+    logger.error("job %s: %s", job_id, err)
 
 
 def _tell_celery(task: Task, outcome: Outcome) -> None:

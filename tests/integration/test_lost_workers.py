@@ -89,3 +89,23 @@ def test_a_live_workers_job_longer_than_the_heartbeat_timeout_is_delivered_once(
     for worker in workers:
         assert "job message(s) taken by a worker that was lost" not in worker.log_text()
         assert "running elsewhere" not in worker.log_text()  # no copy delivered
+
+
+def test_a_hard_time_limit_is_a_failed_attempt_retried_then_failed(
+    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    queue = unique_queue("limit")
+    run_log = tmp_path / "runs.log"
+    run_log.touch()
+    job = producer.add(Job(queue_name=queue, data=None, retries=1))
+    env = {**LIVENESS, "TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "60"}
+    worker = make_worker(f"{queue}=logged", "-P", "prefork", "-c", "1", "--time-limit", "1", **env)
+    try:
+        worker.start()
+        done = wait_settled(producer, job)
+    finally:
+        worker.stop()
+        delete_queues(producer, queue)
+    assert (done.state, done.attempts) == (JobState.FAILED, 2)  # not restarts of a lost worker
+    assert "stopped by the hard time limit (1s)" in str(done.error)
+    assert run_log.read_text().split() == [job.id, job.id]
