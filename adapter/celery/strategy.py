@@ -121,7 +121,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     @property
     def store(self) -> JobStore:
         """The job store; it holds every job ``add`` returned here (pending adds are written)."""
-        self.flush()
+        self._write_behind.write_waiting()
         return self._store
 
     def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
@@ -171,6 +171,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """Write now the jobs added here whose batch is not in the store yet.
 
         Other processes then see them; this one always does (every store access flushes).
+        StoreError when the store could not record jobs added here since the last flush:
+        their messages are published, and the worker that runs each records it.
         """
         self._write_behind.flush()
 
@@ -281,9 +283,11 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         stopped = self._embedded.stop()
         self._reaper.stop()
-        self.flush()
-        if stopped:
-            self._store.close()
+        try:
+            self.flush()
+        finally:
+            if stopped:
+                self._store.close()
 
     def _runs_embedded_worker(self) -> bool:
         return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()

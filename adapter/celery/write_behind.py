@@ -23,7 +23,8 @@ that the next batch gathers the jobs added meanwhile.
 - **One bad job fails no other.** A batch the store refuses is written again job by job, so
   the good ones are readable at once; a job the store still refuses on its own is logged and
   kept as a ``DeadLetter`` with the store's reason. When the store cannot take even that (it
-  is down), the rest of the batch is logged and left to the workers, as above.
+  is down), the rest of the batch is logged and left to the workers, as above, and the next
+  ``flush()`` of this process raises ``StoreError`` saying so (once per such failure).
 - **Fork.** A forked child starts empty (its parent's waiting jobs are the parent's to write)
   and starts its own thread on its first ``add``.
 """
@@ -39,6 +40,7 @@ import time
 from adapter.celery.envelope import CONTENT_TYPE, TASK_NAME
 from adapter.celery.routing import celery_queue
 from adapter.dead_letter import DeadLetter, body_text
+from adapter.errors import StoreError
 from adapter.forksafe import ForkSafeLock, no_fork
 from adapter.job import Job
 from adapter.store.base import JobStore
@@ -62,6 +64,7 @@ class WriteBehind:
         self._pid = 0  # the process whose thread writes ``_pending``
         self._writing = ForkSafeLock()  # one batch at a time, so a flush waits for the last
         self._wake = threading.Event()
+        self._failure: StoreError | None = None  # jobs left unrecorded since the last flush()
 
     def add(self, job: Job) -> None:
         """Record ``job``, already published, with the next batch."""
@@ -72,12 +75,24 @@ class WriteBehind:
             self._unwritten += 1
             backlog = len(self._pending)
         if backlog >= MAX_PENDING:
-            self.flush()
+            self.write_waiting()
         elif not self._wake.is_set():
             self._wake.set()
 
     def flush(self) -> None:
-        """Write every waiting job of this process; return once they are in the store."""
+        """Write every waiting job of this process; return once they are in the store.
+
+        StoreError when jobs added here could not be recorded (the store is down) since the
+        last call: their messages are published, and the worker that runs each records it.
+        """
+        self.write_waiting()
+        with self._lock:
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def write_waiting(self) -> None:
+        """Write every waiting job of this process, raising nothing (see ``flush``)."""
         if not self._unwritten or self._pid != os.getpid():
             return
         with self._writing:
@@ -122,12 +137,14 @@ class WriteBehind:
             with no_fork():
                 self._store.record_dead_letter(_dead_letter(job, reason))
         except Exception as down:
-            logger.error(
-                "could not record %d added jobs (%s; %s); the worker that runs each records it",
-                len(jobs),
-                err,
-                down,
+            why = str(err) if str(err) == str(down) else f"{err}; {down}"
+            failure = StoreError(
+                f"could not record {len(jobs)} added job(s) in the job store ({why}); "
+                "their messages are published, and the worker that runs each records it"
             )
+            logger.error("%s", failure)
+            with self._lock:
+                self._failure = failure
             return False
         logger.error("%s; kept as a dead letter", reason)
         return True
@@ -139,14 +156,14 @@ class WriteBehind:
         threading.Thread(
             target=self._loop, args=(self._wake,), name="adapter-write-behind", daemon=True
         ).start()
-        atexit.register(self.flush)
+        atexit.register(self.write_waiting)
 
     def _loop(self, wake: threading.Event) -> None:
         while True:
             wake.wait()
             wake.clear()
             try:
-                self.flush()
+                self.write_waiting()
             except Exception:  # a bug here must not stop the batches that follow
                 logger.exception("writing a batch of added jobs failed")
             time.sleep(GATHER_S)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
 import os
 import sys
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         return _worker(args)
     command: Command = args.run
+    _keep_library_logs_off_the_terminal()
     try:
         with launched_by_cli():
             strategy = load_strategy(args.app)
@@ -75,6 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.fail(str(err))
     except KeyboardInterrupt:
         return 130
+
+
+def _keep_library_logs_off_the_terminal() -> None:
+    """Unless logging is configured, the library's log lines are not printed beside ours.
+
+    Without a handler Python prints warnings to stderr itself; a command already says what
+    went wrong in its one error line.
+    """
+    if not logging.getLogger().handlers:
+        logging.getLogger("adapter").addHandler(logging.NullHandler())
 
 
 def _worker(args: argparse.Namespace) -> int:

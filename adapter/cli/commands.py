@@ -37,6 +37,7 @@ def add(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO)
     except json.JSONDecodeError as err:
         raise JobQueueError(f"job data is not valid JSON: {err}") from err
     job = strategy.add(Job(queue_name=args.queue, data=data, retries=args.retries))
+    strategy.flush()  # recorded, or StoreError: say "added" only once it is
     out.write(dumps(job_json(job)) if args.json else f"added job {job.id} to {job.queue_name}")
     out.write("\n")
     return 0
@@ -205,6 +206,7 @@ def check(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
 
 
 def fail(message: str) -> int:
-    """Print a one-line error and return exit code 1."""
-    sys.stderr.write(f"jobqueue: {message}\n")
+    """Print a one-line error and return exit code 1 (a driver's multi-line text is joined)."""
+    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    sys.stderr.write(f"jobqueue: {one_line}\n")
     return 1

@@ -17,6 +17,7 @@ from adapter.celery.routing import celery_queue
 from adapter.dead_letter import DeadLetter
 from adapter.job import FIELD_RANGES
 from tests.integration.conftest import ROOT, WorkerProcess
+from tests.private_brokers import free_port
 from tests.support import delete_queues, messages_waiting, unique_queue, wait_job
 
 #: The console script installed beside this interpreter (the project's .venv).
@@ -227,3 +228,16 @@ def test_demo_runs_every_example_job_to_a_summary(tmp_path: Path) -> None:
     assert "Summary: COMPLETED 6, FAILED 1" in result.stdout
     assert "attempt 3/3  sent to flaky@example.com" in result.stdout
     assert (tmp_path / "jobs.sqlite3").exists()
+
+
+def test_add_with_the_store_unreachable_exits_non_zero_naming_it(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    down = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = cli("add", unique_queue("cli-down"), "{}", ADAPTER_STORE_URL=down)
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""  # never "added job"
+    assert result.stderr.startswith("jobqueue: could not record 1 added job(s) in the job store")
+    assert "the worker that runs each records it" in result.stderr
+    assert "s3cret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
