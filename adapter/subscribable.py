@@ -5,7 +5,9 @@
 changed, and ends after the first settled state. A FAILED job raises ``JobFailedError`` when
 ``error_on_fail``. The timeout races the first emission: if the job has not been seen before it
 runs out, one synthetic RUNNING update saying the subscription timed out is emitted and the
-stream ends; once an update was emitted, the timeout no longer applies.
+stream ends; once an update was emitted, the timeout no longer applies. ``deadline`` (ours, not
+Vendure's) bounds the whole wait: when it runs out the stream ends the same way, with the last
+state seen, so following a job nobody runs ends too.
 
 Every update is a snapshot: nothing returned is shared with the store or another caller
 (Vendure issue 5292). The stream can be consumed with ``for`` or ``async for``.
@@ -83,13 +85,18 @@ class SubscribableJob(Job):
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         timeout: float = DEFAULT_TIMEOUT_S,
         error_on_fail: bool = True,
+        deadline: float | None = None,
     ) -> JobUpdates:
-        """Return the stream of this job's updates (iterate with ``for`` or ``async for``)."""
+        """Return the stream of this job's updates (iterate with ``for`` or ``async for``).
+
+        ``timeout`` races the first update (Vendure's); ``deadline`` seconds bound the whole
+        stream (none by default).
+        """
         if self._finder is None:
             raise JobQueueError("this job has no strategy to read updates from")
         if self.id is None:
             raise JobQueueError("job does not have an ID")
-        return JobUpdates(self, self._finder, poll_interval, timeout, error_on_fail)
+        return JobUpdates(self, self._finder, poll_interval, timeout, error_on_fail, deadline)
 
 
 class JobUpdates:
@@ -102,12 +109,16 @@ class JobUpdates:
         poll_interval: float,
         timeout: float,
         error_on_fail: bool,
+        deadline: float | None = None,
     ) -> None:
         self._job = job
         self._finder = finder
         self._poll = max(poll_interval, MIN_POLL_INTERVAL_S)
         self._timeout = max(timeout, 0.001)
         self._error_on_fail = error_on_fail
+        self._deadline = None if deadline is None else max(deadline, 0.001)
+        #: True once the stream ended because its timeout or deadline ran out.
+        self.timed_out = False
 
     def __iter__(self) -> Iterator[JobUpdate]:
         steps = self._steps()
@@ -143,18 +154,20 @@ class JobUpdates:
 
     def _steps(self) -> Generator[JobUpdate | float | _Poll, Job | None, None]:
         """Yield what to do next: _POLL (send back the job found), a sleep, or an update."""
-        deadline = time.monotonic() + self._timeout
+        now = time.monotonic()
+        first_by = now + self._timeout
+        end = now + self._deadline if self._deadline is not None else float("inf")
         last: tuple[JobState, float] | None = None
+        seen: Job = self._job
         while True:
             # Like Vendure's interval(): the first look comes one poll interval after subscribing.
-            if last is None:
-                yield max(min(self._poll, deadline - time.monotonic()), 0.0)
-                if time.monotonic() >= deadline:
-                    yield self._timed_out()
-                    return
-            else:
-                yield self._poll
+            until = min(end, first_by) if last is None else end
+            yield max(min(self._poll, until - time.monotonic()), 0.0)
+            if time.monotonic() >= until:
+                yield self._timed_out(seen)
+                return
             found = yield _POLL
+            seen = found or seen
             if found is None or (found.state, found.progress) == last:
                 continue
             last = (found.state, found.progress)
@@ -164,14 +177,16 @@ class JobUpdates:
             if found.state in SETTLED_STATES:
                 return
 
-    def _timed_out(self) -> JobUpdate:
+    def _timed_out(self, seen: Job) -> JobUpdate:
+        """Vendure's synthetic update; after a deadline, with the last state seen."""
         logger.error("subscription to job %s timed out", self._job.id)
+        self.timed_out = True
         return JobUpdate(
             id=self._job.id,
-            state=JobState.RUNNING,
-            progress=self._job.progress,
+            state=JobState.RUNNING if seen is self._job else seen.state,
+            progress=seen.progress,
             result=TIMED_OUT_RESULT,
-            error=self._job.error,
+            error=seen.error,
             data=self._job.data,
         )
 

@@ -8,6 +8,7 @@
     jobqueue cancel ID                 cancel a job that has not settled
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
+                                                          [--timeout SECONDS: then exit 4]
     jobqueue queues                    per queue: jobs by state, workers consuming it
     jobqueue check                     dangerous settings  [--longest-job 2h]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
@@ -195,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         one.add_argument("id")
         one.set_defaults(run=run)
     sub.choices["watch"].add_argument("--interval", type=_seconds, default=0.2)
+    sub.choices["watch"].add_argument(
+        "--timeout", type=_seconds, default=None, help="give up after SECONDS (exit 4)"
+    )
     clean = sub.add_parser("clean", parents=[common], help="remove settled jobs")
     clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
     clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")

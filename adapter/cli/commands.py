@@ -28,6 +28,8 @@ from adapter.job import Job, JobState, utcnow
 
 #: ``watch`` exit code per final state.
 WATCH_EXIT = {JobState.COMPLETED: 0, JobState.FAILED: 1, JobState.CANCELLED: 3}
+#: ``watch --timeout`` exit code when the job did not settle in time.
+WATCH_TIMED_OUT = 4
 
 
 def add(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
@@ -111,7 +113,8 @@ def watch(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
         raise JobQueueError(f"no job with id {args.id}")
     live = out.isatty() and not args.json
     final = job.model_copy()
-    for update in job.updates(poll_interval=args.interval, error_on_fail=False):
+    updates = job.updates(poll_interval=args.interval, error_on_fail=False, deadline=args.timeout)
+    for update in updates:
         final = job.model_copy(update=update.model_dump(exclude={"id", "data"}))
         if args.json:
             out.write(json.dumps(update.model_dump(mode="json")) + "\n")
@@ -122,6 +125,10 @@ def watch(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
         out.flush()
     if live:
         out.write("\n")
+    if updates.timed_out:
+        if not args.json:
+            out.write(f"gave up after {args.timeout:g}s: the job is {final.state.value}\n")
+        return WATCH_TIMED_OUT
     outcome = final.error if final.state == JobState.FAILED else final.result
     if not args.json:
         out.write(f"{final.state.value}: {outcome}\n")

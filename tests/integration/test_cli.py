@@ -241,3 +241,17 @@ def test_add_with_the_store_unreachable_exits_non_zero_naming_it(
     assert "the worker that runs each records it" in result.stderr
     assert "s3cret" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_watch_of_a_job_nobody_runs_gives_up_after_its_timeout(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("cli-nobody")
+    job = producer.add(Job(queue_name=queue, data=None))
+    producer.flush()
+    try:
+        result = cli("watch", job.id or "", "--timeout", "1", "--interval", "0.1")
+    finally:
+        delete_queues(producer, queue)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert result.stdout.splitlines()[-1] == "gave up after 1s: the job is PENDING"
