@@ -41,7 +41,7 @@ MUTABLE_FIELDS = (
     "updated_at",
 )
 
-#: Dead letters a store keeps at most; the oldest go first (stores without a query to prune).
+#: Dead letters a store keeps by default (``DeadLetterStore.max_dead_letters``).
 MAX_DEAD_LETTERS = 10_000
 
 
@@ -160,11 +160,14 @@ class InspectionStore(ABC):
 
 
 class DeadLetterStore(ABC):
-    """Messages workers refused as not jobs, kept with the reason."""
+    """Messages workers refused as not jobs, kept with the reason: the newest only."""
+
+    #: Dead letters kept at most; recording one more drops the oldest.
+    max_dead_letters: int = MAX_DEAD_LETTERS
 
     @abstractmethod
     def record_dead_letter(self, letter: DeadLetter) -> None:
-        """Keep ``letter``: a message that was not a job and was not run."""
+        """Keep ``letter`` (a message that was not run), dropping the oldest past the cap."""
 
     @abstractmethod
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:

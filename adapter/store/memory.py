@@ -28,7 +28,7 @@ from adapter.errors import ConfigurationError, DuplicateJobError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, list_jobs
-from adapter.store.base import MAX_DEAD_LETTERS, MUTABLE_FIELDS, JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class MemoryJobStore(JobStore):
         self.url = url
         self._lock = ForkSafeLock()
         self._records: dict[str, _Record] = {}
-        self._dead_letters: deque[DeadLetter] = deque(maxlen=MAX_DEAD_LETTERS)
+        self._dead_letters: deque[DeadLetter] = deque()
 
     def insert(self, job: Job) -> None:
         with self._lock:
@@ -182,6 +182,8 @@ class MemoryJobStore(JobStore):
         kept = letter.model_copy(deep=True)
         with self._lock:
             self._dead_letters.appendleft(kept)
+            while len(self._dead_letters) > self.max_dead_letters:
+                self._dead_letters.pop()
 
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:
         with self._lock:

@@ -545,6 +545,19 @@ def test_dead_letters_are_kept_newest_first(store: JobStore) -> None:
     assert store.dead_letters(take=1) == [second]
 
 
+def test_only_the_newest_dead_letters_are_kept(store: JobStore) -> None:
+    from adapter.dead_letter import DeadLetter
+
+    store.max_dead_letters = 3
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(5):
+        store.record_dead_letter(
+            DeadLetter(queue="jobs.mail", reason=f"bad {n}", received_at=start + timedelta(n))
+        )
+    assert [letter.reason for letter in store.dead_letters()] == ["bad 4", "bad 3", "bad 2"]
+    assert store.dead_letters(take=0) == []
+
+
 def test_claim_refuses_a_job_running_with_a_fresh_heartbeat(store: JobStore) -> None:
     job = running(store)
     just_before = datetime.now(UTC) - timedelta(seconds=30)

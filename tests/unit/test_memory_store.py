@@ -13,10 +13,9 @@ from datetime import timedelta
 
 import pytest
 
-from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError
 from adapter.job import JobState, utcnow
-from adapter.store import memory, open_store
+from adapter.store import open_store
 from adapter.store.memory import MemoryJobStore
 from tests.factories import make_job
 
@@ -44,15 +43,6 @@ def test_every_opener_of_one_name_shares_one_store() -> None:
 def test_a_memory_url_without_its_slashes_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"^malformed job store URL 'memory:jobs'"):
         open_store("memory:jobs")
-
-
-def test_only_the_newest_dead_letters_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "MAX_DEAD_LETTERS", 3)
-    store = MemoryJobStore()
-    for n in range(5):
-        store.record_dead_letter(DeadLetter(queue="jobs.mail", reason=f"bad {n}"))
-    assert [letter.reason for letter in store.dead_letters()] == ["bad 4", "bad 3", "bad 2"]
-    assert store.dead_letters(take=0) == []
 
 
 def race(action: Callable[[], object]) -> list[object]:

@@ -62,7 +62,7 @@ from adapter.listing import (
     page_bounds,
     parse_list_options,
 )
-from adapter.store.base import MAX_DEAD_LETTERS, MUTABLE_FIELDS, JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.redis.layout import (
     RedisKeys,
     field_text,
@@ -228,7 +228,7 @@ class RedisJobStore(JobStore):
     def record_dead_letter(self, letter: DeadLetter) -> None:
         with self._talking() as (client, _), client.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.dead_letters, letter.model_dump_json())
-            pipe.ltrim(self.keys.dead_letters, 0, MAX_DEAD_LETTERS - 1)
+            pipe.ltrim(self.keys.dead_letters, 0, self.max_dead_letters - 1)
             pipe.execute()
 
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:

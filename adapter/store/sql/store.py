@@ -178,7 +178,16 @@ class SqlJobStore(JobStore):
     def record_dead_letter(self, letter: DeadLetter) -> None:
         row = letter.model_dump()
         row.update(received_at=_naive(letter.received_at), headers=json.dumps(letter.headers))
-        self._run(dead_letters.insert(), row)
+        oldest_kept = (
+            sa.select(dead_letters.c.received_at)
+            .order_by(dead_letters.c.received_at.desc())
+            .offset(self.max_dead_letters - 1)
+            .limit(1)
+            .scalar_subquery()
+        )
+        with self._db.begin() as conn:
+            conn.execute(dead_letters.insert(), row)
+            conn.execute(dead_letters.delete().where(dead_letters.c.received_at < oldest_kept))
 
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:
         statement = (
