@@ -106,9 +106,12 @@ LOSE = Transition(
 #: A sign of life of a RUNNING job: only its ``updated_at`` changes (in a store).
 BEAT = Transition("beat", sources=frozenset({JobState.RUNNING}))
 
-#: Longest queue name accepted, in characters.
-MAX_QUEUE_NAME_LENGTH = 200
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+#: Longest queue name accepted, in characters: the embedded broker's message file is named
+#: ``<20-digit clock>_<uuid>.jobs.<queue name>.msg.tmp`` while written, at most 255 bytes.
+MAX_QUEUE_NAME_LENGTH = 180
+#: Letters, digits and ``_.-``, the characters every broker takes in a celery queue name
+#: (kombu's ``filesystem://`` refuses ``:`` in an exchange name; RabbitMQ and Redis take all).
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Longest job id, in characters: the SQL stores' id column is VARCHAR(64).
 MAX_ID_LENGTH = 64
 #: Most attempts a job records: PostgreSQL's INTEGER column is signed 32-bit (2**31 - 1).
@@ -121,7 +124,7 @@ MAX_PROGRESS = 100
 FIELD_RANGES = {
     "id": f"a string of 1 to {MAX_ID_LENGTH} characters and no control character, or None",
     "queue_name": (
-        f"1 to {MAX_QUEUE_NAME_LENGTH} letters, digits and '_.:-', starting with a letter or digit"
+        f"1 to {MAX_QUEUE_NAME_LENGTH} letters, digits and '_.-', starting with a letter or digit"
     ),
     "retries": f"an integer from 0 to {MAX_RETRIES}",
     "attempts": f"an integer from 0 to {MAX_ATTEMPTS}",
@@ -152,7 +155,7 @@ def validate_queue_name(queue_name: object) -> str:
         )
     if not _QUEUE_NAME.fullmatch(queue_name):
         raise InvalidQueueNameError(
-            f"queue name {queue_name!r} is malformed: use letters, digits and '_.:-', "
+            f"queue name {queue_name!r} is malformed: use letters, digits and '_.-', "
             "starting with a letter or digit"
         )
     return queue_name

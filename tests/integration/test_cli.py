@@ -15,7 +15,7 @@ import pytest
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.celery.routing import celery_queue
 from adapter.dead_letter import DeadLetter
-from adapter.job import FIELD_RANGES
+from adapter.job import FIELD_RANGES, MAX_QUEUE_NAME_LENGTH
 from tests.integration.conftest import ROOT, WorkerProcess
 from tests.private_brokers import free_port
 from tests.support import delete_queues, messages_waiting, unique_queue, wait_job
@@ -146,7 +146,8 @@ def test_out_of_range_adds_and_usage_errors_print_one_line_and_add_nothing(
         (
             ("add", "q" * 10_240, "{}"),
             1,
-            "jobqueue: queue name is 10240 characters long; the limit is 200\n",
+            "jobqueue: queue name is 10240 characters long; "
+            f"the limit is {MAX_QUEUE_NAME_LENGTH}\n",
         ),
         (
             ("add", queue, "{}", "--retries", "many"),

@@ -10,7 +10,7 @@ from celery import Celery
 import adapter.cli
 from adapter import CeleryJobQueueStrategy
 from adapter.cli import main
-from adapter.job import FIELD_RANGES
+from adapter.job import FIELD_RANGES, MAX_QUEUE_NAME_LENGTH
 from adapter.store.memory import MemoryJobStore
 from tests.bad_jobs import HUGE_QUEUE_NAME
 
@@ -53,7 +53,7 @@ def one_line(text: str) -> str:
         ),
         pytest.param(
             ["add", HUGE_QUEUE_NAME, "{}"],
-            "jobqueue: queue name is 10240 characters long; the limit is 200",
+            f"jobqueue: queue name is 10240 characters long; the limit is {MAX_QUEUE_NAME_LENGTH}",
             id="queue-name-10kB",
         ),
     ],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from adapter import CeleryJobQueueStrategy, Job
+from adapter.celery.app import create_app
 from adapter.errors import (
     InvalidJobError,
     InvalidJobMessageError,
@@ -26,6 +29,7 @@ from adapter.job import (
     MAX_RETRIES,
     check_fields,
 )
+from adapter.settings import filesystem_transport_options
 from adapter.store.memory import MemoryJobStore
 from tests.bad_jobs import HUGE_QUEUE_NAME, OUT_OF_RANGE_ADDS
 from tests.factories import make_job
@@ -156,3 +160,25 @@ def test_add_within_every_range_publishes_and_stores(strategy: CeleryJobQueueStr
     added = strategy.add(Job(queue_name=queue, retries=MAX_RETRIES))
     assert strategy.find_one(added.id or "") is not None
     assert messages_waiting(strategy, queue) == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["q" * MAX_QUEUE_NAME_LENGTH, "Aa0_.-z"], ids=["longest", "every-character"]
+)
+def test_every_valid_queue_name_is_taken_by_the_embedded_broker(name: str, tmp_path: Path) -> None:
+    app = create_app(
+        f"names-{uuid.uuid4().hex[:8]}",
+        broker_url="filesystem://",
+        broker_transport_options=filesystem_transport_options(str(tmp_path)),
+    )
+    made = CeleryJobQueueStrategy(app, store=MemoryJobStore(), embedded_worker=False)
+    try:
+        made.add(Job(queue_name=name, data=None))
+        assert messages_waiting(made, name) == 1
+    finally:
+        made.destroy()
+
+
+def test_a_colon_in_a_queue_name_is_refused_as_no_broker_takes_it_everywhere() -> None:
+    with pytest.raises(InvalidQueueNameError, match=re.escape("use letters, digits and '_.-'")):
+        Job(queue_name="a:b")
