@@ -146,13 +146,13 @@ class Lifecycle:
         StoreError when the outcome could not be recorded after every retry (the process ran;
         the broker should deliver the job again).
         """
-        job_id = job.id or ""
+        running = self._running
 
-        def persist_progress(progressed: Job) -> None:
-            self.store.set_progress(job_id, progressed.progress)
+        def persist_progress(progressed: Job) -> None:  # a function: copies of a job share it
+            running.progressed(progressed)  # written a few times a second at most
 
         job.on("progress", persist_progress)
-        self._running.watch(job)  # until the outcome is recorded: cancel notices, heartbeats
+        running.watch(job)  # until the outcome is recorded: cancel notices, heartbeats
         try:
             try:
                 result = call_process(process, job)

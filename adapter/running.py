@@ -11,6 +11,11 @@ run there:
 - **Heartbeat.** Every ``heartbeat_interval`` seconds it stamps the running jobs as alive
   (``JobStore.heartbeat``). A job whose worker died stops beating, and the reaper
   (``adapter.celery.reaper``) hands it back once its beat is older than the heartbeat timeout.
+- **Progress.** ``set_progress`` writes to the store at most once per ``PROGRESS_WRITE_S`` per
+  job: a call after a quiet spell is written at once, and the calls that follow it within that
+  time only keep the latest value, which the thread writes at its next round. A tight loop of
+  ``set_progress`` calls therefore costs a few writes per second, not one per call; the
+  outcome's write carries the final progress.
 
 Jobs that finish within one poll interval cost no store query at all: a claim is a beat.
 """
@@ -32,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: How often running jobs' stored states are checked for cancellation, in seconds.
 CANCEL_POLL_INTERVAL_S = 0.5
+#: Shortest time between two progress writes of one job, in seconds.
+PROGRESS_WRITE_S = 0.1
 
 
 class RunningJobs:
@@ -49,6 +56,8 @@ class RunningJobs:
         self._heartbeat_interval = heartbeat_interval
         self._lock = ForkSafeLock()
         self._running: dict[str, Job] = {}
+        self._progress: dict[str, float] = {}  # latest progress not written yet, per job
+        self._progress_written: dict[str, float] = {}  # when each job's last one was written
         self._wake = threading.Event()
         self._thread_pid = 0
 
@@ -65,27 +74,56 @@ class RunningJobs:
             self._wake.set()
 
     def unwatch(self, job: Job) -> None:
-        """Stop watching ``job``."""
+        """Stop watching ``job`` (its outcome's write carries its progress)."""
         with self._lock:
             self._running.pop(job.id or "", None)
+            self._progress.pop(job.id or "", None)
+            self._progress_written.pop(job.id or "", None)
+
+    def progressed(self, job: Job) -> None:
+        """``job`` (watched) reported progress: write it now, or keep it for the next round."""
+        job_id = job.id or ""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._progress_written.get(job_id, -PROGRESS_WRITE_S) < PROGRESS_WRITE_S:
+                self._progress[job_id] = job.progress
+                return
+            self._progress_written[job_id] = now
+            self._progress.pop(job_id, None)
+        self._store.set_progress(job_id, job.progress)
+
+    def _write_progress(self) -> None:
+        """Write the latest progress kept since the last write of each job."""
+        with self._lock:
+            waiting, self._progress = self._progress, {}
+            now = time.monotonic()
+            for job_id in waiting:
+                self._progress_written[job_id] = now
+        for job_id, progress in waiting.items():
+            self._store.set_progress(job_id, progress)
 
     def _loop(self) -> None:
-        last_beat = time.monotonic()
+        last_beat = last_look = time.monotonic()
         while True:
             with self._lock:
                 idle = not self._running
             if idle:
                 self._wake.wait()
                 self._wake.clear()
-                last_beat = time.monotonic()  # the claim of the first job was its beat
-            time.sleep(self._poll_interval)
+                last_beat = last_look = time.monotonic()  # the first job's claim was its beat
+            time.sleep(min(PROGRESS_WRITE_S, self._poll_interval))
             with self._lock:
                 running = dict(self._running)
             if not running:
                 continue
             try:
-                if time.monotonic() - last_beat >= self._heartbeat_interval:
-                    last_beat = time.monotonic()
+                self._write_progress()
+                now = time.monotonic()
+                if now - last_look < self._poll_interval:
+                    continue
+                last_look = now
+                if now - last_beat >= self._heartbeat_interval:
+                    last_beat = now
                     self._store.heartbeat(list(running))
                 cancelled = self._store.cancelled_among(list(running))
             except JobQueueError as err:
