@@ -25,6 +25,12 @@ class CountingStore(MemoryJobStore):
         return super().set_progress(job_id, progress)
 
 
+def stored_at(store: MemoryJobStore, job_id: str, progress: float) -> Job | None:
+    """The stored job once its progress is ``progress``, else None."""
+    found = store.get(job_id)
+    return found if found is not None and found.progress == progress else None
+
+
 def lifecycle_on(store: MemoryJobStore) -> Lifecycle:
     return Lifecycle(store, Liveness(), constant_backoff(1000), RunningJobs(store))
 
@@ -60,10 +66,7 @@ def test_the_latest_progress_is_written_while_the_job_still_runs() -> None:
     worker = threading.Thread(target=lifecycle.attempt, args=(job, process))
     worker.start()
     try:
-        stored = wait_for(
-            lambda: (found := store.get(job.id or "")) and found.progress == 42 and found,
-            "progress 42 in the store",
-        )
+        stored = wait_for(lambda: stored_at(store, job.id or "", 42), "progress 42 in the store")
         assert stored.state == JobState.RUNNING
     finally:
         release.set()
