@@ -17,11 +17,16 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
+from adapter.celery.envelope import (
+    PROCESS_HEADER,
+    TASK_NAME,
+    job_args,
+    job_of,
+    message_queue_name,
+)
 from adapter.celery.poison import DeadLetterRecorder, guarded_strategy
 from adapter.celery.registry import ProcessRegistry
 from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
-from adapter.job import Job
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
@@ -74,7 +79,7 @@ def _run(
     recorder: DeadLetterRecorder,
 ) -> None:
     try:
-        job = Job.from_wire(wire_job)
+        job = job_of(wire_job, str(task.request.id))
     except InvalidJobMessageError as err:  # the consumer checked all but the job (poison.py)
         recorder.take_request(task.app, task.request, wire_job, str(err))
         raise Reject(str(err), requeue=False) from err
