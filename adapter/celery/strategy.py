@@ -39,6 +39,7 @@ from adapter.celery.app import use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
+from adapter.celery.health import health_step
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
@@ -118,6 +119,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder))
+        app.steps["worker"].add(health_step(self._consumer))  # GET /health, when set
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)
