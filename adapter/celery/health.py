@@ -9,8 +9,10 @@ worker of an app whose setting ``adapter_health_port`` is set (``ADAPTER_HEALTH_
   worker's consumer runs and a new connection to the broker succeeds; ``queues`` are the job
   queues the consumer takes messages from now, ``celery_queues`` every celery queue it consumes.
 - **503** ``{"status": "unavailable", "reason": "..."}`` otherwise: the consumer is not
-  running (starting, or reconnecting after a lost broker), or the broker does not answer within
-  ``BROKER_TIMEOUT_S``. Broker checks are shared: at most one per ``CHECK_EVERY_S``.
+  running (starting, or reconnecting after a lost broker), or a new connection to the broker
+  fails within Celery's ``broker_connection_timeout`` (4 s by default; on Redis, whose
+  transport ignores it, ``BROKER_TIMEOUT_S``). Requests share the checks: at most one per
+  ``CHECK_EVERY_S``.
 - **Bounded**: at most ``MAX_CONNECTIONS`` requests at once (more are closed unanswered), each
   given ``REQUEST_TIMEOUT_S`` to send its request and read the answer, so slow clients cannot
   hold the server or the worker.
@@ -33,7 +35,6 @@ from typing import Any, ClassVar, Protocol
 
 from celery import Celery, bootsteps
 
-from adapter.celery.consumer import ConsumerHandle
 from adapter.celery.routing import queue_name_of
 from adapter.errors import ConfigurationError
 from adapter.settings import HEALTH_PORT, AdapterSettings
@@ -44,8 +45,8 @@ logger = logging.getLogger(__name__)
 MAX_CONNECTIONS = 8
 #: Time a client gets to send its request and read the answer, in seconds.
 REQUEST_TIMEOUT_S = 5.0
-#: Longest wait for the broker to accept a new connection, in seconds.
-BROKER_TIMEOUT_S = 3.0
+#: Longest wait for Redis to accept a new connection and answer, in seconds.
+BROKER_TIMEOUT_S = 4.0
 #: A broker check answers the requests of this many seconds after it.
 CHECK_EVERY_S = 1.0
 
@@ -94,9 +95,7 @@ class HealthCheck:
     def _connect(self) -> str | None:
         timeouts = {"socket_connect_timeout": BROKER_TIMEOUT_S, "socket_timeout": BROKER_TIMEOUT_S}
         try:
-            with self._app.connection_for_read(
-                connect_timeout=BROKER_TIMEOUT_S, transport_options=timeouts
-            ) as connection:
+            with self._app.connection_for_read(transport_options=timeouts) as connection:
                 connection.ensure_connection(max_retries=0)
         except Exception as err:  # each transport raises its own errors
             return f"{type(err).__name__}: {err}"
@@ -187,7 +186,7 @@ def _close_in_child() -> None:
     _open_servers.clear()
 
 
-def health_step(handle: ConsumerHandle) -> type[bootsteps.StartStopStep]:
+def health_step(handle: RunningConsumer) -> type[bootsteps.StartStopStep]:
     """Return a worker bootstep class serving ``/health`` when the app's setting asks for it."""
 
     class AdapterHealth(bootsteps.StartStopStep):  # type: ignore[misc]

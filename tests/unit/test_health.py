@@ -11,12 +11,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from celery import Celery
 
-from adapter.celery.health import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, HealthCheck, HealthServer
+from adapter.celery.health import (
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT_S,
+    HealthCheck,
+    HealthServer,
+    health_step,
+)
+from adapter.errors import ConfigurationError
 from tests.private_brokers import free_port
 from tests.support import wait_for
 
@@ -156,3 +164,21 @@ def test_a_forked_child_does_not_keep_the_listening_socket(
         os.waitpid(pid, 0)
     assert reported == b"closed"
     assert get(server)[0] == 503  # the parent still answers
+
+
+def test_a_health_port_in_use_stops_the_worker_with_an_error_naming_it() -> None:
+    app = make_app("memory://")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app.conf.adapter_health_port = port
+        worker = SimpleNamespace(app=app)
+        step = health_step(Handle())(worker)
+        try:
+            refused = f"cannot serve /health on 127.0.0.1:{port}"
+            with pytest.raises(ConfigurationError, match=refused):
+                step.start(worker)
+        finally:
+            step.stop(worker)
+            app.close()
