@@ -31,7 +31,7 @@ service, a shell script) that sends exactly this gets its job run like one ``add
 The same contract, as a JSON Schema, ships in the package (``adapter.schema``).
 
 A worker refuses a message on a job queue whose envelope is malformed (``malformed_reason``)
-or whose job is invalid (``Job.from_wire``): it is kept as a dead letter (``dead_letter``; on
+or whose job is invalid (``job_of``): it is kept as a dead letter (``dead_letter``; on
 RabbitMQ the message itself, with header ``x-adapter-dead-letter-reason``), never run. The
 worker adds ``adapter_process`` (``PROCESS_HEADER``) to a request it hands its pool; a producer
 never sets it.
