@@ -29,6 +29,9 @@ from adapter.errors import ConfigurationError
 
 T = TypeVar("T")
 
+#: Largest TCP port.
+MAX_PORT = 65_535
+
 
 @dataclass(frozen=True)
 class Setting(Generic[T]):
@@ -108,6 +111,13 @@ def _positive_count(raw: object) -> int:
     return value
 
 
+def _port(raw: object) -> int:
+    value = int(_number(raw, int))
+    if not 0 <= value <= MAX_PORT:
+        raise ValueError(f"a TCP port from 0 to {MAX_PORT}, not {raw!r}")
+    return value
+
+
 def _count(raw: object) -> int:
     value = int(_number(raw, int))
     if value < 0:
@@ -161,6 +171,16 @@ DEAD_LETTER_QUEUE: Setting[str] = Setting(
     "the RabbitMQ queue that keeps, as they came, the messages workers refuse as not jobs",
     _name,
 )  # fmt: skip
+HEALTH_PORT: Setting[int | None] = Setting(
+    "adapter_health_port", ("ADAPTER_HEALTH_PORT",), "TCP port", None,
+    "where each worker of the app answers GET /health (unset: no endpoint; 0: any free port)",
+    _port,
+)  # fmt: skip
+HEALTH_HOST: Setting[str] = Setting(
+    "adapter_health_host", ("ADAPTER_HEALTH_HOST",), "address", "127.0.0.1",
+    "the address /health listens on: 0.0.0.0 for probes from other machines (Kubernetes)",
+    _name,
+)  # fmt: skip
 
 #: Every setting, in the order the documentation lists them.
 SETTINGS: tuple[Setting[Any], ...] = (
@@ -173,6 +193,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     HEARTBEAT_TIMEOUT,
     MAX_REDELIVERIES,
     DEAD_LETTER_QUEUE,
+    HEALTH_PORT,
+    HEALTH_HOST,
 )
 
 
@@ -188,6 +210,8 @@ class AdapterSettings:
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT.default
     max_redeliveries: int = MAX_REDELIVERIES.default
     dead_letter_queue: str = DEAD_LETTER_QUEUE.default
+    health_port: int | None = HEALTH_PORT.default
+    health_host: str = HEALTH_HOST.default
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout < 2 * self.heartbeat_interval:
@@ -209,6 +233,8 @@ class AdapterSettings:
             heartbeat_timeout=HEARTBEAT_TIMEOUT.read(conf),
             max_redeliveries=MAX_REDELIVERIES.read(conf),
             dead_letter_queue=DEAD_LETTER_QUEUE.read(conf),
+            health_port=HEALTH_PORT.read(conf),
+            health_host=HEALTH_HOST.read(conf),
         )
 
     def job_store_url(self) -> str:

@@ -56,6 +56,11 @@ class ConsumerHandle:
         return self._consumer is not None
 
     @property
+    def consumer(self) -> Any:
+        """The running consumer, or None while there is none (read it once: it may go)."""
+        return self._consumer
+
+    @property
     def pool_is_prefork(self) -> bool:
         """True when jobs run in forked children that already exist."""
         pool = getattr(self._consumer, "pool", None)

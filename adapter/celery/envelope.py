@@ -17,7 +17,8 @@ service, a shell script) that sends exactly this gets its job run like one ``add
   object (``Job.to_wire``: ``id``, ``queueName``, ``data``, ``state``, ``progress``, ``result``,
   ``error``, ``retries``, ``attempts``, ``createdAt``, ``startedAt``, ``settledAt``), no keyword
   arguments, and Celery's embed object (``{"callbacks": null, "errbacks": null, "chain": null,
-  "chord": null}``; ``{}`` is accepted). ``id`` and ``queueName`` are required; the other
+  "chord": null}``; ``{}`` is accepted). ``queueName`` is required; a job without ``id`` takes
+  the task id (``job_of``), and one with another id than its task id is refused; the other
   fields default as in ``Job`` (``state`` ``PENDING``, ``attempts`` 0...).
 - **Other headers**: Celery's own (``lang``, ``root_id``, ``parent_id``, ``eta`` for a retry
   waiting its countdown, ``retries``, ``timelimit``, ``origin``...) as ``apply_async`` sets
@@ -27,8 +28,10 @@ service, a shell script) that sends exactly this gets its job run like one ``add
 - **Retry**: a failed attempt with retries left is sent again by Celery's ``Task.retry``, same
   task id, with the job as it is after that attempt as the argument (``job_args``).
 
+The same contract, as a JSON Schema, ships in the package (``adapter.schema``).
+
 A worker refuses a message on a job queue whose envelope is malformed (``malformed_reason``)
-or whose job is invalid (``Job.from_wire``): it is kept as a dead letter (``dead_letter``; on
+or whose job is invalid (``job_of``): it is kept as a dead letter (``dead_letter``; on
 RabbitMQ the message itself, with header ``x-adapter-dead-letter-reason``), never run. The
 worker adds ``adapter_process`` (``PROCESS_HEADER``) to a request it hands its pool; a producer
 never sets it.
@@ -43,6 +46,7 @@ from typing import Any
 
 from adapter.celery.routing import queue_name_of
 from adapter.dead_letter import DeadLetter, body_text, plain_headers
+from adapter.errors import InvalidJobMessageError
 from adapter.job import Job
 
 #: The one Celery task that runs every job.
@@ -84,6 +88,22 @@ def build(amqp: Any, job: Job, args: list[Any], **options: Any) -> Any:
     return message
 
 
+def job_of(wire_job: Any, task_id: str) -> Job:
+    """Return the job a message carries; without an id it takes the message's task id.
+
+    Raises InvalidJobMessageError for an invalid job, or one whose id is not its task id
+    (``find_one`` and Celery's controls know a job by its task id).
+    """
+    if isinstance(wire_job, dict) and not wire_job.get("id"):  # Vendure: a falsy id is none
+        wire_job = {**wire_job, "id": task_id}
+    job = Job.from_wire(wire_job)
+    if job.id != task_id:
+        raise InvalidJobMessageError(
+            f"not a valid job: its id {job.id!r} differs from its task id {task_id!r}"
+        )
+    return job
+
+
 def request_body(wire_job: Any) -> str:
     """Return a body text for the job argument of a request whose message is gone."""
     return json.dumps([[wire_job], {}, {}], default=repr)
@@ -105,6 +125,8 @@ def malformed_reason(message: Any) -> str | None:
         return "the body is not a Celery task body [args, kwargs, embed]"
     if len(body[0]) != 1:
         return f"a job message has one argument, the job; this one has {len(body[0])}"
+    if body[1]:
+        return f"a job message has no keyword arguments; this one has {body[1]!r:.200}"
     return None
 
 

@@ -14,6 +14,8 @@
   unless it asks for an embedded threads-pool worker: ``run_embedded_worker()`` (or
   ``embedded_worker=True``), which then runs its started queues.
 - ``find_one`` reads the store.
+- The app also gets the task ``adapter.add_job`` (``adapter.celery.add_task``), so Celery beat
+  adds jobs on a schedule.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ import click
 from celery import Celery
 
 from adapter.backoff import BackoffStrategy, constant_backoff
+from adapter.celery.add_task import register_add_task
 from adapter.celery.app import use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
+from adapter.celery.health import health_step
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
@@ -104,6 +108,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._registry = ProcessRegistry()
         recorder = DeadLetterRecorder(self._store)
         self._task = register_task(app, self._registry, self.lifecycle, recorder)
+        register_add_task(app, self)  # adapter.add_job: beat adds jobs by name
         self._publisher = JobPublisher(app, self._task)
         self._reaper = Reaper(
             self.lifecycle,
@@ -114,6 +119,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder))
+        app.steps["worker"].add(health_step(self._consumer))  # GET /health, when set
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)

@@ -18,7 +18,13 @@ from celery.exceptions import Reject
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
-from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
+from adapter.celery.envelope import (
+    PROCESS_HEADER,
+    TASK_NAME,
+    job_args,
+    job_of,
+    message_queue_name,
+)
 from adapter.celery.poison import DeadLetterRecorder, guarded_strategy
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
@@ -31,7 +37,7 @@ from adapter.errors import (
     StoreError,
 )
 from adapter.forksafe import no_fork
-from adapter.job import Job, JobState
+from adapter.job import JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
@@ -94,7 +100,7 @@ def _run(
     recorder: DeadLetterRecorder,
 ) -> None:
     try:
-        job = Job.from_wire(wire_job)
+        job = job_of(wire_job, str(task.request.id))
     except InvalidJobMessageError as err:  # the consumer checked all but the job (poison.py)
         recorder.take_request(task.app, task.request, wire_job, str(err))
         raise Reject(str(err), requeue=False) from err

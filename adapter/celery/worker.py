@@ -35,20 +35,19 @@ Why the same attempt never runs twice at once:
   (prefork), finished, or exited. The one exception is the lost-worker case in general: a
   process alive but unable to reach the store for a whole heartbeat timeout.
 
-Optionally it answers ``GET /health`` on a port with ``{"status": "ok", ...}``.
+With ``health_port`` it answers ``GET /health`` (``adapter.celery.health``, through the
+app's ``adapter_health_port`` and ``adapter_health_host`` settings, as any worker does).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from celery.concurrency import get_implementation
@@ -57,6 +56,7 @@ from celery.worker import state as worker_state
 
 from adapter.celery.embedded import EXIT_ABANDONED
 from adapter.celery.strategy import CeleryJobQueueStrategy
+from adapter.settings import HEALTH_HOST, HEALTH_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,14 @@ def run_worker(
     hostname: str | None = None,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT_S,
     health_port: int | None = None,
+    health_host: str | None = None,
 ) -> int:
     """Run the worker until it is shut down; return its exit code."""
     app = strategy.app
+    if health_port is not None:
+        app.conf[HEALTH_PORT.key] = health_port
+    if health_host is not None:
+        app.conf[HEALTH_HOST.key] = health_host
     stopper = GracefulStop(strategy, graceful_timeout, pool=pool)
 
     class Worker(app.Worker):  # type: ignore[misc, name-defined]
@@ -97,12 +102,7 @@ def run_worker(
     if hostname:
         options["hostname"] = hostname
     worker = Worker(**options)
-    server = _serve_health(strategy, health_port) if health_port is not None else None
-    try:
-        worker.start()
-    finally:
-        if server is not None:
-            server.shutdown()
+    worker.start()
     return int(worker.exitcode or 0)
 
 
@@ -215,24 +215,3 @@ def _exit(code: int) -> None:
             with contextlib.suppress(OSError, ValueError):  # closed or detached
                 stream.flush()
     os._exit(code)
-
-
-def _serve_health(strategy: CeleryJobQueueStrategy, port: int) -> ThreadingHTTPServer:
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") != "/health":
-                self.send_error(404)
-                return
-            body = json.dumps({"status": "ok", "queues": strategy.running_queues()}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug(format, *args)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Health)
-    threading.Thread(target=server.serve_forever, name="adapter-health", daemon=True).start()
-    return server

@@ -14,6 +14,7 @@
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
                                        [--graceful-timeout 20] [--health-port PORT]
+                                       [--health-host 127.0.0.1]
 
 ``--app MODULE[:ATTR]`` uses the strategy your module builds (its broker and store); without it
 the strategy is built by ``create_app`` (ADAPTER_BROKER_URL, ADAPTER_STORE_URL, ... from the
@@ -44,6 +45,7 @@ from adapter.cli import commands
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
 from adapter.listing import MAX_TAKE
+from adapter.settings import HEALTH_HOST, MAX_PORT
 from adapter.store.base import MAX_DEAD_LETTERS
 
 Command = Callable[[argparse.Namespace, CeleryJobQueueStrategy, TextIO], int]
@@ -52,8 +54,6 @@ Command = Callable[[argparse.Namespace, CeleryJobQueueStrategy, TextIO], int]
 MAX_SKIP = 2**63 - 1
 #: Largest ``worker --concurrency``: far more processes or threads than a machine runs well.
 MAX_CONCURRENCY = 10_000
-#: Largest TCP port, for ``worker --health-port``.
-MAX_PORT = 65_535
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,6 +109,7 @@ def _worker(args: argparse.Namespace) -> int:
         hostname=args.hostname,
         graceful_timeout=args.graceful_timeout,
         health_port=args.health_port,
+        health_host=args.health_host,
     )
 
 
@@ -221,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--graceful-timeout", type=_seconds, default=DEFAULT_GRACEFUL_TIMEOUT_S)
     worker.add_argument(
         "--health-port", type=_whole(0, MAX_PORT), help="answer GET /health on this port"
+    )
+    worker.add_argument(
+        "--health-host", help=f"address /health listens on (default {HEALTH_HOST.default})"
     )
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("-n", "--hostname", help="Celery node name, e.g. jobs@%%h")

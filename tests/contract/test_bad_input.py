@@ -47,7 +47,7 @@ def test_unserializable_data_is_refused_naming_its_key_path(
         ("not a job", "a job message must be a JSON object, got str"),
         (None, "a job message has one argument, the job; this one has 0"),
         ({"data": 1}, "queueName: Field required"),
-        ({"queueName": "x", "data": 1}, "it has no id"),
+        ({"id": "x", "queueName": "x", "data": 1}, "its id 'x' differs from its task id"),
         ({"id": "x", "queueName": "x", "state": "SLEEPING"}, "state: Input should be"),
     ],
 )

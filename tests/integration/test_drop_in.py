@@ -161,6 +161,19 @@ def test_installed_in_an_empty_folder_the_cli_adds_lists_and_runs_jobs(
                 os.killpg(worker.pid, signal.SIGKILL)
 
 
+@pytest.mark.timeout(300)  # building the wheel and its virtual environment may take minutes
+def test_the_installed_package_carries_the_job_message_schema(
+    installed_venv: Path, tmp_path: Path
+) -> None:
+    read = "from adapter.schema import job_message_schema; print(job_message_schema()['title'])"
+    done = subprocess.run(
+        [str(installed_venv / "bin/python"), "-c", read],
+        cwd=tmp_path, env=_clean_environment(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "adapter job message"
+
+
 WEB_PROCESS = """\
 import json, sys, threading, time
 from adapter import Job

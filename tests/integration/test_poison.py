@@ -68,7 +68,7 @@ def test_poison_is_dead_lettered_and_valid_jobs_complete(
         ),
         "bad-json": (b'[[{"id": ', "application/json", TASK_NAME, "the body is not JSON"),
         "wrong-shape": (
-            json.dumps([[{"queueName": queue}], {}, {}]).encode(),
+            json.dumps([[{"data": {"no": "queueName"}}], {}, {}]).encode(),
             "application/json",
             TASK_NAME,
             "not a valid job",

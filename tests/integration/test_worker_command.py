@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from tests.integration.conftest import JOBQUEUE_WORKER, WorkerProcess
-from tests.support import delete_queues, unique_queue, wait_job, wait_settled
+from tests.support import delete_queues, unique_queue, wait_for, wait_job, wait_settled
 
 
 def free_port() -> int:
@@ -39,13 +39,21 @@ def test_sigterm_defers_the_running_job_and_another_worker_completes_it(
         "2",
         "--health-port",
         str(port),
+        "--health-host",
+        "0.0.0.0",
         command=JOBQUEUE_WORKER,
     )
     second = make_worker(f"{queue}=gated", "-P", "prefork", "-c", "2")
     try:
         first.start()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
-            assert json.loads(answer.read()) == {"status": "ok", "queues": [queue]}
+
+        def healthy() -> dict[str, object] | None:
+            url = f"http://127.0.0.1:{port}/health"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                found: dict[str, object] = json.loads(answer.read())
+            return found if found["queues"] == [queue] else None
+
+        assert wait_for(healthy, f"/health to list {queue}")["status"] == "ok"
         job = producer.add(Job(queue_name=queue, data={"release_file": str(release)}))
         job_id = job.id or ""
         wait_job(producer, job_id, lambda found: found.state == JobState.RUNNING, "running")

@@ -2,8 +2,10 @@
 
 It declares queues the way the README tells users to: build the app from celeryconfig, make
 the strategy, and ``start`` each queue with its process at import time. The environment says
-which queues (TEST_QUEUES, comma-separated), where to report readiness (TEST_READY_FILE) and
-which control exchange to use (TEST_CONTROL_EXCHANGE).
+which queues (TEST_QUEUES, comma-separated), where to report readiness (TEST_READY_FILE),
+which control exchange to use (TEST_CONTROL_EXCHANGE) and, for ``celery beat``, the queue a
+job is added to every second (TEST_BEAT_QUEUE) through ``adapter.add_job`` sent on the celery
+queue TEST_BEAT_ROUTE.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ app.config_from_object("celeryconfig")
 app.conf.control_exchange = os.environ.get("TEST_CONTROL_EXCHANGE", "adapter-test-ctl-worker")
 app.conf.adapter_dead_letter_queue = os.environ.get("TEST_DEAD_LETTER_QUEUE")
 strategy = CeleryJobQueueStrategy(app, backoff_strategy=lambda queue, attempts, job: 10)
+if os.environ.get("TEST_BEAT_QUEUE"):  # `celery beat` adds a job to it every second
+    app.conf.beat_schedule = {
+        "test-tick": {
+            "task": "adapter.add_job",
+            "schedule": 1.0,
+            "args": [os.environ["TEST_BEAT_QUEUE"], {"from": "beat"}],
+            "options": {"queue": os.environ["TEST_BEAT_ROUTE"]},
+        }
+    }
 
 
 def echo(job: Job) -> Any:

@@ -100,6 +100,7 @@ def test_a_well_formed_envelope_has_no_malformed_reason() -> None:
         (Received(body=b'[{"id": "j"}, {}, {}]'), "not a Celery task body [args, kwargs, embed]"),
         (Received(body=b"[[], {}, {}]"), "one argument, the job; this one has 0"),
         (Received(body=b"[[1, 2], {}, {}]"), "one argument, the job; this one has 2"),
+        (Received(body=b'[[{}], {"x": 1}, {}]'), "no keyword arguments; this one has {'x': 1}"),
     ],
 )
 def test_each_malformed_envelope_is_refused_with_its_reason(
