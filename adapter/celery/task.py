@@ -131,7 +131,10 @@ def _time_limit_hit(task: Task, lifecycle: Lifecycle, job_id: str, timeout: floa
     try:
         with no_fork():  # the prefork pool's parent: store connections must not fork mid-call
             job = lifecycle.store.get(job_id)
-            outcome = lifecycle.failed(job, err) if job and job.state == JobState.RUNNING else None
+            if job is not None and job.state in {JobState.PENDING, JobState.RETRYING}:
+                job = lifecycle.claim(job)  # stopped before its claim: still an attempt
+            running = job is not None and job.state == JobState.RUNNING
+            outcome = lifecycle.failed(job, err) if job is not None and running else None
         if outcome is not None and outcome.kind == OutcomeKind.RETRY and outcome.job is not None:
             JobPublisher(task.app, task).publish(outcome.job, countdown=outcome.retry_in_s)
     except JobQueueError as lost:  # the reaper hands it back once its heartbeat is stale
