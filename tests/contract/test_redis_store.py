@@ -265,5 +265,5 @@ def test_queries_the_indexes_answer_never_evaluate_jobs_in_python(
     def refuse(*args: Any) -> None:
         raise AssertionError("find_many read every candidate job")
 
-    monkeypatch.setattr(redis_store_module, "list_jobs", refuse)
+    monkeypatch.setattr(RedisJobStore, "_scan", refuse)
     assert store.find_many(options) == expected
