@@ -7,7 +7,8 @@ Usage: ``python bench/hostile_queries.py [--jobs 50000] [--skip-redos] [--skip-s
    call took, how it ended (a page or the error's class) and the ticks a second thread of this
    process counted meanwhile (a thread frozen by the GIL counts few).
 2. Unindexed Redis query: ``--jobs`` jobs, then ``take=1`` sorted by progress (no index
-   answers it). Printed: seconds, peak Python memory (tracemalloc) and how it ended.
+   answers it), and again with the store's ``SCAN_LIMIT`` jobs when ``--jobs`` is above it.
+   Printed: seconds, peak Python memory (tracemalloc) and how it ended.
 
 Servers: Redis and PostgreSQL on 127.0.0.1 (``tests/servers.py``); a store that cannot be
 reached is skipped. Keys and schemas are the run's own and deleted afterwards.
@@ -33,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adapter.errors import JobQueueError
 from adapter.job import Job
 from adapter.store.base import JobStore
-from adapter.store.redis.store import RedisJobStore
+from adapter.store.redis.store import SCAN_LIMIT, RedisJobStore
 from adapter.store.sql.store import SqlJobStore
 from tests.servers import POSTGRES_URL, REDIS_URL
 from tests.support import delete_redis_keys, postgres_schema
 
-REDOS = {"filter": {"queueName": {"regex": "^([a-z-]+)+!"}}}
-#: Letters in the queue name the ReDoS pattern is tried on.
-NAME_LENGTH = 28
+#: Each ReDoS pattern and the queue name it is tried on: issue 11's (nested quantifiers), and
+#: one without nested quantifiers that backtracks as badly (overlapping alternatives).
+REDOS = [("^([a-z-]+)+!", "a" * 28), ("(a|aa)+$", "a" * 60 + "-")]
 
 
 class Ticker:
@@ -100,14 +101,16 @@ def stores() -> Iterator[Iterator[tuple[str, JobStore]]]:
 
 
 def redos() -> None:
-    """Print the ReDoS figures per store."""
-    print(f"ReDoS {REDOS['filter']} over a {NAME_LENGTH}-letter queue name")
-    with stores() as found:
-        for name, store in found:
-            store.insert(Job(id=uuid.uuid4().hex, queue_name="a" * NAME_LENGTH, data={}))
-            elapsed, outcome, ticks = timed(functools.partial(store.find_many, REDOS))
-            print(f"  {name:<9} {elapsed:7.2f} s  other thread {ticks:6d} ticks  {outcome}")
-            store.close()
+    """Print the ReDoS figures per pattern and store."""
+    for pattern, queue_name in REDOS:
+        print(f"ReDoS regex {pattern!r} over a {len(queue_name)}-character queue name")
+        options = {"filter": {"queueName": {"regex": pattern}}}
+        with stores() as found:
+            for name, store in found:
+                store.insert(Job(id=uuid.uuid4().hex, queue_name=queue_name, data={}))
+                elapsed, outcome, ticks = timed(functools.partial(store.find_many, options))
+                print(f"  {name:<9} {elapsed:7.2f} s  other thread {ticks:6d} ticks  {outcome}")
+                store.close()
 
 
 def unindexed_scan(count: int) -> None:
@@ -142,6 +145,8 @@ def main() -> None:
         redos()
     if not args.skip_scan:
         unindexed_scan(args.jobs)
+        if args.jobs > SCAN_LIMIT:
+            unindexed_scan(SCAN_LIMIT)
 
 
 if __name__ == "__main__":

@@ -127,10 +127,10 @@ class RedisJobStore(JobStore):
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=SOCKET_TIMEOUT_S,
             )
-        except ValueError as err:  # its text may hold part of the password
+        except ValueError:  # its text, and so its traceback, may hold part of the password
             raise ConfigurationError(
                 f"malformed job store URL {self.url} (percent-encode special characters)"
-            ) from err
+            ) from None
 
     def _connect(self) -> tuple[redis.Redis, RedisScripts]:
         """Return this process's client, checking the layout version on first use."""

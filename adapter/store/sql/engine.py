@@ -46,10 +46,10 @@ class ProcessEngine:
         self.url = mask_url(url)
         try:
             self._url = sa.make_url(url)
-        except sa.exc.ArgumentError as err:  # its text holds the whole URL
+        except sa.exc.ArgumentError:  # its text, and so its traceback, holds the whole URL
             raise ConfigurationError(
                 f"malformed {what} URL {self.url} (percent-encode special characters)"
-            ) from err
+            ) from None
         self._what = what
         self._metadata = metadata
         self._on_open = on_open
