@@ -96,8 +96,8 @@ CLAIM_NEEDS_JOB = -1
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
-#: Most jobs a query the indexes cannot answer may read (about 0.5 s and 10 MB of Python
-#: objects per 10,000 small jobs); a query that needs more is refused.
+#: Most jobs a query the indexes cannot answer may read (at the limit, with small job data:
+#: 0.5 to 1 s and about 20 MB of Python objects); a query that needs more is refused.
 SCAN_LIMIT = 10_000
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT_S = 5.0

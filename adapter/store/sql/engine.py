@@ -10,6 +10,7 @@ its password masked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,12 +45,15 @@ class ProcessEngine:
     ) -> None:
         #: The URL with its password masked, for messages.
         self.url = mask_url(url)
-        try:
-            self._url = sa.make_url(url)
-        except sa.exc.ArgumentError:  # its text, and so its traceback, holds the whole URL
+        parsed: sa.URL | None = None
+        with contextlib.suppress(sa.exc.ArgumentError):  # its text holds the whole URL
+            parsed = sa.make_url(url)
+        # SQLAlchemy ends the password at its first "@": the rest would be named as the host
+        if parsed is None or "@" in (parsed.host or ""):
             raise ConfigurationError(
                 f"malformed {what} URL {self.url} (percent-encode special characters)"
-            ) from None
+            )
+        self._url = parsed
         self._what = what
         self._metadata = metadata
         self._on_open = on_open
