@@ -19,11 +19,12 @@ Every store answers ``find_many`` with these semantics; the SQL store spells the
   (``adapter.patterns``). ``in: []`` matches nothing, ``notIn: []`` everything.
 - Dates compare as timezone-aware datetimes; ISO strings are accepted, a naive time is UTC, and
   a time must stay within years 1 to 9999 once moved to UTC.
-- Every store can answer every accepted option: ``skip`` is at most ``MAX_SKIP`` and a filter
-  holds at most ``MAX_FILTER_VALUES`` values in all (each item of an ``in`` list counts) and
-  nests ``_and``/``_or`` at most ``MAX_FILTER_DEPTH`` levels deep; anything else is refused
-  with ``InvalidListOptionsError`` naming the option, never left to fail in a database.
   ``duration`` is ``Job.duration`` in milliseconds.
+- Every store can answer every accepted option: text holds no NUL and is valid Unicode,
+  ``skip`` is at most ``MAX_SKIP``, a filter holds at most ``MAX_FILTER_VALUES`` values in all
+  (each item of an ``in`` list counts) and nests ``_and``/``_or`` at most ``MAX_FILTER_DEPTH``
+  levels deep; anything else is refused with ``InvalidListOptionsError`` naming the option,
+  never left to fail in a database.
 - Sorting follows the ``sort`` keys in order, missing values first when ascending and last when
   descending, then ``id`` ascending as a tie-breaker; no sort means ``created_at`` ascending.
 - ``take`` defaults to ``DEFAULT_TAKE``; a larger ``take`` than ``MAX_TAKE`` is refused.
@@ -103,6 +104,20 @@ def _utc(value: datetime) -> datetime:
 Moment = Annotated[datetime, AfterValidator(_utc)]
 
 
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text with a NUL character, which no stored text holds")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text that is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+#: Text a filter compares: what every database can take as a parameter.
+Text = Annotated[str, AfterValidator(_storable)]
+
+
 class _Options(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -110,13 +125,13 @@ class _Options(BaseModel):
 class StringOperators(_Options):
     """Vendure's StringOperators."""
 
-    eq: str | None = None
-    not_eq: str | None = None
-    contains: str | None = None
-    not_contains: str | None = None
-    in_: list[str] | None = Field(default=None, alias="in", max_length=MAX_FILTER_VALUES)
-    not_in: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
-    regex: str | None = None
+    eq: Text | None = None
+    not_eq: Text | None = None
+    contains: Text | None = None
+    not_contains: Text | None = None
+    in_: list[Text] | None = Field(default=None, alias="in", max_length=MAX_FILTER_VALUES)
+    not_in: list[Text] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
+    regex: Text | None = None
     is_null: bool | None = None
 
     @field_validator("regex")
@@ -130,10 +145,10 @@ class IdOperators(_Options):
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
-    eq: str | None = None
-    not_eq: str | None = None
-    in_: list[str] | None = Field(default=None, alias="in", max_length=MAX_FILTER_VALUES)
-    not_in: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
+    eq: Text | None = None
+    not_eq: Text | None = None
+    in_: list[Text] | None = Field(default=None, alias="in", max_length=MAX_FILTER_VALUES)
+    not_in: list[Text] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
     is_null: bool | None = None
 
 

@@ -413,6 +413,14 @@ UNANSWERABLE: dict[str, tuple[dict[str, Any], str]] = {
         r"^filter: 12000 values in all, more than the limit of 10000$",
     ),
     "_and nested 40 deep": (_nested(40), r"^filter: _and/_or nested 40 levels deep"),
+    "NUL in text": (
+        {"filter": {"_or": [{"queueName": {"in": ["v", "a\x00b"]}}]}},
+        r"^filter\._or\[0\]\.queueName\.in\[1\]: text with a NUL character",
+    ),
+    "lone surrogate in text": (
+        {"filter": {"id": {"eq": "\ud800"}}},
+        r"^filter\.id\.eq: text that is not valid Unicode",
+    ),
     "regex Python cannot compile": (
         {"filter": {"queueName": {"regex": "v-("}}},
         r"^filter\.queueName\.regex: not a valid regular expression",
