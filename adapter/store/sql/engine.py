@@ -121,7 +121,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
-    dbapi_connection.create_function(SQLITE_REGEXP, 3, _sqlite_regexp, deterministic=True)
+    dbapi_connection.create_function(SQLITE_REGEXP, 3, _sqlite_regexp)
 
 
 def _sqlite_regexp(pattern: str | None, value: str | None, field: str) -> int | None:
