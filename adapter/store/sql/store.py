@@ -216,8 +216,11 @@ class SqlJobStore(JobStore):
             with self._db.begin() as conn:
                 total = int(conn.execute(count).scalar_one())
                 rows = conn.execute(page).all()
-        except sa.exc.DBAPIError as err:
-            refused = query.refused(err, options)
+        except (sa.exc.DBAPIError, StoreError) as err:  # the engine wraps OperationalError
+            cause = err if isinstance(err, sa.exc.DBAPIError) else err.__cause__
+            refused = None
+            if isinstance(cause, sa.exc.DBAPIError):
+                refused = query.refused(cause, options)
             if refused is None:
                 raise
             raise refused from err
