@@ -15,9 +15,16 @@ Every store answers ``find_many`` with these semantics; the SQL store spells the
 - ``contains``/``notContains`` trim the operand and ignore case (``ILIKE`` on PostgreSQL,
   ``LIKE`` on SQLite, where only ASCII letters fold); ``%`` and ``_`` are literal characters.
 - ``regex`` searches anywhere in the value and ignores case (PostgreSQL ``~*``); the pattern must
-  compile as a Python regular expression. ``in: []`` matches nothing, ``notIn: []`` everything.
-- Dates compare as timezone-aware datetimes; ISO strings are accepted, a naive time is UTC.
+  compile as a Python regular expression, is bounded in length and matching time
+  (``adapter.patterns``). ``in: []`` matches nothing, ``notIn: []`` everything.
+- Dates compare as timezone-aware datetimes; ISO strings are accepted, a naive time is UTC, and
+  a time must stay within years 1 to 9999 once moved to UTC.
   ``duration`` is ``Job.duration`` in milliseconds.
+- Every store can answer every accepted option: text holds no NUL and is valid Unicode,
+  ``skip`` is at most ``MAX_SKIP``, a filter holds at most ``MAX_FILTER_VALUES`` values in all
+  (each item of an ``in`` list counts) and nests ``_and``/``_or`` at most ``MAX_FILTER_DEPTH``
+  levels deep; anything else is refused with ``InvalidListOptionsError`` naming the option,
+  never left to fail in a database.
 - Sorting follows the ``sort`` keys in order, missing values first when ascending and last when
   descending, then ``id`` ascending as a tie-breaker; no sort means ``created_at`` ascending.
 - ``take`` defaults to ``DEFAULT_TAKE``; a larger ``take`` than ``MAX_TAKE`` is refused.
@@ -26,7 +33,6 @@ Every store answers ``find_many`` with these semantics; the SQL store spells the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,18 +40,28 @@ from enum import StrEnum
 from operator import eq, ge, gt, le, lt, ne
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from adapter.errors import InvalidListOptionsError
 from adapter.job import Job
+from adapter.patterns import check_pattern, search
 
 #: Jobs per page when ``take`` is not given.
 DEFAULT_TAKE = 100
 #: Largest ``take`` accepted, in jobs (Vendure's default admin list query limit).
 MAX_TAKE = 1000
+#: Largest ``skip``: SQL's OFFSET is a signed 64-bit integer.
+MAX_SKIP = 2**63 - 1
+#: Values one filter may hold in all, each list item counted (SQLite binds at most 32,766
+#: parameters per statement, PostgreSQL 65,535).
+MAX_FILTER_VALUES = 10_000
+#: Levels of ``_and``/``_or`` one filter may nest.
+MAX_FILTER_DEPTH = 32
+#: Characters of a refused value an error message shows.
+SHOWN_CHARS = 80
 
 
 class SortOrder(StrEnum):
@@ -77,10 +93,29 @@ class SortField(StrEnum):
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time outside years 1 to 9999 once moved to UTC") from None
 
 
 Moment = Annotated[datetime, AfterValidator(_utc)]
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text with a NUL character, which no stored text holds")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text that is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+#: Text a filter compares: what every database can take as a parameter.
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class _Options(BaseModel):
@@ -90,24 +125,19 @@ class _Options(BaseModel):
 class StringOperators(_Options):
     """Vendure's StringOperators."""
 
-    eq: str | None = None
-    not_eq: str | None = None
-    contains: str | None = None
-    not_contains: str | None = None
-    in_: list[str] | None = Field(default=None, alias="in")
-    not_in: list[str] | None = None
-    regex: str | None = None
+    eq: Text | None = None
+    not_eq: Text | None = None
+    contains: Text | None = None
+    not_contains: Text | None = None
+    in_: list[Text] | None = Field(default=None, alias="in", max_length=MAX_FILTER_VALUES)
+    not_in: list[Text] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
+    regex: Text | None = None
     is_null: bool | None = None
 
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as err:
-                raise ValueError(f"not a valid regular expression: {err}") from err
-        return value
+        return None if value is None else check_pattern(value)
 
 
 class IdOperators(_Options):
@@ -115,10 +145,10 @@ class IdOperators(_Options):
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
-    eq: str | None = None
-    not_eq: str | None = None
-    in_: list[str] | None = Field(default=None, alias="in")
-    not_in: list[str] | None = None
+    eq: Text | None = None
+    not_eq: Text | None = None
+    in_: list[Text] | None = Field(default=None, alias="in", max_length=MAX_FILTER_VALUES)
+    not_in: list[Text] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
     is_null: bool | None = None
 
 
@@ -189,7 +219,7 @@ _SORT_FIELD_BY_ALIAS = {to_camel(field.value): field.value for field in SortFiel
 class JobListOptions(_Options):
     """Vendure's JobListOptions: pagination, sort keys in order, filter and its operator."""
 
-    skip: int | None = Field(default=None, ge=0)
+    skip: int | None = Field(default=None, ge=0, le=MAX_SKIP)
     take: int | None = Field(default=None, ge=0)
     sort: dict[SortField, SortOrder] = Field(default_factory=dict)
     filter: JobFilter | None = None
@@ -203,6 +233,37 @@ class JobListOptions(_Options):
         if isinstance(value, Mapping):
             return {_SORT_FIELD_BY_ALIAS.get(key, key): order for key, order in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _answerable(self) -> JobListOptions:
+        values, depth = _filter_size(self.filter)
+        if values > MAX_FILTER_VALUES:
+            raise ValueError(
+                f"filter: {values} values in all, more than the limit of {MAX_FILTER_VALUES}"
+            )
+        if depth > MAX_FILTER_DEPTH:
+            raise ValueError(
+                f"filter: _and/_or nested {depth} levels deep, more than the limit of "
+                f"{MAX_FILTER_DEPTH}"
+            )
+        return self
+
+
+def _filter_size(filter: JobFilter | None) -> tuple[int, int]:
+    """Return how many values ``filter`` holds (list items counted) and how deep it nests."""
+    if filter is None:
+        return 0, 0
+    values, depth = 0, 0
+    for field, operators in filter:
+        if field in ("and_", "or_") or operators is None:
+            continue
+        for _, operand in operators:
+            values += len(operand) if isinstance(operand, list) else int(operand is not None)
+    for member in (*(filter.and_ or ()), *(filter.or_ or ())):
+        member_values, member_depth = _filter_size(member)
+        values += member_values
+        depth = max(depth, member_depth + 1)
+    return values, depth
 
 
 @dataclass(frozen=True)
@@ -250,9 +311,17 @@ def _describe(error: ErrorDetails) -> str:
         return f"{_path(loc)}: missing"
     if error["type"] == "value_error":
         message = str(error.get("ctx", {}).get("error", error["msg"]))
+        if not loc:  # a check of the whole options, whose message names the option
+            return message
     else:
         message = error["msg"][:1].lower() + error["msg"][1:]
-    return f"{_path(loc)}: {message}, got {error['input']!r}"
+    return f"{_path(loc)}: {message}, got {_shown(error['input'])}"
+
+
+def _shown(value: Any) -> str:
+    """Return the repr of a refused value, cut to ``SHOWN_CHARS`` characters."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -331,7 +400,6 @@ _TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "not_contains": lambda value, needle: not _contains(value, needle),
     "in_": lambda value, options: value in options,
     "not_in": lambda value, options: value not in options,
-    "regex": lambda value, pattern: re.search(pattern, value, re.IGNORECASE) is not None,
 }
 
 
@@ -344,6 +412,8 @@ def _holds(job: Job, node: Condition | ConditionGroup) -> bool:
         return (value is None) is node.operand
     if node.operator in ("in_", "not_in") and not node.operand:
         return node.operator == "not_in"
+    if node.operator == "regex":
+        return value is not None and search(node.operand, value, to_camel(node.field))
     return value is not None and _TESTS[node.operator](value, node.operand)
 
 

@@ -27,8 +27,11 @@ from celery import Celery
 from kombu.connection import Connection, ConnectionPool, PooledConnection
 from kombu.transport.base import Transport
 from kombu.utils.collections import HashedSeq
+from kombu.utils.url import maybe_sanitize_url
 
 from adapter.celery import filesystem, redis_transport
+from adapter.errors import ConfigurationError
+from adapter.masking import mask_url
 from adapter.settings import (
     STORE_URL,
     environment_settings,
@@ -110,6 +113,37 @@ def create_app(name: str = "adapter", config: str | None = None, **settings: Any
         app.conf.update(settings)
     use_adapter_transports(app)
     return app
+
+
+def check_urls(app: Celery) -> None:
+    """Refuse, masked, a broker or result backend URL of ``app`` that kombu cannot read.
+
+    Celery would fail on it later (a worker's banner reads both) with an error whose text, and
+    so whose traceback, holds part of the password.
+    """
+    try:
+        with app.connection_for_write():  # reads the URL; connects only on first use
+            pass
+    except ValueError:
+        raise ConfigurationError(
+            f"malformed broker URL {shown_broker_url(app)} (percent-encode special characters)"
+        ) from None
+    backend = app.conf.result_backend
+    try:
+        if isinstance(backend, str):
+            maybe_sanitize_url(backend)  # what the banner shows
+    except ValueError:
+        raise ConfigurationError(
+            f"malformed result backend URL {mask_url(backend)} (percent-encode special characters)"
+        ) from None
+
+
+def shown_broker_url(app: Celery) -> str:
+    """Return ``app``'s broker URL for messages, its password masked (``adapter.masking``)."""
+    configured = app.conf.broker_url
+    if isinstance(configured, list | tuple):  # failover URLs
+        return ", ".join(mask_url(str(url)) for url in configured)
+    return mask_url(str(configured)) if configured else app.connection_for_write().as_uri()
 
 
 def _importable(module: str) -> bool:

@@ -32,6 +32,7 @@ from typing import Any
 from celery import Celery
 from celery.worker import state as worker_state
 
+from adapter.celery.app import shown_broker_url
 from adapter.celery.consumer import ConsumerHandle
 from adapter.celery.routing import celery_queue
 from adapter.errors import ConfigurationError
@@ -94,8 +95,8 @@ class EmbeddedWorker:
             self.stop()
             reason = f": {self._failure}" if self._failure else ""
             raise ConfigurationError(
-                f"the embedded worker did not connect to broker "
-                f"{self._app.connection_for_write().as_uri()} within {READY_TIMEOUT_S:.0f}s{reason}"
+                f"the embedded worker did not connect to broker {shown_broker_url(self._app)} "
+                f"within {READY_TIMEOUT_S:.0f}s{reason}"
             )
 
     def _run(self) -> None:

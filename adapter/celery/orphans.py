@@ -144,21 +144,26 @@ def republish_unqueued_jobs(
 
 
 def _waiting_ids(store: JobStore, created_before: datetime) -> list[str]:
+    # By state alone, oldest first: a query the Redis store's indexes answer, however many
+    # jobs wait (a createdAt filter would make it read them all, past its scan limit).
     ids: list[str] = []
+    skip = 0
     while True:
         page = store.find_many(
             {
-                "filter": {
-                    "state": {"in": [state.value for state in _WAITING]},
-                    "createdAt": {"before": created_before.isoformat()},
-                },
-                "skip": len(ids),
+                "filter": {"state": {"in": [state.value for state in _WAITING]}},
+                "sort": {"createdAt": "ASC"},
+                "skip": skip,
                 "take": PAGE,
             }
         )
-        ids.extend(job.id for job in page.items if job.id)
+        for job in page.items:
+            if job.created_at >= created_before:
+                return ids
+            ids.append(str(job.id))
         if len(page.items) < PAGE:
             return ids
+        skip += PAGE
 
 
 def _queued_ids(channel: Any, client: Any) -> set[str]:

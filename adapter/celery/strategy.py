@@ -32,10 +32,11 @@ from typing import Any
 
 import click
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.add_task import register_add_task
-from adapter.celery.app import use_adapter_transports
+from adapter.celery.app import check_urls, shown_broker_url, use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
@@ -50,7 +51,13 @@ from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json
 from adapter.dead_letter import DeadLetter
-from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
+from adapter.errors import (
+    BrokerError,
+    ConfigurationError,
+    DuplicateJobError,
+    JobDataError,
+    PublishError,
+)
 from adapter.job import Job, JobState, check_fields, validate_queue_name
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
@@ -95,6 +102,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self.app = app
         prepare_filesystem_broker(app)
         use_adapter_transports(app)
+        check_urls(app)
         self._store = (
             store
             if isinstance(store, JobStore)
@@ -228,7 +236,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
     def consumers(self, timeout: float = 1.0) -> dict[str, list[str]]:
         """Return, per queue name, the Celery workers consuming it now (asks them; may be slow)."""
-        replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        try:
+            replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        except (OperationalError, OSError) as err:
+            raise BrokerError(
+                f"cannot reach the broker {shown_broker_url(self.app)} to ask its workers: {err}"
+            ) from err
         found: dict[str, list[str]] = {}
         for worker, queues in replies.items():
             for queue in queues:

@@ -44,14 +44,13 @@ from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
 from adapter.cli import commands
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
-from adapter.listing import MAX_TAKE
+from adapter.job import JobState
+from adapter.listing import MAX_SKIP, MAX_TAKE
 from adapter.settings import HEALTH_HOST, MAX_PORT
 from adapter.store.base import MAX_DEAD_LETTERS
 
 Command = Callable[[argparse.Namespace, CeleryJobQueueStrategy, TextIO], int]
 
-#: Largest ``list --skip``: SQL's OFFSET is a signed 64-bit integer.
-MAX_SKIP = 2**63 - 1
 #: Largest ``worker --concurrency``: far more processes or threads than a machine runs well.
 MAX_CONCURRENCY = 10_000
 
@@ -156,6 +155,14 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _state(text: str) -> str:
+    """An argument type: a job state in any case, else a usage error naming it."""
+    if text.upper() not in JobState.__members__:
+        states = ", ".join(state.value.lower() for state in JobState)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job state ({states})")
+    return text.upper()
+
+
 def _seconds(text: str) -> float:
     """An argument type: a finite number of seconds, 0 or more, else a usage error."""
     try:
@@ -183,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     add.set_defaults(run=commands.add)
     listing = sub.add_parser("list", parents=[common], help="list jobs")
     listing.add_argument("--queue", action="append", help="only this queue (repeatable)")
-    listing.add_argument("--state", action="append", help="only this state (repeatable)")
+    listing.add_argument(
+        "--state", action="append", type=_state, help="only this state (repeatable)"
+    )
     listing.add_argument("--take", type=_whole(0, MAX_TAKE), default=20)
     listing.add_argument("--skip", type=_whole(0, MAX_SKIP), default=0)
     listing.add_argument("--sort", default="createdAt:desc", help="FIELD[:asc|desc]")

@@ -12,6 +12,7 @@ import sys
 from typing import TextIO
 
 from adapter.celery import CeleryJobQueueStrategy
+from adapter.celery.app import shown_broker_url
 from adapter.celery.preflight import check_settings
 from adapter.cli.render import (
     JOB_HEADERS,
@@ -52,7 +53,7 @@ def list_jobs(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: T
     if args.queue:
         filters["queueName"] = {"in": args.queue}
     if args.state:
-        filters["state"] = {"in": [state.upper() for state in args.state]}
+        filters["state"] = {"in": args.state}
     if filters:
         options["filter"] = filters
     field, _, order = args.sort.partition(":")
@@ -204,8 +205,7 @@ def check(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
     if args.json:
         out.write(dumps([{"setting": f.setting, "message": f.message} for f in findings]) + "\n")
     else:
-        broker = strategy.app.connection_for_write().as_uri()
-        out.write(f"broker {broker}, store {strategy.store.url}\n")
+        out.write(f"broker {shown_broker_url(strategy.app)}, store {strategy.store.url}\n")
         for finding in findings:
             out.write(f"WARNING {finding.setting}: {finding.message}\n")
         out.write(f"{len(findings)} finding(s)\n")

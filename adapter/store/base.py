@@ -26,7 +26,8 @@ from typing import Any
 
 from adapter.dead_letter import DeadLetter
 from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
-from adapter.listing import JobList, JobListOptions
+from adapter.listing import JobList, JobListOptions, parse_list_options
+from adapter.patterns import match_budget
 
 #: Fields a worker may change after ``add``; ``update`` writes them all (one list for all stores).
 MUTABLE_FIELDS = (
@@ -137,9 +138,22 @@ class WorkerStore(ABC):
 class InspectionStore(ABC):
     """Vendure's inspection: list, look up, count and remove settled jobs."""
 
-    @abstractmethod
     def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
-        """Return one page of the jobs matching ``options`` (see adapter.listing) and the total."""
+        """Return one page of the jobs matching ``options`` (see adapter.listing) and the total.
+
+        Raises:
+            InvalidListOptionsError: naming the option this store cannot answer, or the
+                ``regex`` pattern that ran out of its matching budget (adapter.patterns).
+        """
+        parsed = parse_list_options(options)
+        with match_budget() as budget:
+            page = self._find_many(parsed)
+        budget.raise_if_exhausted()
+        return page
+
+    @abstractmethod
+    def _find_many(self, options: JobListOptions) -> JobList:
+        """``find_many`` with parsed options, its regex matches inside one budget."""
 
     @abstractmethod
     def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:

@@ -142,7 +142,7 @@ class MemoryJobStore(JobStore):
                 and record.job.state is JobState.CANCELLED
             }
 
-    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
+    def _find_many(self, options: JobListOptions) -> JobList:
         with self._lock:
             page = list_jobs((record.job for record in self._records.values()), options)
             return JobList(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from adapter.errors import StoreError
+from adapter.errors import InvalidListOptionsError, StoreError
 from adapter.job import Job, JobState
 from adapter.listing import list_jobs
 from adapter.store.redis import store as redis_store_module
@@ -265,5 +265,40 @@ def test_queries_the_indexes_answer_never_evaluate_jobs_in_python(
     def refuse(*args: Any) -> None:
         raise AssertionError("find_many read every candidate job")
 
-    monkeypatch.setattr(redis_store_module, "list_jobs", refuse)
+    monkeypatch.setattr(RedisJobStore, "_scan", refuse)
     assert store.find_many(options) == expected
+
+
+# Queries the indexes cannot answer
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"take": 1, "sort": {"progress": "DESC"}},
+        {"filter": {"queueName": {"eq": "alpha"}, "attempts": {"eq": 0}}, "skip": 3, "take": 2},
+        {"filter": {"state": {"eq": "PENDING"}, "_or": [{"progress": {"lt": 50}}]}},
+    ],
+)
+def test_a_query_the_indexes_cannot_answer_reads_at_most_the_scan_limit(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> None:
+    jobs = [job.model_copy(update={"data": {"n": n}}) for n, job in enumerate(tied_jobs())]
+    for job in jobs:
+        store.insert(job)
+    candidates = len(list_jobs(jobs, {"filter": _indexed_part(options), "take": 1000}).items)
+    monkeypatch.setattr(redis_store_module, "SCAN_LIMIT", candidates)
+    assert store.find_many(options) == list_jobs(jobs, options)  # data of the page included
+    monkeypatch.setattr(redis_store_module, "SCAN_LIMIT", candidates - 1)
+    with pytest.raises(InvalidListOptionsError) as caught:
+        store.find_many(options)
+    assert str(caught.value).startswith(
+        f"this filter and sort need all {candidates} candidate jobs read, more than the Redis "
+        f"store's scan limit of {candidates - 1} (SCAN_LIMIT)"
+    )
+
+
+def _indexed_part(options: dict[str, Any]) -> dict[str, Any]:
+    """Return the top-level conditions of ``options`` the indexes answer (queue and state)."""
+    found = options.get("filter", {})
+    return {name: found[name] for name in ("queueName", "state") if name in found}

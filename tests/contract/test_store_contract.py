@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -38,6 +39,7 @@ from adapter.listing import (
     StringOperators,
     list_jobs,
 )
+from adapter.patterns import MATCH_BUDGET_S
 from adapter.store.base import JobStore
 from adapter.store.memory import MemoryJobStore
 from adapter.store.redis.store import RedisJobStore
@@ -377,6 +379,144 @@ def test_take_above_the_limit_is_refused(store: JobStore, varied_jobs: list[Job]
 def test_unknown_operator_is_refused(store: JobStore) -> None:
     with pytest.raises(InvalidListOptionsError, match=r"^filter\.queueName\.startsWith: unknown"):
         store.find_many({"filter": {"queueName": {"startsWith": "v"}}})
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """Return options whose filter's ``_and`` groups nest ``depth`` levels deep."""
+    found: dict[str, Any] = {"queueName": {"eq": "v"}}
+    for _ in range(depth):
+        found = {"_and": [found]}
+    return {"filter": found}
+
+
+#: Options no store can answer, each with the start of the error that names it.
+UNANSWERABLE: dict[str, tuple[dict[str, Any], str]] = {
+    "skip 2**63": ({"skip": 2**63}, r"^skip: "),
+    "year 1 with an offset": (
+        {"filter": {"createdAt": {"before": "0001-01-01T00:30:00+01:00"}}},
+        r"^filter\.createdAt\.before: .*years 1 to 9999",
+    ),
+    "year 9999 with an offset": (
+        {"filter": {"settledAt": {"between": {"start": CREATED, "end": "9999-12-31T23:00-05:00"}}}},
+        r"^filter\.settledAt\.between\.end: .*years 1 to 9999",
+    ),
+    "in over 65,535 items": (
+        {"filter": {"id": {"in": [str(n) for n in range(65_536)]}}},
+        r"^filter\.id\.in: list should have at most 10000 items",
+    ),
+    "notIn over 65,535 items": (
+        {"filter": {"queueName": {"notIn": ["q"] * 65_536}}},
+        r"^filter\.queueName\.notIn: list should have at most 10000 items",
+    ),
+    "lists over the limit together": (
+        {"filter": {"_or": [{"id": {"in": ["a"] * 6000}}, {"state": {"in": ["b"] * 6000}}]}},
+        r"^filter: 12000 values in all, more than the limit of 10000$",
+    ),
+    "_and nested 40 deep": (_nested(40), r"^filter: _and/_or nested 40 levels deep"),
+    "NUL in text": (
+        {"filter": {"_or": [{"queueName": {"in": ["v", "a\x00b"]}}]}},
+        r"^filter\._or\[0\]\.queueName\.in\[1\]: text with a NUL character",
+    ),
+    "lone surrogate in text": (
+        {"filter": {"id": {"eq": "\ud800"}}},
+        r"^filter\.id\.eq: text that is not valid Unicode",
+    ),
+    "regex Python cannot compile": (
+        {"filter": {"queueName": {"regex": "v-("}}},
+        r"^filter\.queueName\.regex: not a valid regular expression",
+    ),
+    "regex too long": (
+        {"filter": {"state": {"regex": "a" * 257}}},
+        r"^filter\.state\.regex: a pattern of 257 characters is longer than the limit of 256",
+    ),
+    "regex with nested quantifiers (ReDoS)": (
+        {"filter": {"queueName": {"regex": "^([a-z-]+)+!"}}},
+        r"^filter\.queueName\.regex: a repeated group holds a repeat",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNANSWERABLE)
+def test_an_option_no_store_can_answer_is_refused_naming_it(
+    store: JobStore, varied_jobs: list[Job], case: str
+) -> None:
+    options, error = UNANSWERABLE[case]
+    with pytest.raises(InvalidListOptionsError, match=error) as caught:
+        store.find_many(options)
+    assert len(str(caught.value)) < 400  # never the whole refused value, nor database text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"skip": 2**63 - 1},
+        {"filter": {"createdAt": {"between": {"start": "0001-01-01", "end": "9999-12-31"}}}},
+        {"filter": {"attempts": {"eq": 2**70}, "_or": [{"progress": {"gt": 1e308}}]}},
+        {"filter": {"id": {"in": [str(n) for n in range(10_000)]}}},
+        {"filter": {"queueName": {"regex": "(?i)^E-(?=d)|(a|aa)+-$"}}},
+    ],
+)
+def test_extreme_options_every_store_can_answer_agree_with_list_jobs(
+    store: JobStore, varied_jobs: list[Job], options: dict[str, Any]
+) -> None:
+    agreed(store, varied_jobs, options)
+
+
+def test_a_pattern_valid_in_python_but_not_in_postgresql_is_refused_there_naming_it(
+    store: JobStore, varied_jobs: list[Job]
+) -> None:
+    options = {"filter": {"queueName": {"regex": "(?P<kind>e)-"}}}
+    if not (isinstance(store, SqlJobStore) and store.url.startswith("postgresql")):
+        agreed(store, varied_jobs, options)
+        return
+    with pytest.raises(InvalidListOptionsError) as caught:
+        store.find_many(options)
+    assert str(caught.value) == (
+        "filter.queueName.regex '(?P<kind>e)-': PostgreSQL cannot use this pattern (valid in "
+        "Python, not in PostgreSQL's regular expressions)"
+    )
+
+
+class Ticker:
+    """A thread that counts ticks until stopped: what the rest of the process got meanwhile."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            self.ticks += 1
+
+    def __enter__(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize(
+    "kind", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+)
+def test_a_pattern_that_runs_out_of_time_is_refused_while_other_threads_run(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # (a|aa)+$ backtracks exponentially on a run of a's that does not end the name; no
+    # nested quantifier, so only the matching budget stops it (PostgreSQL's engine does not
+    # backtrack: it answers at once).
+    pattern = "(a|aa)+$"
+    for store in empty_store(kind, request, tmp_path):
+        stock(store, [make_job(queue_name="a" * 60 + "-", created_at=at(9, 0))])
+        with Ticker() as ticker, pytest.raises(InvalidListOptionsError) as caught:
+            store.find_many({"filter": {"queueName": {"regex": pattern}}})
+        assert str(caught.value).startswith(
+            f"filter.queueName.regex: {pattern!r} took more than the {MATCH_BUDGET_S:g} s "
+            "matching budget of one query"
+        )
+        assert ticker.ticks >= 10  # the GIL was not held while matching
 
 
 # insert_many (the batches ``add`` writes behind its publishes)

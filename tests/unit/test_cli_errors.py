@@ -90,6 +90,11 @@ def test_add_out_of_range_prints_the_library_error_as_one_line_and_stores_nothin
         ),
         pytest.param(["list", "--bogus"], "jobqueue: unrecognized arguments: --bogus", id="opt"),
         pytest.param(
+            ["list", "--state", "failed", "--state", "bogus"],
+            "jobqueue list: argument --state: 'bogus' is not a job state (pending, running, ",
+            id="state",
+        ),
+        pytest.param(
             ["dead-letters", "--take", "99999999999999999999"],
             "jobqueue dead-letters: argument --take: '99999999999999999999' is not an integer "
             "from 0 to 10000",

@@ -20,7 +20,7 @@ from adapter.store.redis.layout import (
     micros,
     plan_index,
 )
-from adapter.store.redis.store import RedisJobStore, mask_password
+from adapter.store.redis.store import RedisJobStore
 from tests.factories import make_job
 
 KEYS = RedisKeys("p")
@@ -144,9 +144,3 @@ def test_unreachable_server_is_a_store_error_without_the_password() -> None:
         unreachable.get("anything")
     assert str(caught.value).startswith("job store redis://user:***@127.0.0.1:1/0 failed: ")
     assert "s3cret" not in str(caught.value)
-
-
-def test_mask_password_hides_only_the_password() -> None:
-    assert mask_password("redis://:pw@h:1/2") == "redis://:***@h:1/2"
-    assert mask_password("rediss://u:pw@h/0") == "rediss://u:***@h/0"
-    assert mask_password("redis://h:6379/0") == "redis://h:6379/0"

@@ -61,7 +61,7 @@ def test_store_creates_the_folder_of_its_sqlite_file(tmp_path: Path) -> None:
 
 
 def test_malformed_url_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match=r"^malformed job store URL: "):
+    with pytest.raises(ConfigurationError, match=r"^malformed job store URL not a url "):
         SqlJobStore("not a url")
 
 

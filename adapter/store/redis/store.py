@@ -32,8 +32,9 @@ change together, and a settled job is never overwritten. ``find_many`` pages the
 rank (``ZCARD`` gives the total; several indexes are merged) when every condition of the filter
 is about queue name, state or whether the job is settled, combined with AND, and the sort is by
 ``created_at`` alone: a page costs the same with a million jobs as with ten. Any other query
-reads the jobs of the narrowest indexes and evaluates it with ``adapter.listing``: exact, but
-it reads every candidate job.
+reads the jobs of the narrowest indexes, in chunks, and evaluates it with ``adapter.listing``:
+exact, but it reads every candidate job, so it is refused (``InvalidListOptionsError`` naming
+``SCAN_LIMIT``) when the indexes hold more than ``SCAN_LIMIT`` candidates.
 """
 
 from __future__ import annotations
@@ -45,12 +46,16 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from adapter.dead_letter import DeadLetter
-from adapter.errors import ConfigurationError, DuplicateJobError, StoreError
+from adapter.errors import (
+    ConfigurationError,
+    DuplicateJobError,
+    InvalidListOptionsError,
+    StoreError,
+)
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import (
@@ -58,10 +63,11 @@ from adapter.listing import (
     JobListOptions,
     SortField,
     SortOrder,
-    list_jobs,
+    matches,
     page_bounds,
-    parse_list_options,
+    sort_jobs,
 )
+from adapter.masking import mask_url
 from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.redis.layout import (
     RedisKeys,
@@ -90,6 +96,9 @@ CLAIM_NEEDS_JOB = -1
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
+#: Most jobs a query the indexes cannot answer may read (at the limit, with small job data:
+#: 0.5 to 1 s and about 20 MB of Python objects); a query that needs more is refused.
+SCAN_LIMIT = 10_000
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT_S = 5.0
 #: Seconds to wait for a reply from Redis.
@@ -101,7 +110,7 @@ class RedisJobStore(JobStore):
 
     def __init__(self, url: str, prefix: str = "adapter") -> None:
         """Prepare a store on ``url`` under key ``prefix``; nothing connects before first use."""
-        self.url = mask_password(url)
+        self.url = mask_url(url)
         self.keys = RedisKeys(prefix)
         self._raw_url = url
         self._lock = ForkSafeLock()
@@ -118,8 +127,10 @@ class RedisJobStore(JobStore):
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=SOCKET_TIMEOUT_S,
             )
-        except ValueError as err:
-            raise ConfigurationError(f"malformed job store URL {self.url}: {err}") from err
+        except ValueError:  # its text, and so its traceback, may hold part of the password
+            raise ConfigurationError(
+                f"malformed job store URL {self.url} (percent-encode special characters)"
+            ) from None
 
     def _connect(self) -> tuple[redis.Redis, RedisScripts]:
         """Return this process's client, checking the layout version on first use."""
@@ -254,8 +265,7 @@ class RedisJobStore(JobStore):
                 self._client.close()
                 self._client = None
 
-    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
-        parsed = parse_list_options(options)
+    def _find_many(self, parsed: JobListOptions) -> JobList:
         skip, take = page_bounds(parsed)
         with self._talking() as (client, scripts):
             plan = plan_index(
@@ -270,11 +280,36 @@ class RedisJobStore(JobStore):
                 newest_first = parsed.sort.get(SortField.CREATED_AT) is SortOrder.DESC
                 total, ids = self._page(client, scripts, plan.keys, skip, take, newest_first)
                 return JobList(items=self._load(scripts, ids), total_items=total)
-            with client.pipeline(transaction=True) as pipe:
-                for key in plan.keys:
-                    pipe.zrange(key, 0, -1)
-                candidates = [job_id for members in pipe.execute() for job_id in members]
-            return list_jobs(self._load(scripts, candidates), parsed)
+            return self._scan(client, scripts, plan.keys, parsed)
+
+    def _scan(
+        self, client: redis.Redis, scripts: RedisScripts, keys: list[str], options: JobListOptions
+    ) -> JobList:
+        """Answer a query the indexes cannot: read at most ``SCAN_LIMIT`` jobs, in chunks."""
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zcard(key)
+            candidates = sum(int(count) for count in pipe.execute())
+        if candidates > SCAN_LIMIT:
+            raise InvalidListOptionsError(
+                f"this filter and sort need all {candidates} candidate jobs read, more than the "
+                f"Redis store's scan limit of {SCAN_LIMIT} (SCAN_LIMIT): its indexes answer only "
+                "queueName, state and isSettled filters joined by AND, sorted by createdAt; "
+                "narrow the filter by queueName or state"
+            )
+        with client.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.zrange(key, 0, -1)
+            ids = [job_id for members in pipe.execute() for job_id in members]
+        matching: list[Job] = []
+        for start in range(0, len(ids), LOAD_CHUNK):
+            for job in self._load(scripts, ids[start : start + LOAD_CHUNK]):
+                if matches(job, options.filter, options.filter_operator):
+                    # only the page's jobs are kept whole: data may be up to a MiB each
+                    matching.append(job.model_copy(update={"data": None, "result": None}))
+        skip, take = page_bounds(options)
+        page = [str(job.id) for job in sort_jobs(matching, options.sort)[skip : skip + take]]
+        return JobList(items=self._load(scripts, page), total_items=len(matching))
 
     def _page(
         self,
@@ -330,16 +365,6 @@ class RedisJobStore(JobStore):
                     if batch < REMOVE_BATCH:
                         break
         return removed
-
-
-def mask_password(url: str) -> str:
-    """Return ``url`` with its password, if any, replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _merged(pages: Iterable[Sequence[str]], newest_first: bool) -> list[str]:

@@ -3,12 +3,14 @@
 The job store and the SQL job-buffer storage share this: the URL is checked at construction,
 the engine opens on first use (and again in a forked child, whose inherited pool is not its
 own), tables are created then, SQLite runs in WAL mode with a long busy timeout so several
-processes can write one file, and database errors become StoreError naming the URL with its
-password masked.
+processes can write one file and has ``adapter_regexp`` (``adapter.patterns.search``, bounded
+in time) for the ``regex`` filter, and database errors become StoreError naming the URL with
+its password masked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,11 +21,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapter.errors import ConfigurationError, StoreError
 from adapter.forksafe import ForkSafeLock
+from adapter.masking import mask_url
+from adapter.patterns import search
 
 #: Tries to create the tables of a new database that other processes are creating too.
 CREATE_ATTEMPTS = 3
 #: How long SQLite waits for a lock held by another writer, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: SQLite function ``adapter_regexp(pattern, value, field)``: 1 when ``pattern`` occurs in
+#: ``value`` ignoring case, within the matching budget of the query's thread.
+SQLITE_REGEXP = "adapter_regexp"
 
 
 class ProcessEngine:
@@ -36,12 +43,17 @@ class ProcessEngine:
         metadata: sa.MetaData,
         on_open: Callable[[Connection], None] | None = None,
     ) -> None:
-        try:
-            self._url = sa.make_url(url)
-        except sa.exc.ArgumentError as err:
-            raise ConfigurationError(f"malformed {what} URL: {err}") from err
         #: The URL with its password masked, for messages.
-        self.url = self._url.render_as_string(hide_password=True)
+        self.url = mask_url(url)
+        parsed: sa.URL | None = None
+        with contextlib.suppress(sa.exc.ArgumentError):  # its text holds the whole URL
+            parsed = sa.make_url(url)
+        # SQLAlchemy ends the password at its first "@": the rest would be named as the host
+        if parsed is None or "@" in (parsed.host or ""):
+            raise ConfigurationError(
+                f"malformed {what} URL {self.url} (percent-encode special characters)"
+            )
+        self._url = parsed
         self._what = what
         self._metadata = metadata
         self._on_open = on_open
@@ -67,7 +79,7 @@ class ProcessEngine:
         except (sa.exc.ArgumentError, ImportError) as err:
             raise ConfigurationError(f"cannot open {self._what} {self.url}: {err}") from err
         if is_sqlite:
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "connect", _sqlite_connect)
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 self._metadata.create_all(engine, checkfirst=True)
@@ -103,9 +115,16 @@ class ProcessEngine:
             self._engine = None
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+    dbapi_connection.create_function(SQLITE_REGEXP, 3, _sqlite_regexp)
+
+
+def _sqlite_regexp(pattern: str | None, value: str | None, field: str) -> int | None:
+    if pattern is None or value is None:
+        return None
+    return int(search(pattern, value, field))

@@ -9,8 +9,10 @@ same answer. Where the two databases differ:
   arithmetic is exact integers (``julianday`` is a float, off by tens of microseconds);
   PostgreSQL uses ``EXTRACT(EPOCH FROM ...)``. Jobs still running count up to one "now",
   taken once per call, so filtering and sorting agree.
-- ``regex`` is ``~*`` on PostgreSQL and Python's ``re.search`` behind SQLite's ``REGEXP``
-  (registered by SQLAlchemy) with ``(?i)`` in front.
+- ``regex`` is ``~*`` on PostgreSQL, and on SQLite ``adapter_regexp``, the bounded search of
+  ``adapter.patterns`` (registered by ``adapter.store.sql.engine``). A pattern PostgreSQL
+  refuses, or a value it cannot compare, is ``InvalidListOptionsError`` (``refused``) naming
+  the option, without the database's text.
 - Text sorts (``id``, ``queue_name``) use the ``"C"`` collation on PostgreSQL: code point
   order, as SQLite and Python sort, whatever the database's locale.
 """
@@ -22,9 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic.alias_generators import to_camel
 from sqlalchemy.sql.elements import ColumnElement
 
-from adapter.errors import StoreError
+from adapter.errors import InvalidListOptionsError, StoreError
 from adapter.job import STARTABLE_STATES
 from adapter.listing import (
     COMPARISONS,
@@ -42,6 +45,10 @@ from adapter.listing import (
 
 #: Dialects whose ``duration`` expression this module knows.
 SUPPORTED_DIALECTS = frozenset({"sqlite", "postgresql"})
+#: PostgreSQL's SQLSTATE for a pattern its regular expressions cannot compile.
+INVALID_REGULAR_EXPRESSION = "2201B"
+#: SQLSTATE classes of a value a query cannot use: data exception, program limit exceeded.
+REFUSED_SQLSTATE_CLASSES = ("22", "54")
 #: Sort fields compared as text; PostgreSQL sorts them with the ``"C"`` collation.
 _TEXT_SORT_FIELDS = frozenset({SortField.ID, SortField.QUEUE_NAME})
 
@@ -107,6 +114,27 @@ class JobListQuery:
         startable = columns.state.in_(sorted(state.value for state in STARTABLE_STATES))
         return sa.case((startable, 0), else_=elapsed)
 
+    def refused(
+        self, err: sa.exc.DBAPIError, options: JobListOptions
+    ) -> InvalidListOptionsError | None:
+        """Return the error naming the option the database refused in ``err``, if it was one."""
+        sqlstate = str(getattr(err.orig, "sqlstate", "") or "")
+        if sqlstate == INVALID_REGULAR_EXPRESSION:
+            patterns = [
+                f"filter.{to_camel(node.field)}.regex {node.operand!r}"
+                for node in _leaves(condition_tree(options.filter, options.filter_operator))
+                if node.operator == "regex"
+            ]
+            return InvalidListOptionsError(
+                f"{', '.join(patterns)}: PostgreSQL cannot use this pattern (valid in Python, "
+                "not in PostgreSQL's regular expressions)"
+            )
+        if sqlstate.startswith(REFUSED_SQLSTATE_CLASSES):
+            return InvalidListOptionsError(
+                f"filter: a value PostgreSQL cannot compare (SQLSTATE {sqlstate})"
+            )
+        return None
+
     def _group(self, group: ConditionGroup) -> ColumnElement[bool]:
         clauses = [
             self._group(member) if isinstance(member, ConditionGroup) else self._clause(member)
@@ -141,12 +169,21 @@ class JobListQuery:
         elif operator == "regex" and self.dialect == "postgresql":
             clause = column.regexp_match(operand, flags="i")
         elif operator == "regex":
-            clause = column.regexp_match(f"(?i){operand}")
+            field = to_camel(condition.field)
+            clause = sa.func.adapter_regexp(operand, column, field, type_=sa.Integer) == 1
         elif operator == "is_null":
             clause = column.is_(None) if operand else column.is_not(None)
         else:
             raise AssertionError(f"no SQL for operator {operator!r}")
         return clause
+
+
+def _leaves(group: ConditionGroup) -> list[Condition]:
+    """Return every condition of ``group`` and its nested groups, in order."""
+    found: list[Condition] = []
+    for node in group.conditions:
+        found.extend(_leaves(node) if isinstance(node, ConditionGroup) else [node])
+    return found
 
 
 def _sql_value(value: Any) -> Any:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from adapter.dead_letter import DeadLetter
 from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import SETTLED_STATES, START, Job, JobState, Transition, utcnow
-from adapter.listing import JobList, JobListOptions, parse_list_options
+from adapter.listing import JobList, JobListOptions
 from adapter.store.base import MUTABLE_FIELDS, JobStore
 from adapter.store.sql.engine import ProcessEngine
 from adapter.store.sql.query import JobListQuery
@@ -218,13 +218,21 @@ class SqlJobStore(JobStore):
     def close(self) -> None:
         self._db.dispose()
 
-    def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
-        parsed = parse_list_options(options)
+    def _find_many(self, options: JobListOptions) -> JobList:
         query = JobListQuery(jobs, self._db.get().dialect.name, utcnow())
-        count, page = query.count(parsed), query.page(parsed)
-        with self._db.begin() as conn:
-            total = int(conn.execute(count).scalar_one())
-            rows = conn.execute(page).all()
+        count, page = query.count(options), query.page(options)
+        try:
+            with self._db.begin() as conn:
+                total = int(conn.execute(count).scalar_one())
+                rows = conn.execute(page).all()
+        except (sa.exc.DBAPIError, StoreError) as err:  # the engine wraps OperationalError
+            cause = err if isinstance(err, sa.exc.DBAPIError) else err.__cause__
+            refused = None
+            if isinstance(cause, sa.exc.DBAPIError):
+                refused = query.refused(cause, options)
+            if refused is None:
+                raise
+            raise refused from err
         return JobList(items=[_job(row) for row in rows], total_items=total)
 
     def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
