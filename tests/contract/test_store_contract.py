@@ -685,11 +685,13 @@ def test_dead_letters_are_kept_newest_first(store: JobStore) -> None:
     assert store.dead_letters(take=1) == [second]
 
 
-def test_only_the_newest_dead_letters_are_kept(store: JobStore) -> None:
+def test_only_the_newest_dead_letters_are_kept(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from adapter.dead_letter import DeadLetter
 
-    store.max_dead_letters = 3
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(store, "max_dead_letters", 3)  # the PostgreSQL store is shared
+    start = datetime(2100, 1, 1, tzinfo=UTC)  # newer than any other test's letters
     for n in range(5):
         store.record_dead_letter(
             DeadLetter(queue="jobs.mail", reason=f"bad {n}", received_at=start + timedelta(n))
