@@ -17,6 +17,10 @@ class InvalidJobMessageError(JobQueueError, ValueError):
     """Raised when a message on the wire is not a valid job."""
 
 
+class WrongQueueError(InvalidJobMessageError):
+    """Raised when a message's job is stored, or was sent, for another queue than it names."""
+
+
 class ProcessNotImportableError(JobQueueError, TypeError):
     """Raised when a prefork worker's children could not run the process handed to ``start``."""
 

@@ -11,16 +11,23 @@ again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
+from adapter.celery.admission import Admission, refusal
 from adapter.celery.envelope import PROCESS_HEADER, TASK_NAME, job_args, message_queue_name
-from adapter.celery.poison import DeadLetterRecorder, guarded_strategy
+from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.registry import ProcessRegistry
-from adapter.errors import InvalidJobMessageError, JobDataError, JobFailedError, StoreError
+from adapter.errors import (
+    InvalidJobMessageError,
+    JobDataError,
+    JobFailedError,
+    StoreError,
+    WrongQueueError,
+)
 from adapter.job import Job
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 
@@ -31,9 +38,17 @@ STORE_RETRY_DELAY_S = 5.0
 
 
 def register_task(
-    app: Celery, registry: ProcessRegistry, lifecycle: Lifecycle, recorder: DeadLetterRecorder
+    app: Celery,
+    registry: ProcessRegistry,
+    lifecycle: Lifecycle,
+    recorder: DeadLetterRecorder,
+    admission: Admission,
 ) -> Task:
-    """Register ``adapter.run_job`` on ``app`` and return it; ``recorder`` takes poison."""
+    """Register ``adapter.run_job`` on ``app`` and return it.
+
+    ``admission`` sees each message in the consumer first; ``recorder`` takes what the pool
+    refuses.
+    """
 
     class JobRequest(Request):  # type: ignore[misc]
         """Tells the pool which process runs the job, as this (parent) process knows it.
@@ -62,7 +77,7 @@ def register_task(
         serializer="json",
         max_retries=None,
         Request=JobRequest,
-        Strategy=staticmethod(guarded_strategy(recorder)),  # a class attribute: no binding
+        Strategy=staticmethod(admission.strategy()),  # a class attribute: no binding
     )(run_job)
 
 
@@ -75,15 +90,19 @@ def _run(
 ) -> None:
     try:
         job = Job.from_wire(wire_job)
-    except InvalidJobMessageError as err:  # the consumer checked all but the job (poison.py)
-        recorder.take_request(task.app, task.request, wire_job, str(err))
-        raise Reject(str(err), requeue=False) from err
+    except InvalidJobMessageError as err:  # the consumer checked all but the job (admission.py)
+        _refuse(task, recorder, wire_job, str(err))
+    reason = refusal(job, task.request.delivery_info)
+    if reason is not None:
+        _refuse(task, recorder, wire_job, reason)
     process = registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
-    if process is None:
+    if process is None:  # stopped since the consumer looked: the consumer no longer takes it
         logger.info("job %s: queue %r is not run here; handing it back", job.id, job.queue_name)
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
     try:
         claimed = lifecycle.claim(job)
+    except WrongQueueError as err:
+        _refuse(task, recorder, wire_job, str(err))
     except StoreError as err:
         logger.warning("job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S)
         raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
@@ -97,6 +116,12 @@ def _run(
         logger.error("job %s: could not record its outcome: %s; handing it back", job.id, err)
         raise Reject(f"could not record the outcome of job {job.id}: {err}", requeue=True) from err
     _tell_celery(task, outcome)
+
+
+def _refuse(task: Task, recorder: DeadLetterRecorder, wire_job: Any, reason: str) -> NoReturn:
+    """Dead-letter the message being run, with ``reason``, and reject it for good."""
+    recorder.take_request(task.app, task.request, wire_job, reason)
+    raise Reject(reason, requeue=False)
 
 
 def _tell_celery(task: Task, outcome: Outcome) -> None:
