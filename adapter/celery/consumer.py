@@ -21,12 +21,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from celery import bootsteps
+from celery.signals import celeryd_init
 
 from adapter.celery.poison import DeadLetterRecorder, install_hooks
 from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import celery_queue, queue_name_of
-from adapter.celery.selection import ALL_STARTED_OPTION, QueueSelection
+from adapter.celery.selection import QueueSelection
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +70,25 @@ class ConsumerHandle:
         pool = getattr(self._consumer, "pool", None)
         return pool is not None and type(pool).__module__.endswith("prefork")
 
-    def install(self, consumer: Any, options: dict[str, Any]) -> None:
-        """Read the worker's ``-Q``/``-X`` from ``options`` and route queue controls here."""
-        if options.get(ALL_STARTED_OPTION):
-            self.selection = QueueSelection()
-        else:
-            self.selection = QueueSelection.from_worker_options(
-                options.get("queues"), options.get("exclude_queues")
-            )
+    def follow_worker_flags(self, app: Any) -> None:
+        """Take the selection from the ``-Q``/``-X`` of each ``app.Worker`` made from now on.
+
+        Celery keeps neither flag once it has applied them: ``celeryd_init`` is where a
+        worker's options can still be read. A worker made otherwise (the embedded one)
+        consumes every started queue.
+        """
+
+        def on_worker_init(instance: Any = None, options: Any = None, **_: Any) -> None:
+            if getattr(instance, "app", None) is app:
+                found = options or {}
+                self.selection = QueueSelection.from_worker_options(
+                    found.get("queues"), found.get("exclude_queues")
+                )
+
+        celeryd_init.connect(on_worker_init, weak=False)
+
+    def install(self, consumer: Any) -> None:
+        """Route ``add_consumer``/``cancel_consumer`` of job queues through this handle."""
         consumer.add_task_queue = lambda queue, *args, **kwargs: self._control_add(
             consumer, queue, *args, **kwargs
         )
@@ -198,7 +210,7 @@ def queue_control_step(
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             install_hooks(parent, recorder)  # before the consumer builds its message handlers
-            handle.install(parent, kwargs)  # kwargs: the worker's options (-Q, -X, ...)
+            handle.install(parent)
 
         def start(self, parent: Any) -> None:
             handle.bind(parent)

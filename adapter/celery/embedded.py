@@ -34,7 +34,6 @@ from celery.worker import state as worker_state
 
 from adapter.celery.consumer import ConsumerHandle
 from adapter.celery.routing import celery_queue
-from adapter.celery.selection import ALL_STARTED_OPTION
 from adapter.errors import ConfigurationError
 
 # The embedded broker's folders follow the data-dir setting; imported from here as well.
@@ -78,7 +77,6 @@ class EmbeddedWorker:
             pool_cls="threads",
             concurrency=self._concurrency,
             queues=[celery_queue(name) for name in queue_names],
-            **{ALL_STARTED_OPTION: True},  # and those started later; never Celery's default
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,

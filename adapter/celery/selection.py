@@ -22,10 +22,6 @@ from collections.abc import Iterable
 
 from adapter.celery.routing import celery_queue
 
-#: Worker option of a worker that consumes every started queue whatever its ``queues`` say
-#: (the embedded worker, whose ``queues`` only keep Celery's default queue out).
-ALL_STARTED_OPTION = "adapter_all_started_queues"
-
 
 class QueueSelection:
     """The operator's choice of queue names, from worker flags and remote controls."""

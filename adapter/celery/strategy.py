@@ -115,6 +115,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
+        self._consumer.follow_worker_flags(app)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder))
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
