@@ -132,10 +132,11 @@ class Admission:
             queue_name,
             target,
         )
+        # Cancelled before the requeue, so the broker cannot deliver it here again. The
+        # class's method, not the control hook (adapter.celery.consumer): this is no
+        # operator's choice, so a later ``start`` of the queue here consumes it again.
+        type(consumer).cancel_task_queue(consumer, target)
         message.reject_log_error(logger, consumer.connection_errors, requeue=True)
-        # The class's method, not a control hook (adapter.celery.consumer): this is no
-        # operator's choice, so starting the queue here later consumes it again.
-        consumer.call_soon(type(consumer).cancel_task_queue, consumer, target)
 
 
 def refusal(job: Job, delivery_info: Mapping[str, Any] | None) -> str | None:
