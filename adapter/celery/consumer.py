@@ -57,6 +57,7 @@ class ConsumerHandle:
         self._wake_timer: Any = None
         self._warned = False
         self.selection = QueueSelection()
+        self._app: Any = None
         self.ready = threading.Event()
 
     @property
@@ -75,17 +76,17 @@ class ConsumerHandle:
 
         Celery keeps neither flag once it has applied them: ``celeryd_init`` is where a
         worker's options can still be read. A worker made otherwise (the embedded one)
-        consumes every started queue.
+        consumes every started queue. The receiver is held weakly: it goes with this handle.
         """
+        self._app = app
+        celeryd_init.connect(self._on_worker_init)
 
-        def on_worker_init(instance: Any = None, options: Any = None, **_: Any) -> None:
-            if getattr(instance, "app", None) is app:
-                found = options or {}
-                self.selection = QueueSelection.from_worker_options(
-                    found.get("queues"), found.get("exclude_queues")
-                )
-
-        celeryd_init.connect(on_worker_init, weak=False)
+    def _on_worker_init(self, instance: Any = None, options: Any = None, **_: Any) -> None:
+        if instance is not None and getattr(instance, "app", None) is self._app:
+            found = options or {}
+            self.selection = QueueSelection.from_worker_options(
+                found.get("queues"), found.get("exclude_queues")
+            )
 
     def install(self, consumer: Any) -> None:
         """Route ``add_consumer``/``cancel_consumer`` of job queues through this handle."""
