@@ -700,6 +700,14 @@ def test_claim_naming_another_queue_is_refused_and_changes_nothing(
     assert store.claim(job) is not None or state == JobState.COMPLETED  # its own queue's may
 
 
+def test_claim_returns_the_stored_data_not_the_messages(store: JobStore) -> None:
+    job = make_job(data={"owner": "b"})
+    store.insert(job)
+    claimed = store.claim(job.model_copy(update={"data": {"owner": "forger"}}))
+    assert claimed is not None and claimed.data == {"owner": "b"}
+    assert stored(store, job).data == {"owner": "b"}
+
+
 # set_progress, update, cancel: a settled job is never overwritten
 
 

@@ -193,9 +193,9 @@ return recorded
 #: those pairs; without them the script returns {-1} and changes nothing (the caller sends them
 #: then: a job is nearly always stored already). A job stored for another queue is left as it
 #: is: JSON ``[-2, its queue name]``. Otherwise returns JSON ``[1 if it was recorded else 0,
-#: the job's fields after the claim but ``data``, which never changes, or {} when the
-#: transition did not apply (settled, or RUNNING with a beat at or after busy_after)]``: one
-#: string is far cheaper for the client to read than a list of fields.
+#: the job's fields after the claim (``data`` as stored: a message cannot run other data), or
+#: {} when the transition did not apply (settled, or RUNNING with a beat at or after
+#: busy_after)]``: one string is far cheaper for the client to read than a list of fields.
 CLAIM = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local spec, busy_after = cjson.decode(ARGV[4]), tonumber(ARGV[5]) or math.huge
@@ -217,9 +217,7 @@ end
 local flat = redis.call('HGETALL', key)
 local fields = {}
 for k = 1, #flat, 2 do
-  if flat[k] ~= 'data' then
-    fields[flat[k]] = flat[k + 1]
-  end
+  fields[flat[k]] = flat[k + 1]
 end
 return '[' .. recorded .. ', ' .. cjson.encode(fields) .. ']'
 """

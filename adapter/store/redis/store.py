@@ -191,7 +191,7 @@ class RedisJobStore(JobStore):
             raise wrong_queue(job, fields)
         if recorded:
             logger.info("job %s was not in the store yet; recorded it from its message", job.id)
-        return job_from_hash(fields, data=job.data) if fields else None
+        return job_from_hash(fields) if fields else None
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         args: list[str | int] = [self.keys.prefix, job_id, repr(float(progress)), micros(utcnow())]
