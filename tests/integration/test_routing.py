@@ -212,6 +212,8 @@ def test_forged_messages_cannot_take_or_fake_a_job(
             ),
             forge(control, a, big.to_wire()): "the limit is 1000 (setting adapter_max_data_bytes)",
         }
+        own = control.add(Job(queue_name=a, data={"owner": "a"}))
+        forge(control, a, own.model_copy(update={"data": {"owner": "forger"}}).to_wire())
         fake = Job(id=fake_id, queue_name=a, state=JobState.COMPLETED, result="never ran")
         forge(control, a, {**fake.to_wire(), "settledAt": "2020-01-01T00:00:00Z"})
         letters = wait_for(
@@ -219,6 +221,7 @@ def test_forged_messages_cannot_take_or_fake_a_job(
             "the forged messages to be dead-lettered",
         )
         ran = wait_settled(control, Job(id=fake_id, queue_name=a))
+        own_done = wait_settled(control, own)
         untouched = control.find_one(str(victim.id))
         worker_b.start()
         victim_done = wait_settled(control, victim)
@@ -235,3 +238,4 @@ def test_forged_messages_cannot_take_or_fake_a_job(
     assert victim_done.result["data"] == {"owner": "b"}
     assert (ran.state, ran.attempts, ran.result["data"]) == (JobState.COMPLETED, 1, None)
     assert control.find_one(str(big.id)) is None
+    assert (own_done.attempts, own_done.result["data"]) == (1, {"owner": "a"})  # stored data
