@@ -18,7 +18,7 @@ class InvalidJobMessageError(JobQueueError, ValueError):
 
 
 class WrongQueueError(InvalidJobMessageError):
-    """Raised when a message's job is stored, or was sent, for another queue than it names."""
+    """Raised when a message names a job stored for another queue; that job is not changed."""
 
 
 class ProcessNotImportableError(JobQueueError, TypeError):

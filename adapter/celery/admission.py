@@ -30,7 +30,12 @@ from typing import Any
 
 from celery.worker.strategy import default
 
-from adapter.celery.envelope import QUEUE_HEADER, malformed_reason, routed_queue_name
+from adapter.celery.envelope import (
+    QUEUE_HEADER,
+    malformed_reason,
+    message_headers,
+    routed_queue_name,
+)
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import celery_queue
@@ -77,7 +82,7 @@ class Admission:
             self._route(message, consumer)
             return False
         if reason is None:
-            header = _headers(message).get(QUEUE_HEADER)
+            header = message_headers(message).get(QUEUE_HEADER)
             if header is not None and header != arrival:
                 reason = f"header {QUEUE_HEADER} names queue {header!r}, not {arrival!r}"
         if reason is not None:
@@ -116,7 +121,7 @@ class Admission:
             return
         logger.warning(
             "job %s came through celery queue %r; routed it to %r",
-            _headers(message).get("id"),
+            message_headers(message).get("id"),
             came_through,
             target,
         )
@@ -128,7 +133,7 @@ class Admission:
         logger.warning(
             "job %s: queue %r is not started in this worker; handing it back and no longer "
             "consuming %r",
-            _headers(message).get("id"),
+            message_headers(message).get("id"),
             queue_name,
             target,
         )
@@ -150,10 +155,6 @@ def refusal(job: Job, delivery_info: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _headers(message: Any) -> dict[str, Any]:
-    return message.headers if isinstance(message.headers, dict) else {}
-
-
 def _job_of(message: Any) -> dict[str, Any]:
     """Return the job object of a message whose envelope is sound (``malformed_reason``)."""
     job = json.loads(message.body)[0][0]
@@ -172,7 +173,7 @@ def _republish(app: Any, message: Any, queue_name: str) -> None:
             exchange=queue.exchange,
             routing_key=queue.routing_key,
             declare=[queue],
-            headers={**_headers(message), QUEUE_HEADER: queue_name},
+            headers={**message_headers(message), QUEUE_HEADER: queue_name},
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             delivery_mode=2,
