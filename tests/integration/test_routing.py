@@ -130,12 +130,14 @@ def test_add_and_cancel_consumer_change_the_job_queues_consumed(
     assert [job.state if job else None for job in still] == [JobState.PENDING] * 2
 
 
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
 def test_job_on_a_consumed_queue_not_started_is_handed_back_a_bounded_number_of_times(
-    control: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
+    control: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], pool: str
 ) -> None:
     a, stray = unique_queue("a"), unique_queue("stray")
     stray_job = control.add(Job(queue_name=stray, data="stray"))  # waiting before the worker
-    worker = make_worker(f"{a}=echo", "-Q", f"{celery_queue(a)},{celery_queue(stray)}")
+    queues = f"{celery_queue(a)},{celery_queue(stray)}"
+    worker = make_worker(f"{a}=echo", "-P", pool, "-Q", queues)
     try:
         worker.start()
         wait_consumed(control, [a, stray], {a})
