@@ -132,9 +132,10 @@ class ConsumerHandle:
         # Consume only once the event loop runs: the task callback is registered by then, and a
         # message delivered earlier (RabbitMQ delivers at once) would find no callback.
         def consume_registered() -> None:
+            wanted = set(queue_names)
             for queue in list(consumer.task_consumer.queues):
                 name = queue_name_of(queue.name)
-                if name is not None and name not in queue_names:
+                if name is not None and name not in wanted:
                     type(consumer).cancel_task_queue(consumer, queue.name)
             for name in queue_names:
                 _add_queue(consumer, name)
