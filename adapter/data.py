@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from adapter.errors import JobDataError
+from adapter.settings import MAX_DATA_BYTES
 
 #: Nesting levels kept before a value is replaced by ``MAX_DEPTH_MARKER`` (Vendure: 10).
 MAX_DEPTH = 10
@@ -101,6 +102,15 @@ def ensure_json(value: Any, root: str = "data") -> str:
     except (TypeError, ValueError) as err:
         problem = _find_problem(value, root) or str(err)
         raise JobDataError(f"{root} is not JSON-serializable: {problem}") from err
+
+
+def check_data_size(data: Any, limit: int) -> None:
+    """Raise JobDataError when ``data`` as JSON is longer than ``limit`` bytes."""
+    size = len(ensure_json(data).encode())
+    if size > limit:
+        raise JobDataError(
+            f"job data is {size} bytes of JSON; the limit is {limit} (setting {MAX_DATA_BYTES.key})"
+        )
 
 
 def _find_problem(value: Any, path: str, ancestors: frozenset[int] = frozenset()) -> str:

@@ -17,6 +17,10 @@ class InvalidJobMessageError(JobQueueError, ValueError):
     """Raised when a message on the wire is not a valid job."""
 
 
+class WrongQueueError(InvalidJobMessageError):
+    """Raised when a message names a job stored for another queue; that job is not changed."""
+
+
 class ProcessNotImportableError(JobQueueError, TypeError):
     """Raised when a prefork worker's children could not run the process handed to ``start``."""
 

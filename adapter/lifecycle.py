@@ -10,7 +10,10 @@ and ``fail``. A store applies what it is given atomically and keeps the settled 
 event              what happens to the job
 =================  ==========================================================================
 claim              ``START`` (a copy RUNNING with a fresh beat elsewhere is not claimed);
-                   started more than ``retries + 1 + max_redeliveries`` times: FAILED
+                   started more than ``retries + 1 + max_redeliveries`` times: FAILED;
+                   a job missing from the store is recorded from its message as ``add``
+                   records it (PENDING, whatever the message says); a job stored for
+                   another queue is not touched (``WrongQueueError``)
 progress           the progress is recorded while the job is unsettled
 process returns    ``complete(result)``: COMPLETED (a job cancelled meanwhile stays CANCELLED)
 process raises     ``fail(error)``: RETRYING after the backoff while retries remain, else
@@ -123,9 +126,13 @@ class Lifecycle:
     def claim(self, job: Job) -> Job | None:
         """Begin an attempt; None when the job must not run now.
 
-        StoreError when the store cannot be reached (nothing ran).
+        StoreError when the store cannot be reached, WrongQueueError when the job is stored
+        for another queue (nothing ran, nothing changed).
         """
-        claimed = self.store.claim(job, busy_after=self.liveness.alive_since())
+        # Only the id, queue and data of a message count: what it says of state, progress,
+        # result or attempts is never recorded (a message cannot make a job COMPLETED).
+        recordable = job.as_added(str(job.id))
+        claimed = self.store.claim(recordable, busy_after=self.liveness.alive_since())
         if claimed is None:
             logger.info("job %s is settled or running elsewhere; not running it again", job.id)
             return None

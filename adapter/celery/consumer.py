@@ -1,10 +1,16 @@
-"""A consumer bootstep that makes a worker consume exactly the queues ``start`` asked for.
+"""A consumer bootstep that makes a worker consume the started queues its operator selects.
 
 The step is installed on the app by the strategy, so it runs in any worker of that app:
 ``celery -A module worker`` (any pool) and the embedded worker alike. On every consumer start,
 including the restarts that follow a lost broker connection, it re-applies the registry's
-queues. Later ``start``/``stop`` calls reach the running consumer through ``call_soon``, the
-consumer's own thread, and wait until the change is in effect.
+queues that the worker's ``-Q``/``-X`` flags and queue controls select
+(``adapter.celery.selection``), and stops consuming any job queue that is not started here or
+not selected (Celery itself consumes ``-Q jobs.x``): such a job waits in the broker. Later
+``start``/``stop`` calls reach the running consumer through ``call_soon``, the consumer's own
+thread, and wait until the change is in effect. ``celery control add_consumer`` and
+``cancel_consumer`` of a job queue go through the step too (``ConsumerHandle.install``), so
+they change the selection, and ``celery inspect active_queues`` (``jobqueue queues``) shows
+what is really consumed.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from celery import bootsteps
+from celery.signals import celeryd_init
 
 from adapter.celery.poison import DeadLetterRecorder, install_hooks
 from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import celery_queue
+from adapter.celery.routing import celery_queue, queue_name_of
+from adapter.celery.selection import QueueSelection
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,8 @@ class ConsumerHandle:
         self._thread_id: int | None = None
         self._wake_timer: Any = None
         self._warned = False
+        self.selection = QueueSelection()
+        self._app: Any = None
         self.ready = threading.Event()
 
     @property
@@ -66,19 +76,72 @@ class ConsumerHandle:
         pool = getattr(self._consumer, "pool", None)
         return pool is not None and type(pool).__module__.endswith("prefork")
 
+    def follow_worker_flags(self, app: Any) -> None:
+        """Take the selection from the ``-Q``/``-X`` of each ``app.Worker`` made from now on.
+
+        Celery keeps neither flag once it has applied them: ``celeryd_init`` is where a
+        worker's options can still be read. A worker made otherwise (the embedded one)
+        consumes every started queue. The receiver is held weakly: it goes with this handle.
+        """
+        self._app = app
+        celeryd_init.connect(self._on_worker_init)
+
+    def _on_worker_init(self, instance: Any = None, options: Any = None, **_: Any) -> None:
+        if instance is not None and getattr(instance, "app", None) is self._app:
+            found = options or {}
+            self.selection = QueueSelection.from_worker_options(
+                found.get("queues"), found.get("exclude_queues")
+            )
+
+    def install(self, consumer: Any) -> None:
+        """Route ``add_consumer``/``cancel_consumer`` of job queues through this handle."""
+        consumer.add_task_queue = lambda queue, *args, **kwargs: self._control_add(
+            consumer, queue, *args, **kwargs
+        )
+        consumer.cancel_task_queue = lambda queue: self._control_cancel(consumer, queue)
+
+    def _control_add(self, consumer: Any, queue: str, *args: Any, **kwargs: Any) -> None:
+        """``control add_consumer``: a job queue is selected, and consumed if started here."""
+        name = queue_name_of(queue)
+        if name is None:
+            type(consumer).add_task_queue(consumer, queue, *args, **kwargs)
+        elif self._registry.token_for(name):
+            self.selection.include(name)
+            _add_queue(consumer, name)
+        else:
+            self.selection.include(name)
+            logger.warning(
+                "add_consumer %s: queue %r is not started in this worker; its jobs wait for a "
+                "worker that starts it (consumed here once it is started)",
+                queue,
+                name,
+            )
+
+    def _control_cancel(self, consumer: Any, queue: str) -> None:
+        """``control cancel_consumer``: a job queue is deselected until added again."""
+        name = queue_name_of(queue)
+        if name is not None:
+            self.selection.exclude(name)
+        type(consumer).cancel_task_queue(consumer, queue)
+
     def bind(self, consumer: Any) -> None:
-        """Adopt ``consumer`` (called in its thread) and consume every registered queue."""
+        """Adopt ``consumer`` (called in its thread) and consume the selected started queues."""
         if not self._warned:
             self._warned = True
             for finding in check_settings(consumer.app):
                 logger.warning("preflight: %s: %s", finding.setting, finding.message)
         self._consumer = consumer
         self._thread_id = threading.get_ident()
-        queue_names = self._registry.queue_names()
+        queue_names = [q for q in self._registry.queue_names() if self.selection.selects(q)]
 
         # Consume only once the event loop runs: the task callback is registered by then, and a
         # message delivered earlier (RabbitMQ delivers at once) would find no callback.
         def consume_registered() -> None:
+            wanted = set(queue_names)
+            for queue in list(consumer.task_consumer.queues):
+                name = queue_name_of(queue.name)
+                if name is not None and name not in wanted:
+                    type(consumer).cancel_task_queue(consumer, queue.name)
             for name in queue_names:
                 _add_queue(consumer, name)
 
@@ -99,12 +162,15 @@ class ConsumerHandle:
         self.ready.clear()
 
     def add(self, queue_name: str) -> None:
-        """Make the running consumer take jobs of ``queue_name``."""
-        self._apply(lambda consumer: _add_queue(consumer, queue_name))
+        """Make the running consumer take jobs of ``queue_name``, if the worker selects it."""
+        if self.selection.selects(queue_name):
+            self._apply(lambda consumer: _add_queue(consumer, queue_name))
 
     def cancel(self, queue_name: str) -> None:
         """Make the running consumer stop taking jobs of ``queue_name``."""
-        self._apply(lambda consumer: consumer.cancel_task_queue(celery_queue(queue_name)))
+        self._apply(
+            lambda consumer: type(consumer).cancel_task_queue(consumer, celery_queue(queue_name))
+        )
 
     def _apply(self, change: Callable[[Any], None]) -> None:
         consumer = self._consumer
@@ -133,7 +199,9 @@ def _wake() -> None:
 
 def _add_queue(consumer: Any, queue_name: str) -> None:
     name = celery_queue(queue_name)
-    consumer.add_task_queue(name, exchange=name, exchange_type="direct", routing_key=name)
+    type(consumer).add_task_queue(
+        consumer, name, exchange=name, exchange_type="direct", routing_key=name
+    )
 
 
 def queue_control_step(
@@ -149,6 +217,7 @@ def queue_control_step(
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             install_hooks(parent, recorder)  # before the consumer builds its message handlers
+            handle.install(parent)
 
         def start(self, parent: Any) -> None:
             handle.bind(parent)

@@ -8,8 +8,9 @@ arrives, in its consumer, before any pool sees it, all but the job itself: that 
 validated where it runs, and dead-lettered from there the same way
 (``DeadLetterRecorder.take_request``), as a full check in the consumer would slow every job:
 
-- the check runs in the task's Celery strategy (``guarded_strategy``) for messages named
-  ``adapter.run_job``, and in the consumer's hooks for unknown tasks, unknown formats and
+- the check runs in the task's Celery strategy (``adapter.celery.admission``, which also
+  routes and hands back job messages) for messages named ``adapter.run_job``, and in the
+  consumer's hooks for unknown tasks, unknown formats and
   undecodable messages (``install_hooks``), which Celery would otherwise log and drop;
 - a poison message becomes a ``DeadLetter`` in the job store (``jobqueue dead-letters``),
   goes as it arrived, plus a reason header, to the ``adapter.dead-letter`` queue on RabbitMQ
@@ -22,10 +23,8 @@ Messages of other queues are left to Celery's own handling: this worker may serv
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from celery.worker.strategy import default
 from kombu.entity import Queue
 
 from adapter.celery.envelope import (
@@ -33,7 +32,6 @@ from adapter.celery.envelope import (
     DEAD_LETTER_REASON_HEADER,
     TASK_NAME,
     dead_letter,
-    malformed_reason,
     message_headers,
     request_body,
     request_headers,
@@ -121,23 +119,6 @@ class DeadLetterRecorder:
                 )
         except Exception as err:  # the broker's errors vary; the store still has the letter
             logger.error("could not keep the dead letter on %s: %s", queue, err)
-
-
-def guarded_strategy(recorder: DeadLetterRecorder) -> Callable[..., Any]:
-    """Return a Celery task ``Strategy`` that dead-letters poison before Celery's own runs."""
-
-    def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
-        handle = default(task, app, consumer, **options)
-
-        def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
-            reason = malformed_reason(message) if on_job_queue(message) else None
-            if reason is not None:
-                return recorder.take(message, reason, consumer)
-            return handle(message, body, *args, **kwargs)
-
-        return on_message
-
-    return strategy
 
 
 def install_hooks(consumer: Any, recorder: DeadLetterRecorder) -> None:

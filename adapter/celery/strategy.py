@@ -36,6 +36,7 @@ from kombu.exceptions import OperationalError
 
 from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.add_task import register_add_task
+from adapter.celery.admission import Admission
 from adapter.celery.app import check_urls, shown_broker_url, use_adapter_transports
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
@@ -49,20 +50,19 @@ from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import queue_name_of
 from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
-from adapter.data import ensure_json
+from adapter.data import check_data_size
 from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     BrokerError,
     ConfigurationError,
     DuplicateJobError,
-    JobDataError,
     PublishError,
 )
 from adapter.job import Job, JobState, check_fields, validate_queue_name
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
-from adapter.settings import MAX_DATA_BYTES, AdapterSettings
+from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
@@ -115,7 +115,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
         self._registry = ProcessRegistry()
         recorder = DeadLetterRecorder(self._store)
-        self._task = register_task(app, self._registry, self.lifecycle, recorder)
+        admission = Admission(recorder, self._registry, self.max_data_bytes)
+        self._task = register_task(app, self._registry, self.lifecycle, recorder, admission)
         register_add_task(app, self)  # adapter.add_job: beat adds jobs by name
         self._publisher = JobPublisher(app, self._task)
         self._reaper = Reaper(
@@ -126,6 +127,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
+        self._consumer.follow_worker_flags(app)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder))
         app.steps["worker"].add(health_step(self._consumer))  # GET /health, when set
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
@@ -147,12 +149,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         InvalidJobError or InvalidQueueNameError, and nothing is published.
         """
         check_fields(job)  # again: the job may have changed since it was built
-        size = len(ensure_json(job.data).encode())
-        if size > self.max_data_bytes:
-            raise JobDataError(
-                f"job data is {size} bytes of JSON; the limit is {self.max_data_bytes} "
-                f"(setting {MAX_DATA_BYTES.key})"
-            )
+        check_data_size(job.data, self.max_data_bytes)
         job_id = job.id or _new_job_id()
         if idempotency_key is not None:
             job_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{job.queue_name}\0{idempotency_key}"))

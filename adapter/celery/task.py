@@ -11,13 +11,14 @@ again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
+from adapter.celery.admission import Admission, refusal
 from adapter.celery.envelope import (
     PROCESS_HEADER,
     TASK_NAME,
@@ -25,7 +26,7 @@ from adapter.celery.envelope import (
     job_of,
     message_queue_name,
 )
-from adapter.celery.poison import DeadLetterRecorder, guarded_strategy
+from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
 from adapter.errors import (
@@ -35,6 +36,7 @@ from adapter.errors import (
     JobQueueError,
     JobTimeLimitError,
     StoreError,
+    WrongQueueError,
 )
 from adapter.forksafe import no_fork
 from adapter.job import JobState
@@ -47,9 +49,17 @@ STORE_RETRY_DELAY_S = 5.0
 
 
 def register_task(
-    app: Celery, registry: ProcessRegistry, lifecycle: Lifecycle, recorder: DeadLetterRecorder
+    app: Celery,
+    registry: ProcessRegistry,
+    lifecycle: Lifecycle,
+    recorder: DeadLetterRecorder,
+    admission: Admission,
 ) -> Task:
-    """Register ``adapter.run_job`` on ``app`` and return it; ``recorder`` takes poison."""
+    """Register ``adapter.run_job`` on ``app`` and return it.
+
+    ``admission`` sees each message in the consumer first; ``recorder`` takes what the pool
+    refuses.
+    """
 
     class JobRequest(Request):  # type: ignore[misc]
         """Tells the pool which process runs the job, as this (parent) process knows it.
@@ -88,7 +98,7 @@ def register_task(
         serializer="json",
         max_retries=None,
         Request=JobRequest,
-        Strategy=staticmethod(guarded_strategy(recorder)),  # a class attribute: no binding
+        Strategy=staticmethod(admission.strategy()),  # a class attribute: no binding
     )(run_job)
 
 
@@ -101,15 +111,19 @@ def _run(
 ) -> None:
     try:
         job = job_of(wire_job, str(task.request.id))
-    except InvalidJobMessageError as err:  # the consumer checked all but the job (poison.py)
-        recorder.take_request(task.app, task.request, wire_job, str(err))
-        raise Reject(str(err), requeue=False) from err
+    except InvalidJobMessageError as err:  # the consumer checked all but the job (admission.py)
+        _refuse(task, recorder, wire_job, str(err))
+    reason = refusal(job, task.request.delivery_info)
+    if reason is not None:
+        _refuse(task, recorder, wire_job, reason)
     process = registry.resolve(job.queue_name, getattr(task.request, PROCESS_HEADER, None))
-    if process is None:
+    if process is None:  # stopped since the consumer looked: the consumer no longer takes it
         logger.info("job %s: queue %r is not run here; handing it back", job.id, job.queue_name)
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
     try:
         claimed = lifecycle.claim(job)
+    except WrongQueueError as err:
+        _refuse(task, recorder, wire_job, str(err))
     except StoreError as err:
         logger.warning("job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S)
         raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
@@ -141,6 +155,12 @@ def _time_limit_hit(task: Task, lifecycle: Lifecycle, job_id: str, timeout: floa
         logger.error("job %s: %s, and it could not be recorded: %s", job_id, err, lost)
         return
     logger.error("job %s: %s", job_id, err)
+
+
+def _refuse(task: Task, recorder: DeadLetterRecorder, wire_job: Any, reason: str) -> NoReturn:
+    """Dead-letter the message being run, with ``reason``, and reject it for good."""
+    recorder.take_request(task.app, task.request, wire_job, reason)
+    raise Reject(reason, requeue=False)
 
 
 def _tell_celery(task: Task, outcome: Outcome) -> None:

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from adapter.dead_letter import DeadLetter
+from adapter.errors import WrongQueueError
 from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.patterns import match_budget
@@ -88,6 +89,8 @@ class WorkerStore(ABC):
         None when the job must not run: it is settled (for example cancelled), or, with
         ``busy_after``, it is RUNNING with a heartbeat since then (alive on another worker:
         this delivery is a duplicate). Without ``busy_after`` a RUNNING job is claimed.
+        A job stored for another queue than ``job.queue_name`` is left as it is:
+        WrongQueueError (``wrong_queue``), so a message cannot take another queue's job.
         """
 
     @abstractmethod
@@ -133,6 +136,14 @@ class WorkerStore(ABC):
     @abstractmethod
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         """Return which of ``job_ids`` are CANCELLED now."""
+
+
+def wrong_queue(job: Job, stored_queue_name: str) -> WrongQueueError:
+    """Return the error of a claim of ``job`` whose stored job is of ``stored_queue_name``."""
+    return WrongQueueError(
+        f"job {job.id} is stored for queue {stored_queue_name!r}, not {job.queue_name!r}: "
+        "a message may only run a job of its own queue"
+    )
 
 
 class InspectionStore(ABC):

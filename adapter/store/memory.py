@@ -28,7 +28,7 @@ from adapter.errors import ConfigurationError, DuplicateJobError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, list_jobs
-from adapter.store.base import MUTABLE_FIELDS, JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class MemoryJobStore(JobStore):
             if record is None:
                 logger.info("job %s was not in the store yet; recording it now", job.id)
                 record = self._record(job, now)
+            elif record.job.queue_name != job.queue_name:
+                raise wrong_queue(job, record.job.queue_name)
             started = _transit(record, START, _utc(busy_after) or _END_OF_TIME, {}, now)
             return record.job.snapshot() if started else None
 

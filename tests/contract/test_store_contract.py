@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from adapter.errors import DuplicateJobError, InvalidListOptionsError
+from adapter.errors import DuplicateJobError, InvalidListOptionsError, WrongQueueError
 from adapter.job import Job, JobState
 from adapter.listing import (
     DEFAULT_TAKE,
@@ -839,6 +839,28 @@ def test_claim_of_unknown_settled_job_records_it_but_does_not_claim_it(store: Jo
     job = make_job(state=JobState.CANCELLED, settled_at=CREATED)
     assert store.claim(job) is None
     assert stored(store, job) == job
+
+
+@pytest.mark.parametrize("state", [JobState.PENDING, JobState.RETRYING, JobState.COMPLETED])
+def test_claim_naming_another_queue_is_refused_and_changes_nothing(
+    store: JobStore, state: JobState
+) -> None:
+    job = make_job(queue_name="b", data={"owner": "b"}, state=state, retries=1, attempts=1)
+    store.insert(job)
+    before = stored(store, job)
+    forged = job.model_copy(update={"queue_name": "a", "data": {"owner": "forger"}})
+    with pytest.raises(WrongQueueError, match="stored for queue 'b', not 'a'"):
+        store.claim(forged)
+    assert stored(store, job) == before
+    assert store.claim(job) is not None or state == JobState.COMPLETED  # its own queue's may
+
+
+def test_claim_returns_the_stored_data_not_the_messages(store: JobStore) -> None:
+    job = make_job(data={"owner": "b"})
+    store.insert(job)
+    claimed = store.claim(job.model_copy(update={"data": {"owner": "forger"}}))
+    assert claimed is not None and claimed.data == {"owner": "b"}
+    assert stored(store, job).data == {"owner": "b"}
 
 
 # set_progress, update, cancel: a settled job is never overwritten

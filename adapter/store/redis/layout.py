@@ -159,18 +159,14 @@ def transition_spec(transition: Transition) -> str:
     return json.dumps(spec)
 
 
-#: ``job_from_hash``'s default: the data is in the hash.
-_FROM_HASH: Any = object()
-
-
-def job_from_hash(fields: Mapping[str, str], data: Any = _FROM_HASH) -> Job:
-    """Return a fresh Job from its hash fields; ``data`` when given replaces its field."""
+def job_from_hash(fields: Mapping[str, str]) -> Job:
+    """Return a fresh Job from its hash fields."""
     progress = float(fields["progress"])
     started, settled = fields.get("started_at"), fields.get("settled_at")
     return Job.model_construct(
         id=fields["id"],
         queue_name=fields["queue_name"],
-        data=json.loads(fields["data"]) if data is _FROM_HASH else data,
+        data=json.loads(fields["data"]),
         state=JobState(fields["state"]),
         progress=int(progress) if progress.is_integer() else progress,
         result=json.loads(fields["result"]),

@@ -188,24 +188,28 @@ end
 return recorded
 """
 
-#: ARGV: prefix, id, now, the START transition's spec, busy_after (or ''), then the job's
-#: field/value pairs, or none. A missing job is recorded from those pairs; without them the
-#: script returns {-1} and changes nothing (the caller sends them then: a job is nearly always
-#: stored already). Returns JSON ``[1 if it was recorded else 0, the job's fields after the
-#: claim but ``data``, which never changes, or {} when the transition did not apply (settled,
-#: or RUNNING with a beat at or after busy_after)]``: one string is far cheaper for the client
-#: to read than a list of fields.
+#: ARGV: prefix, id, now, the START transition's spec, busy_after (or ''), the queue name the
+#: message names, then the job's field/value pairs, or none. A missing job is recorded from
+#: those pairs; without them the script returns {-1} and changes nothing (the caller sends them
+#: then: a job is nearly always stored already). A job stored for another queue is left as it
+#: is: JSON ``[-2, its queue name]``. Otherwise returns JSON ``[1 if it was recorded else 0,
+#: the job's fields after the claim (``data`` as stored: a message cannot run other data), or
+#: {} when the transition did not apply (settled, or RUNNING with a beat at or after
+#: busy_after)]``: one string is far cheaper for the client to read than a list of fields.
 CLAIM = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local spec, busy_after = cjson.decode(ARGV[4]), tonumber(ARGV[5]) or math.huge
 local key = p .. ':job:' .. id
 local recorded = 0
-if redis.call('EXISTS', key) == 0 then
-  if #ARGV < 6 then
+local stored_queue = redis.call('HGET', key, 'queue_name')
+if not stored_queue then
+  if #ARGV < 7 then
     return '[-1, {}]'
   end
-  add(p, id, {unpack(ARGV, 6)})
+  add(p, id, {unpack(ARGV, 7)})
   recorded = 1
+elseif stored_queue ~= ARGV[6] then
+  return cjson.encode({-2, stored_queue})
 end
 if not transit(p, id, spec, now, busy_after, {}) then
   return '[' .. recorded .. ', {}]'
@@ -213,9 +217,7 @@ end
 local flat = redis.call('HGETALL', key)
 local fields = {}
 for k = 1, #flat, 2 do
-  if flat[k] ~= 'data' then
-    fields[flat[k]] = flat[k + 1]
-  end
+  fields[flat[k]] = flat[k + 1]
 end
 return '[' .. recorded .. ', ' .. cjson.encode(fields) .. ']'
 """

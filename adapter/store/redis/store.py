@@ -68,7 +68,7 @@ from adapter.listing import (
     sort_jobs,
 )
 from adapter.masking import mask_url
-from adapter.store.base import MUTABLE_FIELDS, JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
 from adapter.store.redis.layout import (
     RedisKeys,
     field_text,
@@ -93,6 +93,8 @@ REMOVE_BATCH = 500
 INSERT_CHUNK = 500
 #: What the claim script answers when the job is missing and its fields were not sent.
 CLAIM_NEEDS_JOB = -1
+#: What the claim script answers, with the stored queue name, for a job of another queue.
+CLAIM_OTHER_QUEUE = -2
 #: Largest ``indexes * (skip + take)`` paged by merging each index's head in Python; above
 #: it, one script unions the indexes in Redis first.
 MERGE_LIMIT = 20_000
@@ -183,15 +185,24 @@ class RedisJobStore(JobStore):
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         now = utcnow()
         busy = "" if busy_after is None else str(micros(busy_after))
-        args = [self.keys.prefix, str(job.id), str(micros(now)), transition_spec(START), busy]
+        args = [
+            self.keys.prefix,
+            str(job.id),
+            str(micros(now)),
+            transition_spec(START),
+            busy,
+            job.queue_name,
+        ]
         with self._talking() as (_, scripts):
             recorded, fields = json.loads(scripts.claim(args=args))
             if recorded == CLAIM_NEEDS_JOB:
                 args += _pairs(job_hash(job, now))
                 recorded, fields = json.loads(scripts.claim(args=args))
+        if recorded == CLAIM_OTHER_QUEUE:
+            raise wrong_queue(job, fields)
         if recorded:
             logger.info("job %s was not in the store yet; recorded it from its message", job.id)
-        return job_from_hash(fields, data=job.data) if fields else None
+        return job_from_hash(fields) if fields else None
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         args: list[str | int] = [self.keys.prefix, job_id, repr(float(progress)), micros(utcnow())]

@@ -26,7 +26,7 @@ from adapter.dead_letter import DeadLetter
 from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import SETTLED_STATES, START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions
-from adapter.store.base import MUTABLE_FIELDS, JobStore
+from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
 from adapter.store.sql.engine import ProcessEngine
 from adapter.store.sql.query import JobListQuery
 
@@ -119,6 +119,7 @@ class SqlJobStore(JobStore):
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         params = {
             "job_id": job.id,
+            "claim_queue": job.queue_name,
             "now": _naive(utcnow()),
             "stale_before": _naive(busy_after) or datetime.max,
         }
@@ -126,7 +127,10 @@ class SqlJobStore(JobStore):
             with self._db.begin() as conn:
                 row = conn.execute(_CLAIM, params).first()
                 if row is None:
-                    if conn.execute(_EXISTS, params).first():
+                    stored = conn.execute(_STORED_QUEUE, params).scalar()
+                    if stored is not None:
+                        if stored != job.queue_name:
+                            raise wrong_queue(job, stored)
                         # Settled, running elsewhere, or recorded (write-behind) after the
                         # UPDATE looked: under READ COMMITTED a second UPDATE sees that row.
                         row = conn.execute(_CLAIM, params).first()
@@ -269,7 +273,7 @@ _INSERT_ABSENT = {
     "postgresql": postgresql.insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.id]),
 }
 _GET = jobs.select().where(jobs.c.id == _job_id)
-_EXISTS = sa.select(jobs.c.id).where(jobs.c.id == _job_id)
+_STORED_QUEUE = sa.select(jobs.c.queue_name).where(jobs.c.id == _job_id)
 _DELETE = jobs.delete().where(jobs.c.id == _job_id)
 _SET_PROGRESS = (
     jobs.update().where(_unsettled_job).values(progress=sa.bindparam("progress"), updated_at=_now)
@@ -318,7 +322,8 @@ def _transition_statement(transition: Transition, which: str) -> Any:
     return statement
 
 
-_CLAIM = _transition_statement(START, "one")
+#: ``START`` of one job, only if it is stored for the queue the message names.
+_CLAIM = _transition_statement(START, "one").where(jobs.c.queue_name == sa.bindparam("claim_queue"))
 
 
 def _naive(value: datetime | None) -> datetime | None:
