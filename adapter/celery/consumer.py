@@ -4,7 +4,8 @@ The step is installed on the app by the strategy, so it runs in any worker of th
 ``celery -A module worker`` (any pool) and the embedded worker alike. On every consumer start,
 including the restarts that follow a lost broker connection, it re-applies the registry's
 queues. Later ``start``/``stop`` calls reach the running consumer through ``call_soon``, the
-consumer's own thread, and wait until the change is in effect.
+consumer's own thread, and wait until the change is in effect. It also makes the worker's
+``revoke`` command cancel jobs (``adapter.celery.controls``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 
 from celery import bootsteps
 
+from adapter.celery.controls import RevokeCanceller, install_revoke_hook
 from adapter.celery.poison import DeadLetterRecorder, install_hooks
 from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
@@ -132,9 +134,10 @@ def _add_queue(consumer: Any, queue_name: str) -> None:
 
 
 def queue_control_step(
-    handle: ConsumerHandle, recorder: DeadLetterRecorder
+    handle: ConsumerHandle, recorder: DeadLetterRecorder, canceller: RevokeCanceller
 ) -> type[bootsteps.StartStopStep]:
-    """Return a consumer bootstep class bound to ``handle``; ``recorder`` takes poison."""
+    """Return a consumer bootstep class bound to ``handle``; ``recorder`` takes poison,
+    ``canceller`` the jobs of revoked ids."""
 
     class AdapterQueueControl(bootsteps.StartStopStep):  # type: ignore[misc]
         """Keeps the consumer's queues equal to the adapter's started queues."""
@@ -146,6 +149,7 @@ def queue_control_step(
             install_hooks(parent, recorder)  # before the consumer builds its message handlers
 
         def start(self, parent: Any) -> None:
+            install_revoke_hook(parent, canceller)  # every step exists by now
             handle.bind(parent)
 
         def stop(self, parent: Any) -> None:

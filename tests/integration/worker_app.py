@@ -59,6 +59,14 @@ def counted(job: Job) -> str:
     return gated(job)
 
 
+def flaky(job: Job) -> str:
+    """Like ``counted``, but the first attempt fails once released; later attempts succeed."""
+    if job.attempts > 1:
+        return f"done on attempt {job.attempts}"
+    counted(job)
+    raise ValueError("the first attempt fails")
+
+
 def crash(job: Job) -> str:
     """Kill the process running the job, as an out-of-memory kill would, on every attempt."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -85,6 +93,7 @@ PROCESSES = {
     "slow": slow_first_attempt,
     "gated": gated,
     "counted": counted,
+    "flaky": flaky,
     "crash": crash,
     "logged": logged,
     "mixed": mixed,
