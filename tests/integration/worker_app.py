@@ -60,11 +60,17 @@ def counted(job: Job) -> str:
 
 
 def flaky(job: Job) -> str:
-    """Like ``counted``, but the first attempt fails once released; later attempts succeed."""
-    if job.attempts > 1:
-        return f"done on attempt {job.attempts}"
-    counted(job)
-    raise ValueError("the first attempt fails")
+    """Like ``counted``, each attempt released by its own file (``release_file`` + ``.<n>``);
+    the first attempt then fails, later ones succeed."""
+    with open(job.data["runs_file"], "a") as runs:
+        runs.write(f"{job.id} attempt {job.attempts} pid {os.getpid()}\n")
+    release = Path(f"{job.data['release_file']}.{job.attempts}")
+    deadline = time.monotonic() + 120
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if job.attempts == 1:
+        raise ValueError("the first attempt fails")
+    return f"done on attempt {job.attempts}"
 
 
 def crash(job: Job) -> str:
