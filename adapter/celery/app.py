@@ -77,17 +77,23 @@ class AdapterConnection(Connection):
         return HashedSeq(AdapterConnection, super().__eqhash__())  # type: ignore[no-untyped-call]
 
 
-class AdapterPooledConnection(AdapterConnection, PooledConnection):
-    """A connection of an ``AdapterConnectionPool``."""
-
-
 class AdapterConnectionPool(ConnectionPool):
-    """kombu's connection pool, whose connections use the adapter's transports."""
+    """kombu's connection pool, whose connections are of its connection's class."""
 
-    def new(self) -> AdapterPooledConnection:
+    def new(self) -> AdapterConnection:
         """Return a new connection for the pool, as kombu's pool does but of our class."""
         info = dict(self.connection._info(resolve=False))
-        return AdapterPooledConnection(self, **info)  # type: ignore[no-untyped-call]
+        pooled: type[AdapterConnection] = _pooled_form(type(self.connection))
+        return pooled(self, **info)
+
+
+def _pooled_form(cls: type[AdapterConnection]) -> type[AdapterConnection]:
+    """Return ``cls`` as a kombu pool's connection (made once per class, kept on it)."""
+    made: type[AdapterConnection] | None = vars(cls).get("_pooled_form")
+    if made is None:
+        made = type(f"Pooled{cls.__name__}", (cls, PooledConnection), {})
+        cls._pooled_form = made  # type: ignore[attr-defined]
+    return made
 
 
 def use_adapter_transports(app: Celery) -> None:

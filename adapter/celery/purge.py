@@ -1,12 +1,13 @@
 """Purging a job queue cancels its waiting jobs, whoever purges it, on every broker.
 
-``celery -A tasks purge -Q jobs.x``, ``app.control.purge()`` and ``jobqueue purge x`` delete the
-ready messages of a celery queue. For a job queue (``jobs.<queue name>``) the adapter then
-settles, in the store, every job of that queue still waiting (PENDING or RETRYING, created
-before the purge ended) as CANCELLED, with the error "cancelled: the messages of queue 'x'
-were purged from the broker" (``Lifecycle.purged``). Without it a purged job would wait for
-ever on RabbitMQ and be published again by the orphan recovery of the next worker on Redis
-(``adapter.celery.orphans`` republishes only PENDING and RETRYING jobs). A waiting job whose
+``celery -A tasks purge -Q jobs.x``, ``jobqueue purge x`` and any ``queue_purge`` through a
+connection of the app delete the ready messages of a celery queue. For a job queue
+(``jobs.<queue name>``) the adapter then settles, in the store, every job of that queue still
+waiting (PENDING or RETRYING, created before the purge ended) as CANCELLED, with the error
+"cancelled: the messages of queue 'x' were purged from the broker" (``Lifecycle.purged``).
+Without it a purged job would wait for ever on RabbitMQ and be published again by the orphan
+recovery of the next worker on Redis (``adapter.celery.orphans`` republishes only PENDING and
+RETRYING jobs). A waiting job whose
 message the purge cannot reach (held by a worker: prefetched, or a retry waiting for its
 countdown) is cancelled too, and its message dropped at claim. Jobs running at the purge run
 on. So after a purge each job of the queue is settled or running, and ``jobqueue list --queue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from billiard.einfo import ExceptionWithTraceback
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject
 from celery.worker.request import Request
@@ -60,7 +61,9 @@ def register_task(
         def on_failure(self, exc_info: Any, *args: Any, **kwargs: Any) -> Any:
             """A cancelled job's attempt is announced revoked (event, result, signal), as
             Celery's ``revoke`` does, instead of an ignored task left STARTED in Flower."""
-            exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrapped by a pool
+            exc = exc_info.exception
+            if isinstance(exc, ExceptionWithTraceback):  # as a prefork child sends it
+                exc = exc.exc
             if isinstance(exc, CancelledAttempt) and not self._already_revoked:
                 self._announce_revoked(CANCELLED_REASON, False, None, False)
                 return None
