@@ -221,8 +221,10 @@ class Lifecycle:
         return self.store.apply(CANCEL, job_ids)
 
     def purged(self, queue_name: str, before: datetime) -> list[Job]:
-        """A purge removed the messages of ``queue_name``: its jobs waiting since before
-        ``before`` become CANCELLED, with the reason; return them."""
+        """Cancel the jobs of ``queue_name`` waiting since before ``before``; return them.
+
+        A purge removed their messages (``PURGE``: the reason becomes their error).
+        """
         waiting: list[str] = []
         while True:
             page = self.store.find_many(

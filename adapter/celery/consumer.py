@@ -136,8 +136,10 @@ def _add_queue(consumer: Any, queue_name: str) -> None:
 def queue_control_step(
     handle: ConsumerHandle, recorder: DeadLetterRecorder, canceller: RevokeCanceller
 ) -> type[bootsteps.StartStopStep]:
-    """Return a consumer bootstep class bound to ``handle``; ``recorder`` takes poison,
-    ``canceller`` the jobs of revoked ids."""
+    """Return a consumer bootstep class bound to ``handle``.
+
+    ``recorder`` takes poison, ``canceller`` the jobs of revoked ids.
+    """
 
     class AdapterQueueControl(bootsteps.StartStopStep):  # type: ignore[misc]
         """Keeps the consumer's queues equal to the adapter's started queues."""

@@ -59,8 +59,11 @@ def register_task(
             request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
         def on_failure(self, exc_info: Any, *args: Any, **kwargs: Any) -> Any:
-            """A cancelled job's attempt is announced revoked (event, result, signal), as
-            Celery's ``revoke`` does, instead of an ignored task left STARTED in Flower."""
+            """Announce a cancelled job's attempt revoked, as Celery's ``revoke`` does.
+
+            The event, the result and the signal of a revoke, instead of an ignored task that
+            Flower would show STARTED for ever.
+            """
             exc = exc_info.exception
             if isinstance(exc, ExceptionWithTraceback):  # as a prefork child sends it
                 exc = exc.exc
@@ -143,7 +146,10 @@ def _not_run(lifecycle: Lifecycle, job: Job) -> Exception:
     A cancelled job is revoked; a failed one a failure; else (a duplicate of a job running
     or done elsewhere) the message is acknowledged and no result written over the real one.
     """
-    stored = lifecycle.store.get(job.id or "")
+    try:
+        stored = lifecycle.store.get(job.id or "")
+    except StoreError:
+        stored = None  # the job as this attempt knows it
     state = (stored or job).state
     ending: Exception
     if state == JobState.CANCELLED:
