@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backoff
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferStorage
 from adapter.errors import (
+    BrokerError,
     ConfigurationError,
     DuplicateJobError,
     InvalidJobError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SETTLED_STATES",
     "BackoffStrategy",
+    "BrokerError",
     "CeleryJobQueueStrategy",
     "ConfigurationError",
     "DuplicateJobError",

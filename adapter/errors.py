@@ -29,6 +29,10 @@ class PublishError(JobQueueError):
     """Raised when the broker could not take a job's message; the job was not added."""
 
 
+class BrokerError(JobQueueError):
+    """Raised when the broker cannot be reached or refuses a command, such as a purge."""
+
+
 class StoreError(JobQueueError):
     """Raised when the job store cannot be reached or refuses a write."""
 

@@ -51,7 +51,13 @@ from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import ensure_json
 from adapter.dead_letter import DeadLetter
-from adapter.errors import ConfigurationError, DuplicateJobError, JobDataError, PublishError
+from adapter.errors import (
+    BrokerError,
+    ConfigurationError,
+    DuplicateJobError,
+    JobDataError,
+    PublishError,
+)
 from adapter.job import Job, JobState, check_fields, utcnow, validate_queue_name
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
@@ -280,11 +286,15 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
         Returns how many messages were deleted and the jobs cancelled (PENDING or RETRYING
         ones created before the purge ended, their error saying why); running jobs run on.
+        BrokerError when the broker cannot be reached (no job was cancelled).
         """
         validate_queue_name(queue_name)
         self.flush()  # jobs added here are in the store before their messages go
-        with self.app.connection_for_write() as connection:
-            deleted = purge_messages(connection, celery_queue(queue_name))
+        try:
+            with self.app.connection_for_write() as connection:
+                deleted = purge_messages(connection, celery_queue(queue_name))
+        except Exception as err:  # the broker's errors vary by transport
+            raise BrokerError(f"could not purge queue {queue_name!r}: {err}") from err
         return deleted, self._cancel_purged(queue_name)
 
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:
