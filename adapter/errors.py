@@ -34,7 +34,7 @@ class PublishError(JobQueueError):
 
 
 class BrokerError(JobQueueError):
-    """Raised when the broker cannot be reached to answer a question (who consumes a queue)."""
+    """Raised when the broker cannot be reached, or refuses a command such as a purge."""
 
 
 class StoreError(JobQueueError):

@@ -94,6 +94,15 @@ DEFER = Transition(
 CANCEL = Transition(
     "cancel", sources=frozenset(JobState), state=JobState.CANCELLED, stamps=("settled_at",)
 )
+#: Settle a waiting job (PENDING or RETRYING) as CANCELLED, the reason as its error: its celery
+#: queue was purged. A job running by then is left to finish.
+PURGE = Transition(
+    "purge",
+    sources=STARTABLE_STATES,
+    state=JobState.CANCELLED,
+    stamps=("settled_at",),
+    given=("error",),
+)
 #: A RUNNING job whose worker stopped beating: RETRYING, progress 0, the reason as its error.
 LOSE = Transition(
     "lose",

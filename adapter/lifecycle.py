@@ -18,7 +18,10 @@ progress           the progress is recorded while the job is unsettled
 process returns    ``complete(result)``: COMPLETED (a job cancelled meanwhile stays CANCELLED)
 process raises     ``fail(error)``: RETRYING after the backoff while retries remain, else
                    FAILED (a job cancelled meanwhile stays CANCELLED)
-cancel             ``CANCEL``; a running process is told (``adapter.running``)
+cancel             ``CANCEL``; a running process is told (``adapter.running``); Celery's
+                   ``revoke`` of a job's id cancels it too (``adapter.celery.controls``)
+purge              ``PURGE``: the waiting jobs of a purged celery queue are CANCELLED with
+                   the reason (``adapter.celery.purge``)
 shutdown           ``DEFER``: PENDING with attempts reset, for another worker
 lost worker        ``LOSE``: a RUNNING job silent for the heartbeat timeout becomes RETRYING
                    with the reason, to be published again
@@ -39,7 +42,7 @@ from typing import Any
 from adapter.backoff import BackoffStrategy
 from adapter.data import ensure_json
 from adapter.errors import StoreError
-from adapter.job import DEFER, LOSE, Job, JobState, utcnow
+from adapter.job import CANCEL, DEFER, LOSE, PURGE, STARTABLE_STATES, Job, JobState, utcnow
 from adapter.processes import call_process
 from adapter.running import RunningJobs
 from adapter.settings import (
@@ -52,6 +55,8 @@ from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
+#: Jobs read per page while looking for the waiting jobs of a purged queue.
+PURGE_PAGE = 1000
 #: Pauses between tries to record an outcome in a busy or unreachable store, in seconds.
 RECORD_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
 
@@ -217,6 +222,34 @@ class Lifecycle:
     def cancel(self, job_id: str) -> Job | None:
         """Cancel an unsettled job (``CANCEL``); a process running it is told within a poll."""
         return self.store.cancel(job_id)
+
+    def cancel_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """Cancel the unsettled jobs among ``job_ids`` (other ids are skipped); return them."""
+        return self.store.apply(CANCEL, job_ids)
+
+    def purged(self, queue_name: str, before: datetime) -> list[Job]:
+        """Cancel the jobs of ``queue_name`` waiting since before ``before``; return them.
+
+        A purge removed their messages (``PURGE``: the reason becomes their error).
+        """
+        waiting: list[str] = []
+        while True:
+            page = self.store.find_many(
+                {
+                    "filter": {
+                        "queueName": {"eq": queue_name},
+                        "state": {"in": [state.value for state in STARTABLE_STATES]},
+                        "createdAt": {"before": before.isoformat()},
+                    },
+                    "skip": len(waiting),
+                    "take": PURGE_PAGE,
+                }
+            )
+            waiting.extend(job.id for job in page.items if job.id)
+            if len(page.items) < PURGE_PAGE:
+                break
+        reason = f"cancelled: the messages of queue {queue_name!r} were purged from the broker"
+        return self.store.apply(PURGE, waiting, given={"error": reason})
 
     def defer(self, job_ids: Sequence[str]) -> list[Job]:
         """Shutdown: send these RUNNING jobs back to PENDING for another worker."""

@@ -1,8 +1,10 @@
 """Build a Celery app configured for the adapter, and give an app the adapter's transports.
 
-The adapter replaces two of kombu's transports with subclasses: ``filesystem://``
-(``adapter.celery.filesystem``: first-in-first-out across processes) and ``redis://`` /
-``rediss://`` (``adapter.celery.redis_transport``: survives a Redis that goes away). They are
+The adapter replaces three of kombu's transports with subclasses: ``filesystem://``
+(``adapter.celery.filesystem``: first-in-first-out across processes), ``redis://`` /
+``rediss://`` (``adapter.celery.redis_transport``: survives a Redis that goes away) and
+``amqp://`` / ``amqps://``. With each, a purge of a job queue cancels its waiting jobs
+(``adapter.celery.purge``; ``listen_for_purges``). They are
 used by one app only: ``use_adapter_transports(app)`` (called by ``create_app`` and when a
 ``CeleryJobQueueStrategy`` is bound to the app) makes that app's connection class, Celery's
 ``app.amqp.Connection``, choose them by URL scheme. Every connection Celery opens for the app
@@ -30,6 +32,7 @@ from kombu.utils.collections import HashedSeq
 from kombu.utils.url import maybe_sanitize_url
 
 from adapter.celery import filesystem, redis_transport
+from adapter.celery.purge import AmqpSSLTransport, AmqpTransport, PurgeListener
 from adapter.errors import ConfigurationError
 from adapter.masking import mask_url
 from adapter.settings import (
@@ -47,11 +50,17 @@ ADAPTER_TRANSPORTS: dict[str, type[Transport]] = {
     "filesystem": filesystem.Transport,
     "redis": redis_transport.Transport,
     "rediss": redis_transport.Transport,
+    "amqp": AmqpTransport,
+    "pyamqp": AmqpTransport,
+    "amqps": AmqpSSLTransport,
 }
 
 
 class AdapterConnection(Connection):
     """A kombu connection that uses the adapter's transport for the schemes it replaces."""
+
+    #: Told the queue name of each job queue this connection purges (``listen_for_purges``).
+    job_queue_purged: PurgeListener | None = None
 
     def get_transport_cls(self) -> type[Transport]:
         """Return the adapter's transport for this connection's scheme, else kombu's."""
@@ -71,17 +80,23 @@ class AdapterConnection(Connection):
         return HashedSeq(AdapterConnection, super().__eqhash__())  # type: ignore[no-untyped-call]
 
 
-class AdapterPooledConnection(AdapterConnection, PooledConnection):
-    """A connection of an ``AdapterConnectionPool``."""
-
-
 class AdapterConnectionPool(ConnectionPool):
-    """kombu's connection pool, whose connections use the adapter's transports."""
+    """kombu's connection pool, whose connections are of its connection's class."""
 
-    def new(self) -> AdapterPooledConnection:
+    def new(self) -> AdapterConnection:
         """Return a new connection for the pool, as kombu's pool does but of our class."""
         info = dict(self.connection._info(resolve=False))
-        return AdapterPooledConnection(self, **info)  # type: ignore[no-untyped-call]
+        pooled: type[AdapterConnection] = _pooled_form(type(self.connection))
+        return pooled(self, **info)
+
+
+def _pooled_form(cls: type[AdapterConnection]) -> type[AdapterConnection]:
+    """Return ``cls`` as a kombu pool's connection (made once per class, kept on it)."""
+    made: type[AdapterConnection] | None = vars(cls).get("_pooled_form")
+    if made is None:
+        made = type(f"Pooled{cls.__name__}", (cls, PooledConnection), {})
+        cls._pooled_form = made  # type: ignore[attr-defined]
+    return made
 
 
 def use_adapter_transports(app: Celery) -> None:
@@ -93,6 +108,15 @@ def use_adapter_transports(app: Celery) -> None:
         app.amqp.Connection = AdapterConnection
     else:  # an app's own connection class keeps its behaviour, with the adapter's transports
         app.amqp.Connection = type(f"Adapter{current.__name__}", (AdapterConnection, current), {})
+
+
+def listen_for_purges(app: Celery, listener: PurgeListener) -> None:
+    """Tell ``listener`` the queue name of each job queue a connection of ``app`` purges."""
+    use_adapter_transports(app)
+    current: type[AdapterConnection] = app.amqp.Connection
+    app.amqp.Connection = type(
+        current.__name__, (current,), {"job_queue_purged": staticmethod(listener)}
+    )
 
 
 def create_app(name: str = "adapter", config: str | None = None, **settings: Any) -> Celery:

@@ -10,7 +10,8 @@ not selected (Celery itself consumes ``-Q jobs.x``): such a job waits in the bro
 thread, and wait until the change is in effect. ``celery control add_consumer`` and
 ``cancel_consumer`` of a job queue go through the step too (``ConsumerHandle.install``), so
 they change the selection, and ``celery inspect active_queues`` (``jobqueue queues``) shows
-what is really consumed.
+what is really consumed. It also makes the worker's ``revoke`` command cancel jobs
+(``adapter.celery.controls``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 from celery import bootsteps
 from celery.signals import celeryd_init
 
+from adapter.celery.controls import RevokeCanceller, install_revoke_hook
 from adapter.celery.poison import DeadLetterRecorder, install_hooks
 from adapter.celery.preflight import check_settings
 from adapter.celery.registry import ProcessRegistry
@@ -205,9 +207,12 @@ def _add_queue(consumer: Any, queue_name: str) -> None:
 
 
 def queue_control_step(
-    handle: ConsumerHandle, recorder: DeadLetterRecorder
+    handle: ConsumerHandle, recorder: DeadLetterRecorder, canceller: RevokeCanceller
 ) -> type[bootsteps.StartStopStep]:
-    """Return a consumer bootstep class bound to ``handle``; ``recorder`` takes poison."""
+    """Return a consumer bootstep class bound to ``handle``.
+
+    ``recorder`` takes poison, ``canceller`` the jobs of revoked ids.
+    """
 
     class AdapterQueueControl(bootsteps.StartStopStep):  # type: ignore[misc]
         """Keeps the consumer's queues equal to the adapter's started queues."""
@@ -220,6 +225,7 @@ def queue_control_step(
             handle.install(parent)
 
         def start(self, parent: Any) -> None:
+            install_revoke_hook(parent, canceller)  # every step exists by now
             handle.bind(parent)
 
         def stop(self, parent: Any) -> None:

@@ -23,10 +23,11 @@ service, a shell script) that sends exactly this gets its job run like one ``add
 - **Other headers**: Celery's own (``lang``, ``root_id``, ``parent_id``, ``eta`` for a retry
   waiting its countdown, ``retries``, ``timelimit``, ``origin``...) as ``apply_async`` sets
   them. The adapter sets ``argsrepr`` to ``[job <id> on '<queue name>']`` (headers and
-  properties), so Flower and ``celery events`` never show the job data, and ``kwargsrepr`` to
-  ``{}``; a worker reads neither.
+  properties; ``args_repr``), so Flower and ``celery events`` never show the job data, and
+  ``kwargsrepr`` to ``{}``; a worker reads neither.
 - **Retry**: a failed attempt with retries left is sent again by Celery's ``Task.retry``, same
-  task id, with the job as it is after that attempt as the argument (``job_args``).
+  task id, with the job as it is after that attempt as the argument (``job_args``) and the
+  same ``argsrepr``/``kwargsrepr`` as the first message (``args_repr``).
 
 The same contract, as a JSON Schema, ships in the package (``adapter.schema``).
 
@@ -71,6 +72,15 @@ def job_args(job: Job) -> list[Any]:
     return [job.to_wire()]
 
 
+def args_repr(job: Job) -> dict[str, str]:
+    """Return what Flower and ``celery events`` show as a job message's arguments.
+
+    The same on every attempt, the first ``add`` and each retry: the queue name and job id,
+    never the data (a repr of the whole job per message would also cost more than the rest).
+    """
+    return {"argsrepr": f"[job {job.id} on {job.queue_name!r}]", "kwargsrepr": KWARGS_REPR}
+
+
 def build(amqp: Any, job: Job, args: list[Any], **options: Any) -> Any:
     """Return Celery's task message (``app.amqp.create_task_message``) that runs ``job``.
 
@@ -78,13 +88,10 @@ def build(amqp: Any, job: Job, args: list[Any], **options: Any) -> Any:
     ``create_task_message`` options. The message carries the queue header and, as
     ``apply_async`` sends them, ``argsrepr``/``kwargsrepr`` among its properties too.
     """
-    # A repr of the whole job data per message would cost more than the rest of the message.
-    argsrepr = f"[job {job.id} on {job.queue_name!r}]"
-    message = amqp.create_task_message(
-        job.id, TASK_NAME, args, {}, argsrepr=argsrepr, kwargsrepr=KWARGS_REPR, **options
-    )
+    reprs = args_repr(job)
+    message = amqp.create_task_message(job.id, TASK_NAME, args, {}, **reprs, **options)
     message.headers[QUEUE_HEADER] = job.queue_name
-    message.properties.update(argsrepr=argsrepr, kwargsrepr=KWARGS_REPR)
+    message.properties.update(reprs)
     return message
 
 

@@ -4,7 +4,8 @@ kombu names each message file ``<milliseconds>_<uuid4>``: two messages published
 same millisecond sort by their random uuid, so jobs added in a burst run out of order. Here the
 name starts with the system-wide monotonic clock in nanoseconds, zero-padded, so the file names
 kombu sorts are in publishing order, whichever process on the machine published them.
-Everything else (folders, locking, fanout) is kombu's.
+A purge of a job queue cancels its waiting jobs (``adapter.celery.purge``). Everything else
+(folders, locking, fanout) is kombu's.
 
 An app uses it for ``filesystem://`` URLs once ``adapter.celery.app.use_adapter_transports``
 has been called on it; importing this module changes nothing.
@@ -21,8 +22,10 @@ from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.json import dumps
 
+from adapter.celery.purge import PurgeNotifyingChannel
 
-class Channel(filesystem.Channel):
+
+class Channel(PurgeNotifyingChannel, filesystem.Channel):
     """A filesystem channel whose message files sort in publishing order."""
 
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]

@@ -23,6 +23,8 @@ from typing import Any
 
 from kombu.transport import redis, virtual
 
+from adapter.celery.purge import PurgeNotifyingChannel
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,8 +73,8 @@ class QoS(redis.QoS):
         virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
 
-class Channel(redis.Channel):
-    """A Redis channel with ``QoS`` above."""
+class Channel(PurgeNotifyingChannel, redis.Channel):
+    """A Redis channel with ``QoS`` above; a purge of a job queue cancels its waiting jobs."""
 
     QoS = QoS
 

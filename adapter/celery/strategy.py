@@ -16,6 +16,9 @@
 - ``find_one`` reads the store.
 - The app also gets the task ``adapter.add_job`` (``adapter.celery.add_task``), so Celery beat
   adds jobs on a schedule.
+- ``find_one`` reads the store; ``cancel_job`` cancels in it, and so do Celery's ``revoke``
+  of a job's id (``adapter.celery.controls``) and a purge of a job queue, which cancels its
+  waiting jobs (``adapter.celery.purge``; ``purge`` does it in one step).
 """
 
 from __future__ import annotations
@@ -37,17 +40,25 @@ from kombu.exceptions import OperationalError
 from adapter.backoff import BackoffStrategy, constant_backoff
 from adapter.celery.add_task import register_add_task
 from adapter.celery.admission import Admission
-from adapter.celery.app import check_urls, shown_broker_url, use_adapter_transports
+from adapter.celery.app import (
+    check_urls,
+    listen_for_purges,
+    shown_broker_url,
+    use_adapter_transports,
+)
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
+from adapter.celery.controls import RevokeCanceller
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.health import health_step
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
+from adapter.celery.purge import purge_messages
 from adapter.celery.reaper import Reaper
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.routing import queue_name_of
+from adapter.celery.results import mark_revoked
+from adapter.celery.routing import celery_queue, queue_name_of
 from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import check_data_size
@@ -58,7 +69,7 @@ from adapter.errors import (
     DuplicateJobError,
     PublishError,
 )
-from adapter.job import Job, JobState, check_fields, validate_queue_name
+from adapter.job import Job, JobState, check_fields, utcnow, validate_queue_name
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
@@ -128,8 +139,10 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
         )
         self._consumer.follow_worker_flags(app)
-        app.steps["consumer"].add(queue_control_step(self._consumer, recorder))
+        self._revokes = RevokeCanceller(app, self.lifecycle)
+        app.steps["consumer"].add(queue_control_step(self._consumer, recorder, self._revokes))
         app.steps["worker"].add(health_step(self._consumer))  # GET /health, when set
+        listen_for_purges(app, self._cancel_purged)
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)
@@ -281,7 +294,26 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             logger.info("job %s is already %s; cancelling changed nothing", job_id, before.state)
         if before is None or before.is_settled:
             return before
-        return self.lifecycle.cancel(job_id)
+        cancelled = self.lifecycle.cancel(job_id)
+        if cancelled is not None and cancelled.state == JobState.CANCELLED:
+            mark_revoked(self.app, job_id)
+        return cancelled
+
+    def purge(self, queue_name: str) -> tuple[int, list[Job]]:
+        """Delete the waiting messages of ``queue_name`` and cancel its waiting jobs.
+
+        Returns how many messages were deleted and the jobs cancelled (PENDING or RETRYING
+        ones created before the purge ended, their error saying why); running jobs run on.
+        BrokerError when the broker cannot be reached (no job was cancelled).
+        """
+        validate_queue_name(queue_name)
+        self.flush()  # jobs added here are in the store before their messages go
+        try:
+            with self.app.connection_for_write() as connection:
+                deleted = purge_messages(connection, celery_queue(queue_name))
+        except Exception as err:  # the broker's errors vary by transport
+            raise BrokerError(f"could not purge queue {queue_name!r}: {err}") from err
+        return deleted, self._cancel_purged(queue_name)
 
     def dead_letters(self, take: int = 100) -> list[DeadLetter]:
         """Return the latest messages workers refused to run (not jobs), newest first."""
@@ -304,6 +336,19 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         finally:
             if stopped:
                 self._store.close()
+
+    def _cancel_purged(self, queue_name: str) -> list[Job]:
+        """The messages of ``queue_name`` were purged: cancel its waiting jobs."""
+        cancelled = self.lifecycle.purged(queue_name, before=utcnow())
+        for job in cancelled:
+            mark_revoked(self.app, job.id or "")
+        if cancelled:
+            logger.warning(
+                "cancelled %d waiting job(s) of %r: its messages were purged",
+                len(cancelled),
+                queue_name,
+            )
+        return cancelled
 
     def _runs_embedded_worker(self) -> bool:
         return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()

@@ -1,11 +1,14 @@
 """The Celery task that runs every job: it translates between Celery and ``adapter.lifecycle``.
 
 One message is one attempt. The lifecycle claims the job, runs its process and records the
-outcome; this module only says it in Celery's terms: a failed attempt with retries left becomes
-a Celery retry (a new message, same task id) after the backoff; the last failure is raised, so
-Celery and Flower show it as a failure; a store that cannot be reached hands the message back.
-Messages are acknowledged late: a worker that dies mid-job leaves its message to be delivered
-again.
+outcome; this module only says it in Celery's terms: a completed job returns its result (Celery's
+SUCCESS); a failed attempt with retries left becomes a Celery retry (a new message, same task
+id, the same short ``argsrepr``) after the backoff; the last failure is raised, so Celery and
+Flower show it as a failure; an attempt on a cancelled job is announced revoked, as Celery's
+``revoke`` does; a hard time limit is a failed attempt; a store that cannot be reached hands
+the message back. What a result backend
+then holds is ``adapter.celery.results``'. Messages are acknowledged late: a worker that dies
+mid-job leaves its message to be delivered again.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from __future__ import annotations
 import logging
 from typing import Any, NoReturn
 
+from billiard.einfo import ExceptionWithTraceback
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Ignore, Reject
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
@@ -22,6 +26,7 @@ from adapter.celery.admission import Admission, refusal
 from adapter.celery.envelope import (
     PROCESS_HEADER,
     TASK_NAME,
+    args_repr,
     job_args,
     job_of,
     message_queue_name,
@@ -29,6 +34,7 @@ from adapter.celery.envelope import (
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
+from adapter.celery.results import CANCELLED_REASON, CancelledAttempt, report_progress
 from adapter.errors import (
     InvalidJobMessageError,
     JobDataError,
@@ -39,7 +45,7 @@ from adapter.errors import (
     WrongQueueError,
 )
 from adapter.forksafe import no_fork
-from adapter.job import JobState
+from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
@@ -84,6 +90,20 @@ def register_task(
                 _time_limit_hit(self.task, lifecycle, self.id, timeout)
             super().on_timeout(soft, timeout)
 
+        def on_failure(self, exc_info: Any, *args: Any, **kwargs: Any) -> Any:
+            """Announce a cancelled job's attempt revoked, as Celery's ``revoke`` does.
+
+            The event, the result and the signal of a revoke, instead of an ignored task that
+            Flower would show STARTED for ever.
+            """
+            exc = exc_info.exception
+            if isinstance(exc, ExceptionWithTraceback):  # as a prefork child sends it
+                exc = exc.exc
+            if isinstance(exc, CancelledAttempt) and not self._already_revoked:
+                self._announce_revoked(CANCELLED_REASON, False, None, False)
+                return None
+            return super().on_failure(exc_info, *args, **kwargs)
+
     def run_job(task: Task, wire_job: Any = None) -> Any:
         return _run(task, wire_job, registry, lifecycle, recorder)
 
@@ -94,7 +114,7 @@ def register_task(
         # Delivery as jobs need it, on this task only: the app's other tasks keep their own.
         acks_late=True,
         reject_on_worker_lost=True,
-        ignore_result=True,
+        # Results follow the app: written with a result_backend, nothing without one.
         serializer="json",
         max_retries=None,
         Request=JobRequest,
@@ -108,7 +128,7 @@ def _run(
     registry: ProcessRegistry,
     lifecycle: Lifecycle,
     recorder: DeadLetterRecorder,
-) -> None:
+) -> Any:
     try:
         job = job_of(wire_job, str(task.request.id))
     except InvalidJobMessageError as err:  # the consumer checked all but the job (admission.py)
@@ -128,7 +148,8 @@ def _run(
         logger.warning("job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S)
         raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
     if claimed is None:
-        return
+        raise _not_run(lifecycle, job)
+    claimed.on("progress", lambda progressed: report_progress(task, progressed))
     try:
         outcome = lifecycle.attempt(claimed, process)
     except StoreError as err:
@@ -136,7 +157,7 @@ def _run(
         # it runs again (at least once) instead of staying RUNNING for ever.
         logger.error("job %s: could not record its outcome: %s; handing it back", job.id, err)
         raise Reject(f"could not record the outcome of job {job.id}: {err}", requeue=True) from err
-    _tell_celery(task, outcome)
+    return _tell_celery(task, lifecycle, outcome)
 
 
 def _time_limit_hit(task: Task, lifecycle: Lifecycle, job_id: str, timeout: float) -> None:
@@ -163,13 +184,44 @@ def _refuse(task: Task, recorder: DeadLetterRecorder, wire_job: Any, reason: str
     raise Reject(reason, requeue=False)
 
 
-def _tell_celery(task: Task, outcome: Outcome) -> None:
-    """Say ``outcome`` in Celery's terms: return (success), a retry, or a raised failure."""
+def _tell_celery(task: Task, lifecycle: Lifecycle, outcome: Outcome) -> Any:
+    """Say ``outcome`` in Celery's terms: the result, a retry, a failure, or a revoke."""
     job, err = outcome.job, outcome.error
-    if outcome.kind == OutcomeKind.RETRY and job is not None:
-        raise task.retry(args=job_args(job), countdown=outcome.retry_in_s, exc=err) from err
-    if outcome.kind == OutcomeKind.FAILED and job is not None:
-        raise JobFailedError(
-            f"job {job.id} on {job.queue_name!r} failed after {job.attempts} "
-            f"attempt(s): {job.error}"
-        ) from (None if isinstance(err, JobDataError) else err)
+    if job is None:
+        return None
+    if outcome.kind == OutcomeKind.RETRY:
+        raise task.retry(
+            args=job_args(job), countdown=outcome.retry_in_s, exc=err, **args_repr(job)
+        ) from err
+    if outcome.kind == OutcomeKind.FAILED:
+        raise _failure(job) from (None if isinstance(err, JobDataError) else err)
+    if outcome.kind == OutcomeKind.SETTLED_ELSEWHERE:
+        raise _not_run(lifecycle, job)
+    return job.result
+
+
+def _not_run(lifecycle: Lifecycle, job: Job) -> Exception:
+    """Return what ends a message whose job was not claimed, or settled elsewhere meanwhile.
+
+    A cancelled job is revoked; a failed one a failure; else (a duplicate of a job running
+    or done elsewhere) the message is acknowledged and no result written over the real one.
+    """
+    try:
+        stored = lifecycle.store.get(job.id or "")
+    except StoreError:
+        stored = None  # the job as this attempt knows it
+    state = (stored or job).state
+    ending: Exception
+    if state == JobState.CANCELLED:
+        ending = CancelledAttempt(f"job {job.id} was cancelled")
+    elif state == JobState.FAILED and stored is not None:
+        ending = _failure(stored)
+    else:
+        ending = Ignore(f"job {job.id} is {state}: this delivery is not run")
+    return ending
+
+
+def _failure(job: Job) -> JobFailedError:
+    return JobFailedError(
+        f"job {job.id} on {job.queue_name!r} failed after {job.attempts} attempt(s): {job.error}"
+    )

@@ -6,6 +6,7 @@
                                                           [--skip N] [--sort FIELD[:asc|desc]]
     jobqueue show ID                   one job, every field
     jobqueue cancel ID                 cancel a job that has not settled
+    jobqueue purge QUEUE               cancel a queue's waiting jobs, delete their messages
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
                                                           [--timeout SECONDS: then exit 4]
@@ -209,6 +210,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["watch"].add_argument(
         "--timeout", type=_seconds, default=None, help="give up after SECONDS (exit 4)"
     )
+    purge = sub.add_parser(
+        "purge", parents=[common], help="cancel a queue's waiting jobs, delete their messages"
+    )
+    purge.add_argument("queue")
+    purge.set_defaults(run=commands.purge)
     clean = sub.add_parser("clean", parents=[common], help="remove settled jobs")
     clean.add_argument("--queue", action="append", help="only this queue (repeatable)")
     clean.add_argument("--older-than", help="only jobs settled longer ago, e.g. 7d, 12h, 30m")

@@ -95,6 +95,19 @@ def cancel(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
     return 0 if changed else 1
 
 
+def purge(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``purge QUEUE``: cancel the waiting jobs of a queue and delete their messages."""
+    deleted, cancelled = strategy.purge(args.queue)
+    if args.json:
+        out.write(dumps({"messagesDeleted": deleted, "jobsCancelled": len(cancelled)}) + "\n")
+    else:
+        out.write(
+            f"purged {args.queue}: {len(cancelled)} waiting job(s) cancelled, "
+            f"{deleted} message(s) deleted\n"
+        )
+    return 0
+
+
 def clean(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
     """``clean``: remove settled jobs, optionally only of some queues or older than a duration."""
     try:

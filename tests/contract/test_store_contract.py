@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from adapter.errors import DuplicateJobError, InvalidListOptionsError, WrongQueueError
-from adapter.job import Job, JobState
+from adapter.job import PURGE, Job, JobState
 from adapter.listing import (
     DEFAULT_TAKE,
     MAX_TAKE,
@@ -965,6 +965,27 @@ def test_cancel_of_a_settled_job_returns_it_unchanged(store: JobStore) -> None:
     store.insert(job)
     assert store.cancel(str(job.id)) == job
     assert store.cancel("no-such-job") is None
+
+
+def test_purge_cancels_only_waiting_jobs_with_the_reason(store: JobStore) -> None:
+    waiting = make_job()
+    retrying = make_job(state=JobState.RETRYING, retries=1, attempts=1)
+    running = make_job(state=JobState.RUNNING, attempts=1)
+    for job in (waiting, retrying, running):
+        store.insert(job)
+    ids = [str(job.id) for job in (waiting, retrying, running)]
+
+    purged = store.apply(PURGE, ids, given={"error": "purged"})
+
+    assert {job.id for job in purged} == {waiting.id, retrying.id}
+    after = {job.id: job for job in store.find_many_by_id(ids)}
+    assert [after[job_id].state for job_id in ids] == [
+        JobState.CANCELLED,
+        JobState.CANCELLED,
+        JobState.RUNNING,
+    ]
+    assert after[waiting.id].is_settled and after[waiting.id].error == "purged"
+    assert after[running.id].error is None
 
 
 def test_writes_to_an_unknown_job_are_refused(store: JobStore) -> None:

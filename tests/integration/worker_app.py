@@ -70,6 +70,20 @@ def counted(job: Job) -> str:
     return gated(job)
 
 
+def flaky(job: Job) -> str:
+    """Like ``counted``, each attempt released by its own file (``release_file`` + ``.<n>``);
+    the first attempt then fails, later ones succeed."""
+    with open(job.data["runs_file"], "a") as runs:
+        runs.write(f"{job.id} attempt {job.attempts} pid {os.getpid()}\n")
+    release = Path(f"{job.data['release_file']}.{job.attempts}")
+    deadline = time.monotonic() + 120
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if job.attempts == 1:
+        raise ValueError("the first attempt fails")
+    return f"done on attempt {job.attempts}"
+
+
 def crash(job: Job) -> str:
     """Kill the process running the job, as an out-of-memory kill would, on every attempt."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -96,6 +110,7 @@ PROCESSES = {
     "slow": slow_first_attempt,
     "gated": gated,
     "counted": counted,
+    "flaky": flaky,
     "crash": crash,
     "logged": logged,
     "mixed": mixed,

@@ -16,6 +16,7 @@ from adapter import CeleryJobQueueStrategy
 from adapter.celery import filesystem as adapter_filesystem
 from adapter.celery import redis_transport as adapter_redis
 from adapter.celery.app import create_app, use_adapter_transports
+from adapter.celery.purge import AmqpTransport
 from adapter.settings import filesystem_transport_options
 from adapter.store.memory import MemoryJobStore
 
@@ -82,11 +83,13 @@ def test_another_app_and_a_plain_kombu_connection_keep_kombus_transports(
     assert TRANSPORT_ALIASES["filesystem"] == "kombu.transport.filesystem:Transport"
 
 
-def test_an_amqp_app_keeps_kombus_amqp_transport(tmp_path: Path) -> None:
+def test_an_amqp_app_gets_kombus_amqp_transport_whose_purges_cancel_jobs(tmp_path: Path) -> None:
     app = _app("amqp://guest:guest@127.0.0.1:5672//", tmp_path)
     use_adapter_transports(app)
     default = _plain("amqp://guest:guest@127.0.0.1:5672//").get_transport_cls()
-    assert app.connection_for_write().get_transport_cls() is default
+    used = app.connection_for_write().get_transport_cls()
+    assert used is AmqpTransport and issubclass(used, default)
+    assert default is not AmqpTransport
 
 
 def test_an_apps_own_connection_class_is_kept(tmp_path: Path) -> None:

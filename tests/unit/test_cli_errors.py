@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 
 import adapter.cli
-from adapter import CeleryJobQueueStrategy
+from adapter import CeleryJobQueueStrategy, Job
 from adapter.cli import main
 from adapter.job import FIELD_RANGES, MAX_QUEUE_NAME_LENGTH
 from adapter.store.memory import MemoryJobStore
@@ -124,3 +124,22 @@ def test_usage_error_prints_one_line_and_exits_2(
         main(argv)
     assert exited.value.code == 2
     assert one_line(capsys.readouterr().err).startswith(message)
+
+
+def test_purge_with_the_broker_down_prints_one_line_and_cancels_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = MemoryJobStore()
+
+    def load_strategy(app: str | None) -> CeleryJobQueueStrategy:
+        celery_app = Celery(f"cli-{uuid.uuid4().hex[:8]}")
+        celery_app.config_from_object("celeryconfig")
+        celery_app.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens
+        return CeleryJobQueueStrategy(celery_app, store=kept, embedded_worker=False)
+
+    monkeypatch.setattr(adapter.cli, "load_strategy", load_strategy)
+    kept.insert(waiting := Job(id="waiting", queue_name="q"))
+
+    assert main(["purge", "q"]) == 1
+    assert one_line(capsys.readouterr().err).startswith("jobqueue: could not purge queue 'q': ")
+    assert kept.get(waiting.id or "") == waiting

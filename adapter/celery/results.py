@@ -1,0 +1,71 @@
+"""Celery's result API for jobs: what ``AsyncResult(job.id)`` and Flower report.
+
+With a result backend on the app (Celery's ``result_backend``), the job task writes, under
+the job's id (its task id), what the job store holds:
+
+=============  ===========================================================================
+job            ``AsyncResult(job.id)``
+=============  ===========================================================================
+RUNNING        ``PROGRESS`` with info ``{"progress": n}``, at each ``set_progress``
+RETRYING       ``RETRY``
+COMPLETED      ``SUCCESS`` with the job's result: ``.get()`` returns it
+FAILED         ``FAILURE``: ``JobFailedError`` naming the job's error
+CANCELLED      ``REVOKED``: by ``cancel_job``, by Celery's ``revoke``, or when an attempt
+               ends on a cancelled job
+=============  ===========================================================================
+
+Flower and ``celery events`` hear the same from the worker's events: a cancelled attempt
+ends with ``task-revoked``, never ``task-succeeded``. Without a result backend (Celery's
+``DisabledBackend``) nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from celery.backends.base import DisabledBackend
+from celery.exceptions import Ignore
+
+from adapter.job import Job
+
+logger = logging.getLogger(__name__)
+
+#: The custom Celery state of a running job that reported progress.
+PROGRESS_STATE = "PROGRESS"
+#: The reason Celery records (``TaskRevokedError``) for a cancelled job.
+CANCELLED_REASON = "cancelled"
+
+
+class CancelledAttempt(Ignore):  # type: ignore[misc]
+    """Ends an attempt on a cancelled job: the worker reports it revoked, not succeeded.
+
+    Celery's ``Ignore`` (the message is acknowledged, nothing is stored by the pool); the
+    worker's request (``adapter.celery.task``) turns it into Celery's own revoke announcement.
+    """
+
+
+def has_result_backend(app: Celery) -> bool:
+    """True when ``app`` keeps task results (a ``result_backend`` is configured)."""
+    return not isinstance(app.backend, DisabledBackend)
+
+
+def report_progress(task: Task, job: Job) -> None:
+    """Write the running job's progress as state ``PROGRESS`` (with a result backend)."""
+    if not has_result_backend(task.app):
+        return
+    try:
+        task.update_state(state=PROGRESS_STATE, meta={"progress": job.progress})
+    except Exception as err:  # the backend's errors vary; the job store has the progress
+        logger.warning("job %s: could not report progress to the result backend: %s", job.id, err)
+
+
+def mark_revoked(app: Celery, job_id: str, request: Any = None) -> None:
+    """Write ``job_id`` as REVOKED (with a result backend); the job was cancelled."""
+    if not has_result_backend(app):
+        return
+    try:
+        app.backend.mark_as_revoked(job_id, reason=CANCELLED_REASON, request=request)
+    except Exception as err:  # the backend's errors vary; the job store says CANCELLED
+        logger.warning("job %s: could not mark it revoked in the result backend: %s", job_id, err)
