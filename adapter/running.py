@@ -90,7 +90,12 @@ class RunningJobs:
                 return
             self._progress_written[job_id] = now
             self._progress.pop(job_id, None)
-        self._store.set_progress(job_id, job.progress)
+        try:
+            self._store.set_progress(job_id, job.progress)
+        except JobQueueError as err:  # a busy or unreachable store must not fail the process
+            logger.warning("job %s: progress not written yet (%s); trying again", job_id, err)
+            with self._lock:
+                self._progress.setdefault(job_id, job.progress)
 
     def _write_progress(self) -> None:
         """Write the latest progress kept since the last write of each job."""
@@ -100,7 +105,12 @@ class RunningJobs:
             for job_id in waiting:
                 self._progress_written[job_id] = now
         for job_id, progress in waiting.items():
-            self._store.set_progress(job_id, progress)
+            try:
+                self._store.set_progress(job_id, progress)
+            except JobQueueError:
+                with self._lock:  # the next round tries again, unless a newer value came
+                    self._progress.setdefault(job_id, progress)
+                raise
 
     def _loop(self) -> None:
         last_beat = last_look = time.monotonic()

@@ -6,6 +6,7 @@ import threading
 import uuid
 
 from adapter.backoff import constant_backoff
+from adapter.errors import StoreError
 from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.running import RunningJobs
@@ -72,3 +73,36 @@ def test_the_latest_progress_is_written_while_the_job_still_runs() -> None:
         release.set()
         worker.join(30)
     assert store.progress_writes == 2  # 10 at once, then the latest (42) at the next round
+
+
+class BusyOnceStore(CountingStore):
+    """Refuses the first progress write, as a locked SQLite file does."""
+
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        if self.progress_writes == 0:
+            self.progress_writes += 1
+            raise StoreError("job store sqlite:///jobs.sqlite3 failed: database is locked")
+        return super().set_progress(job_id, progress)
+
+
+def test_a_busy_store_fails_no_progress_call_and_the_value_is_written_later() -> None:
+    store = BusyOnceStore()
+    lifecycle = lifecycle_on(store)
+    job = lifecycle.claim(Job(id=uuid.uuid4().hex, queue_name="progress", data=None))
+    assert job is not None
+    release = threading.Event()
+    outcomes = []
+
+    def process(running: Job) -> str:
+        running.set_progress(42)  # refused by the store: the process goes on
+        release.wait(30)
+        return "done"
+
+    worker = threading.Thread(target=lambda: outcomes.append(lifecycle.attempt(job, process)))
+    worker.start()
+    try:
+        wait_for(lambda: stored_at(store, job.id or "", 42), "progress 42 in the store")
+    finally:
+        release.set()
+        worker.join(30)
+    assert outcomes[0].job is not None and outcomes[0].job.state == JobState.COMPLETED
