@@ -134,11 +134,12 @@ class ConsumerHandle:
                 logger.warning("preflight: %s: %s", finding.setting, finding.message)
         self._consumer = consumer
         self._thread_id = threading.get_ident()
-        queue_names = [q for q in self._registry.queue_names() if self.selection.selects(q)]
 
         # Consume only once the event loop runs: the task callback is registered by then, and a
-        # message delivered earlier (RabbitMQ delivers at once) would find no callback.
+        # message delivered earlier (RabbitMQ delivers at once) would find no callback. The
+        # queues are read then too: one started meanwhile (at worker_ready) is kept.
         def consume_registered() -> None:
+            queue_names = [q for q in self._registry.queue_names() if self.selection.selects(q)]
             wanted = set(queue_names)
             for queue in list(consumer.task_consumer.queues):
                 name = queue_name_of(queue.name)
