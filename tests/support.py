@@ -11,8 +11,12 @@ from typing import Final, TypeVar
 
 import redis
 import sqlalchemy as sa
+from celery import Celery
+from kombu.entity import Queue
+from kombu.message import Message
 
 from adapter import CeleryJobQueueStrategy, InspectableJobQueueStrategy, Job
+from adapter.celery.envelope import TASK_NAME, build, job_args
 from adapter.celery.routing import celery_queue
 
 T = TypeVar("T")
@@ -128,3 +132,16 @@ def postgres_schema(postgres_url: str, label: str) -> Iterator[str]:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         admin.dispose()
+
+
+def sent_and_received(app: Celery, job: Job) -> Message:
+    """Build ``job``'s message, send it as ``JobPublisher`` does and take it off its queue."""
+    name = celery_queue(job.queue_name)
+    with app.producer_or_acquire() as producer:
+        app.amqp.send_task_message(
+            producer, TASK_NAME, build(app.amqp, job, job_args(job)), queue=name
+        )
+    with app.connection_for_read() as connection:
+        message = Queue(name, routing_key=name)(connection).get(no_ack=True)  # type: ignore[no-untyped-call]
+    assert isinstance(message, Message)
+    return message

@@ -11,16 +11,12 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from kombu.entity import Queue
-from kombu.message import Message
 
 from adapter.celery.envelope import (
     CONTENT_TYPE,
     QUEUE_HEADER,
     TASK_NAME,
-    build,
     dead_letter,
-    job_args,
     malformed_reason,
     message_queue_name,
     request_body,
@@ -30,6 +26,7 @@ from adapter.celery.envelope import (
 from adapter.celery.routing import celery_queue
 from adapter.job import Job
 from tests.factories import make_job
+from tests.support import sent_and_received
 
 
 @dataclass
@@ -50,19 +47,6 @@ def app() -> Iterator[Celery]:
     app = Celery("envelope", broker="memory://", set_as_current=False)
     yield app
     app.close()
-
-
-def sent_and_received(app: Celery, job: Job) -> Message:
-    """Build ``job``'s message, send it as ``JobPublisher`` does and take it off its queue."""
-    name = celery_queue(job.queue_name)
-    with app.producer_or_acquire() as producer:
-        app.amqp.send_task_message(
-            producer, TASK_NAME, build(app.amqp, job, job_args(job)), queue=name
-        )
-    with app.connection_for_read() as connection:
-        message = Queue(name, routing_key=name)(connection).get(no_ack=True)  # type: ignore[no-untyped-call]
-    assert isinstance(message, Message)
-    return message
 
 
 def test_a_built_message_reads_back_as_the_same_job_on_its_queue(app: Celery) -> None:

@@ -12,10 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 from celery import Celery
-from kombu.entity import Queue
-from kombu.message import Message
 
-from adapter.celery.envelope import TASK_NAME, build, job_args, job_of, malformed_reason
+from adapter.celery.envelope import TASK_NAME, job_of, malformed_reason
 from adapter.celery.routing import celery_queue
 from adapter.errors import InvalidJobMessageError
 from adapter.job import (
@@ -29,6 +27,7 @@ from adapter.job import (
 )
 from adapter.schema import job_message_schema
 from tests.factories import make_job
+from tests.support import sent_and_received
 
 SCHEMA = job_message_schema()
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -44,14 +43,7 @@ def app() -> Iterator[Celery]:
 
 def published(app: Celery, job: Job) -> dict[str, Any]:
     """Publish ``job`` as the adapter does and return its message as the schema names its parts."""
-    name = celery_queue(job.queue_name)
-    with app.producer_or_acquire() as producer:
-        app.amqp.send_task_message(
-            producer, TASK_NAME, build(app.amqp, job, job_args(job)), queue=name
-        )
-    with app.connection_for_read() as connection:
-        message = Queue(name, routing_key=name)(connection).get(no_ack=True)  # type: ignore[no-untyped-call]
-    assert isinstance(message, Message)
+    message = sent_and_received(app, job)
     return {
         "routingKey": message.delivery_info["routing_key"],
         "contentType": message.content_type,
