@@ -176,14 +176,12 @@ class ChangeListener(ABC):
         self._thread.start()
 
     def close(self) -> None:
-        """Stop this process's thread, if any; a later ``watch`` starts it again."""
+        """Stop this process's thread (within ``LISTEN_TICK_S``); a later ``watch`` restarts it."""
         with self._lock:
             thread, self._thread = self._thread, None
-            if thread is None or self._pid != os.getpid():
-                return
-            self._stopping.set()
-            self._hub.notify_all()
-        thread.join(LISTEN_TICK_S * 5)
+            if thread is not None and self._pid == os.getpid():
+                self._stopping.set()
+                self._hub.notify_all()
 
     def _run(self) -> None:
         stopping, hub, ready = self._stopping, self._hub, self._ready
