@@ -1,7 +1,7 @@
 """Result latency: add one no-op job and wait for its result, beside raw Celery, same run.
 
 Usage: ``python bench/latency.py [--broker redis|amqp|all] [--store redis|postgres|all]
-[--jobs 200] [--runs 3]``
+[--jobs 200] [--runs 3] [--pg-options "-csynchronous_commit=off"]``
 
 One ``celery worker -P prefork -c 2`` consumes both sides' celery queues. Each round trip is
 timed on the caller's side, one at a time (never two in flight), the two sides alternating:
@@ -79,7 +79,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 @contextmanager
-def store_url_for(kind: str, tag: str) -> Iterator[str]:
+def store_url_for(kind: str, tag: str, pg_options: str = "") -> Iterator[str]:
     """Yield the adapter's store URL for ``kind``; a PostgreSQL schema is dropped after."""
     if kind == "redis":
         yield RESULT_URL
@@ -89,7 +89,9 @@ def store_url_for(kind: str, tag: str) -> Iterator[str]:
     try:
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        url = sa.make_url(POSTGRES_URL).update_query_dict(
+            {"options": f"-csearch_path={schema} {pg_options}".strip()}
+        )
         yield url.render_as_string(hide_password=False)
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -120,13 +122,13 @@ def round_trips(
     return Latencies(adapter=sides[0][1], raw=sides[1][1])
 
 
-def run_once(broker: str, store_kind: str, jobs: int) -> Latencies:
+def run_once(broker: str, store_kind: str, jobs: int, pg_options: str = "") -> Latencies:
     """Start a worker on both sides' queues, warm up, time the round trips, clean up."""
     url = BROKER_URLS[broker]
     names = new_run_names()
     hostname = f"bench-latency-{names.tag}@{socket.gethostname()}"
     raw_ids: list[str] = []
-    with store_url_for(store_kind, names.tag) as store_url:
+    with store_url_for(store_kind, names.tag, pg_options) as store_url:
         app = make_app(url, store_url, RESULT_URL)
         strategy = CeleryJobQueueStrategy(app, store=store_url)
         queues = [names.adapter_celery_queue, names.raw_queue]
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=["redis", "postgres", "all"], default="all")
     parser.add_argument("--jobs", type=int, default=200, help="round trips per side")
     parser.add_argument("--runs", type=int, default=3, help="runs per broker and store")
+    parser.add_argument(
+        "--pg-options", default="",
+        help='PostgreSQL session options of the store, e.g. "-csynchronous_commit=off"',
+    )  # fmt: skip
     args = parser.parse_args(argv)
     brokers = list(BROKER_URLS) if args.broker == "all" else [args.broker]
     stores = ["redis", "postgres"] if args.store == "all" else [args.store]
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         for store in stores:
             results = []
             for run in range(args.runs):
-                results.append(run_once(broker, store, args.jobs))
+                results.append(run_once(broker, store, args.jobs, args.pg_options))
                 label = f"{broker} broker, {store} store #{run + 1}"
                 print(format_run(label, results[-1]), flush=True)
             print(summary(results), flush=True)
