@@ -21,7 +21,6 @@ from adapter import (
     JobResultTimeoutError,
     JobState,
 )
-from adapter.job import Job as StoredJob
 from adapter.store.changes import Watch
 from adapter.subscribable import JobUpdate, SubscribableJob
 from tests.contract.conftest import Pair
@@ -82,7 +81,7 @@ class FirstReadSignal:
         self.strategy = strategy
         self.read = threading.Event()
 
-    def find_one(self, job_id: str) -> StoredJob | None:
+    def find_one(self, job_id: str) -> Job | None:
         found = self.strategy.find_one(job_id)
         self.read.set()
         return found
