@@ -184,7 +184,8 @@ class JobUpdates:
                     reply = watch.wait(step)
 
     async def __aiter__(self) -> AsyncIterator[JobUpdate]:
-        with self._watch() as watch:
+        # the first watch of a process starts its listener: not on the event loop
+        with await asyncio.to_thread(self._watch) as watch:
             steps = self._steps()
             reply: Job | bool | None = None
             while True:
@@ -208,8 +209,7 @@ class JobUpdates:
         return unnotified_watch(job_id)
 
     def _steps(self) -> Generator[JobUpdate | float | _Read, Job | bool | None, None]:
-        """Yield what to do next: _READ (send back the job), a wait (send back whether the
-        watch was woken), or an update to emit."""
+        """Yield each step: _READ (send the job back), a wait (send back if woken), an update."""
         now = time.monotonic()
         first_by = now + self._timeout
         end = now + self._deadline if self._deadline is not None else float("inf")

@@ -160,9 +160,12 @@ class ChangeListener(ABC):
             started = self._pid != os.getpid() or self._thread is None
             if started:
                 self._start()
-        if started and not self._ready.wait(READY_TIMEOUT_S):
+            hub, ready = self._hub, self._ready
+        # Not needed for correctness (a confirmed subscription wakes every watch, which reads
+        # again): waiting once lets the first stream start on the pushed path.
+        if started and not ready.wait(READY_TIMEOUT_S):
             logger.warning("no change notifications from %s yet: polling meanwhile", self._what)
-        return self._hub.watch(job_id)
+        return hub.watch(job_id)
 
     def _start(self) -> None:
         """Start this process's thread (a forked child's hub and events are its own)."""
@@ -185,11 +188,14 @@ class ChangeListener(ABC):
 
     def _run(self) -> None:
         stopping, hub, ready = self._stopping, self._hub, self._ready
+        warned = False
         while not stopping.is_set():
             try:
                 self._listen(stopping, hub, lambda: self._subscribed(hub, ready))
             except Exception as err:  # any failure: reconnect; waiters poll meanwhile
-                logger.warning("change notifications from %s stopped: %s", self._what, err)
+                if ready.is_set() or not warned:  # once per outage, not once per try
+                    logger.warning("change notifications from %s stopped: %s", self._what, err)
+                warned = True
             ready.clear()
             hub.notify_all()
             stopping.wait(RECONNECT_DELAY_S)
