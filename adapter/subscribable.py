@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, PrivateAttr
@@ -69,6 +69,9 @@ class JobWatcher(Protocol):
 
     def watch_job(self, job_id: str) -> Watch:
         """Return a watch woken when ``job_id``'s state or progress may have been written."""
+
+    def peek_job(self, job_id: str) -> Job | None:
+        """Return the job as stored now, without first writing this process's pending adds."""
 
 
 class JobUpdate(BaseModel):
@@ -179,7 +182,7 @@ class JobUpdates:
                 if isinstance(step, JobUpdate):
                     yield step
                 elif isinstance(step, _Read):
-                    reply = self._finder.find_one(self._job.id or "")
+                    reply = self._reader(step)(self._job.id or "")
                 else:
                     reply = watch.wait(step)
 
@@ -197,9 +200,15 @@ class JobUpdates:
                 if isinstance(step, JobUpdate):
                     yield step
                 elif isinstance(step, _Read):
-                    reply = await asyncio.to_thread(self._finder.find_one, self._job.id or "")
+                    reply = await asyncio.to_thread(self._reader(step), self._job.id or "")
                 else:
                     reply = await watch.wait_async(step)
+
+    def _reader(self, step: _Read) -> Callable[[str], Job | None]:
+        """Return how to read the job: a poll writes this process's pending adds first."""
+        if step.peek and isinstance(self._finder, JobWatcher):
+            return self._finder.peek_job
+        return self._finder.find_one
 
     def _watch(self) -> Watch:
         """Return the watch on this job: the store's, or one nothing wakes (then we poll)."""
@@ -215,7 +224,7 @@ class JobUpdates:
         end = now + self._deadline if self._deadline is not None else float("inf")
         due = now + self._poll  # like Vendure's interval(): the first poll after one interval
         polled = False  # before the first poll only a settled job is emitted, as Vendure would
-        found = _job_or_none((yield _READ))
+        found = _job_or_none((yield _PEEK))
         last: tuple[JobState, float] | None = None
         seen: Job = self._job
         while True:
@@ -234,9 +243,10 @@ class JobUpdates:
             if not woken and now >= until:
                 yield self._timed_out(seen)
                 return
-            if now >= due:
+            polling = now >= due
+            if polling:
                 due, polled = now + self._poll, True
-            found = _job_or_none((yield _READ))
+            found = _job_or_none((yield _READ if polling else _PEEK))
 
     def _timed_out(self, seen: Job) -> JobUpdate:
         """Vendure's synthetic update; after a deadline, with the last state seen."""
@@ -260,10 +270,18 @@ class JobUpdates:
 
 
 class _Read:
-    """Step asking the iterator to look the job up and send it back."""
+    """Step asking the iterator to look the job up and send it back.
+
+    A poll reads as ``find_one`` does; the first read and a woken one peek (a job this process
+    added and has not written yet is not seen until written: a worker's claim records it, and
+    an unsettled job is not emitted before the first poll anyway).
+    """
+
+    def __init__(self, peek: bool) -> None:
+        self.peek = peek
 
 
-_READ = _Read()
+_READ, _PEEK = _Read(peek=False), _Read(peek=True)
 
 
 def _job_or_none(reply: Job | bool | None) -> Job | None:

@@ -276,7 +276,15 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
     def watch_job(self, job_id: str) -> Watch:
         """Return a watch woken when the job may have changed (``updates()`` waits on it)."""
-        return self.store.watch(job_id)
+        return self._store.watch(job_id)
+
+    def peek_job(self, job_id: str) -> Job | None:
+        """Return the job as stored now, this process's pending adds left to their batch.
+
+        ``updates()`` reads so when woken: writing the batch first would race the worker's
+        claim of the job it is waiting for (on PostgreSQL both commits then wait on the disk).
+        """
+        return self._store.get(job_id)
 
     def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
         return self.store.find_many(options)

@@ -89,6 +89,11 @@ class FirstReadSignal:
     def watch_job(self, job_id: str) -> Watch:
         return self.strategy.watch_job(job_id)
 
+    def peek_job(self, job_id: str) -> Job | None:
+        found = self.strategy.peek_job(job_id)
+        self.read.set()
+        return found
+
 
 def _blocked_job(
     strategy: CeleryJobQueueStrategy, queue: str, run: Any, release: threading.Event

@@ -38,6 +38,9 @@ class StoreFinder(PollingFinder):
     def watch_job(self, job_id: str) -> Watch:
         return self.store.watch(job_id)
 
+    def peek_job(self, job_id: str) -> Job | None:
+        return self.find_one(job_id)
+
 
 def _after_first_read(finder: PollingFinder, write: threading.Thread) -> None:
     def start_after() -> None:
