@@ -6,15 +6,16 @@ lock so processes opening a new database at once do not race) runs
 progress: claims, outcomes, progress and transitions, whichever process or adapter version
 wrote them. PostgreSQL delivers it when the writing transaction commits.
 ``PgChangeListener`` is the store's one listening connection in a process (psycopg 3, in
-autocommit; ``adapter.store.changes``). SQLite has no such feed: its readers poll.
+autocommit; ``adapter.store.changes``); without psycopg 3 installed, and on SQLite, readers
+poll.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -51,6 +52,13 @@ def create_change_trigger(conn: Connection) -> None:
         conn.execute(_CREATE_TRIGGER)
 
 
+def change_listener(url: sa.URL, masked_url: str) -> PgChangeListener | None:
+    """Return the listener of a PostgreSQL store, or None without psycopg 3 (readers poll)."""
+    if importlib.util.find_spec("psycopg") is None:
+        return None
+    return PgChangeListener(url, masked_url)
+
+
 class PgChangeListener(ChangeListener):
     """Listens on ``CHANNEL`` and notifies the hub with each job id received."""
 
@@ -61,6 +69,8 @@ class PgChangeListener(ChangeListener):
     def _listen(
         self, stopping: threading.Event, hub: ChangeHub, subscribed: Callable[[], None]
     ) -> None:
+        import psycopg  # the store itself may run on another driver
+
         with psycopg.connect(
             self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
         ) as conn:

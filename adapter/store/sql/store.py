@@ -89,9 +89,9 @@ class SqlJobStore(JobStore):
         self.url = self._db.url
         self._changes: ChangeListener | None = None
         if self._db.sa_url.get_backend_name() == "postgresql":
-            from adapter.store.sql.changes import PgChangeListener  # needs psycopg
+            from adapter.store.sql.changes import change_listener
 
-            self._changes = PgChangeListener(self._db.sa_url, self.url)
+            self._changes = change_listener(self._db.sa_url, self.url)
 
     def watch(self, job_id: str) -> Watch:
         if self._changes is None:
