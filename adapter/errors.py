@@ -46,7 +46,7 @@ class DuplicateJobError(StoreError):
 
 
 class JobCancelledError(JobQueueError):
-    """Raised inside a process by ``job.raise_if_cancelled()`` once its job was cancelled."""
+    """Raised once a job was cancelled: in its process, or by ``wait_for_result()``."""
 
 
 class JobTimeLimitError(JobQueueError):
@@ -54,7 +54,11 @@ class JobTimeLimitError(JobQueueError):
 
 
 class JobFailedError(JobQueueError):
-    """Raised (and recorded by Celery) when a job's final attempt fails."""
+    """Raised (recorded by Celery) when a job's final attempt fails; by ``wait_for_result`` too."""
+
+
+class JobResultTimeoutError(JobQueueError, TimeoutError):
+    """Raised by ``job.wait_for_result(timeout)`` when the job has not settled in time."""
 
 
 class InvalidListOptionsError(JobQueueError, ValueError):

@@ -75,6 +75,7 @@ from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
 from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
+from adapter.store.changes import Watch
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
 
@@ -272,6 +273,18 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     def find_one(self, job_id: str) -> SubscribableJob | None:
         found = self.store.get(job_id)
         return None if found is None else SubscribableJob.wrap(found, self)
+
+    def watch_job(self, job_id: str) -> Watch:
+        """Return a watch woken when the job may have changed (``updates()`` waits on it)."""
+        return self._store.watch(job_id)
+
+    def peek_job(self, job_id: str) -> Job | None:
+        """Return the job as stored now, this process's pending adds left to their batch.
+
+        ``updates()`` reads so when woken: writing the batch first would race the worker's
+        claim of the job it is waiting for (on PostgreSQL both commits then wait on the disk).
+        """
+        return self._store.get(job_id)
 
     def find_many(self, options: JobListOptions | Mapping[str, Any] | None = None) -> JobList:
         return self.store.find_many(options)

@@ -29,6 +29,7 @@ from adapter.errors import WrongQueueError
 from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.patterns import match_budget
+from adapter.store.changes import Watch, unnotified_watch
 
 #: Fields a worker may change after ``add``; ``update`` writes them all (one list for all stores).
 MUTABLE_FIELDS = (
@@ -169,6 +170,14 @@ class InspectionStore(ABC):
     @abstractmethod
     def find_many_by_id(self, ids: Sequence[str]) -> list[Job]:
         """Return the jobs with these ids, in the order given; unknown ids are dropped."""
+
+    def watch(self, job_id: str) -> Watch:
+        """Return a watch woken when ``job_id``'s state or progress may have been written.
+
+        Take it before reading the job, so no write falls in between. Stores that push
+        changes (Redis, PostgreSQL, memory) wake it; this default never does: the waiter polls.
+        """
+        return unnotified_watch(job_id)
 
     @abstractmethod
     def queue_counts(self) -> dict[str, dict[JobState, int]]:

@@ -11,6 +11,7 @@ as objects a caller can change. Transitions are applied by ``Job.apply`` (``adap
 the stored copy; this module only adds what a store keeps beside a job, its ``updated_at``
 (the last sign of life), and the guard every store keeps: a settled job is never overwritten.
 ``find_many`` is ``adapter.listing.list_jobs``. Dead letters are capped like Redis's.
+Every write of a job's state or progress wakes its watches (``adapter.store.changes``) at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, list_jobs
 from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
+from adapter.store.changes import ChangeHub, Watch
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class MemoryJobStore(JobStore):
         self._lock = ForkSafeLock()
         self._records: dict[str, _Record] = {}
         self._dead_letters: deque[DeadLetter] = deque()
+        self._changes = ChangeHub()
 
     def insert(self, job: Job) -> None:
         with self._lock:
@@ -92,7 +95,10 @@ class MemoryJobStore(JobStore):
             elif record.job.queue_name != job.queue_name:
                 raise wrong_queue(job, record.job.queue_name)
             started = _transit(record, START, _utc(busy_after) or _END_OF_TIME, {}, now)
-            return record.job.snapshot() if started else None
+            claimed = record.job.snapshot() if started else None
+        if claimed is not None:
+            self._changes.notify(str(job.id))
+        return claimed
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         with self._lock:
@@ -101,7 +107,8 @@ class MemoryJobStore(JobStore):
                 return False
             record.job.progress = progress
             record.updated_at = utcnow()
-            return True
+        self._changes.notify(job_id)
+        return True
 
     def update(self, job: Job) -> bool:
         written = _own(job)
@@ -112,7 +119,8 @@ class MemoryJobStore(JobStore):
             changes = {name: getattr(written, name) for name in _WRITTEN}
             record.job = record.job.model_copy(update=changes)
             record.updated_at = utcnow()
-            return True
+        self._changes.notify(str(job.id))
+        return True
 
     def _apply(
         self,
@@ -129,11 +137,17 @@ class MemoryJobStore(JobStore):
                 if job_ids is None
                 else [self._records.get(job_id) for job_id in job_ids]
             )
-            return [
+            changed = [
                 record.job.snapshot()
                 for record in candidates
                 if record is not None and _transit(record, transition, cutoff, given, now)
             ]
+        for job in changed:
+            self._changes.notify(str(job.id))
+        return changed
+
+    def watch(self, job_id: str) -> Watch:
+        return self._changes.watch(job_id)
 
     def cancelled_among(self, job_ids: Sequence[str]) -> set[str]:
         with self._lock:

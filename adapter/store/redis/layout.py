@@ -81,6 +81,11 @@ class RedisKeys:
         """List of dead letters as JSON, newest first."""
         return f"{self.prefix}:dead"
 
+    @property
+    def changes(self) -> str:
+        """Pub/sub channel: the id of each job whose state or progress was written."""
+        return f"{self.prefix}:changed"
+
     def job(self, job_id: str) -> str:
         """Hash of one job."""
         return f"{self.prefix}:job:{job_id}"

@@ -149,6 +149,7 @@ local function transit(p, id, spec, now, stale_before, given)
   if spec.state then
     place(p, id, old)
   end
+  redis.call('PUBLISH', p .. ':changed', id)
   return true
 end
 """
@@ -243,6 +244,7 @@ if #unset > 0 then
   redis.call('HDEL', key, unpack(unset))
 end
 place(p, id, old)
+redis.call('PUBLISH', p .. ':changed', id)
 return 1
 """
 
@@ -253,6 +255,7 @@ if not unsettled(key) then
   return 0
 end
 redis.call('HSET', key, 'progress', ARGV[3], 'updated_at', ARGV[4])
+redis.call('PUBLISH', ARGV[1] .. ':changed', ARGV[2])
 return 1
 """
 

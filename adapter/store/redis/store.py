@@ -20,6 +20,8 @@ Key layout, under ``prefix`` (``"adapter"`` unless given):
 ``{p}:idx:unstamped``               set: jobs in a settled state but without ``settled_at``
 ``{p}:tmp:{hex}``                   a union of indexes, alive only while one script runs
 ``{p}:dead``                        list: dead letters as JSON, newest first, capped
+``{p}:changed``                     pub/sub channel: ids of jobs whose state or progress was
+                                    written (``adapter.store.redis.changes``)
 ==================================  =========================================================
 
 The state comes before the queue in ``idx:state:{s}:queue:{q}`` because states are a fixed
@@ -69,6 +71,8 @@ from adapter.listing import (
 )
 from adapter.masking import mask_url
 from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
+from adapter.store.changes import Watch
+from adapter.store.redis.changes import RedisChangeListener
 from adapter.store.redis.layout import (
     RedisKeys,
     field_text,
@@ -120,6 +124,7 @@ class RedisJobStore(JobStore):
         self._scripts = RedisScripts(self._client)
         self._pid = os.getpid()
         self._schema_checked = False
+        self._changes = RedisChangeListener(url, self.keys.changes)
 
     def _new_client(self) -> redis.Redis:
         try:
@@ -270,7 +275,11 @@ class RedisJobStore(JobStore):
         with self._talking() as (_, scripts):
             scripts.delete(args=[self.keys.prefix, job_id])
 
+    def watch(self, job_id: str) -> Watch:
+        return self._changes.watch(job_id)
+
     def close(self) -> None:
+        self._changes.close()
         with self._lock:
             if self._client is not None:
                 self._client.close()

@@ -61,6 +61,11 @@ class ProcessEngine:
         self._engine_pid = 0
         self._lock = ForkSafeLock()
 
+    @property
+    def sa_url(self) -> sa.URL:
+        """The parsed URL, password included: for drivers that connect on their own."""
+        return self._url
+
     def get(self) -> Engine:
         """Return this process's engine, opening it (and the tables) on first use."""
         if self._engine is None or self._engine_pid != os.getpid():

@@ -7,6 +7,8 @@ version. Times are stored as UTC without a zone and returned timezone-aware.
 
 SQLite runs in WAL mode with a busy timeout, so several worker processes and threads can write
 one file. Engines are opened per OS process: a forked prefork child opens its own.
+PostgreSQL pushes job changes to ``updates()`` (LISTEN/NOTIFY, ``adapter.store.sql.changes``);
+SQLite's readers poll.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from adapter.errors import DuplicateJobError, StoreError
 from adapter.job import SETTLED_STATES, START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions
 from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
+from adapter.store.changes import ChangeListener, Watch
 from adapter.store.sql.engine import ProcessEngine
 from adapter.store.sql.query import JobListQuery
 
@@ -82,11 +85,27 @@ class SqlJobStore(JobStore):
     """Job store in one SQL table."""
 
     def __init__(self, url: str) -> None:
-        self._db = ProcessEngine(url, "job store", metadata, self._check_schema_version)
+        self._db = ProcessEngine(url, "job store", metadata, self._on_open)
         self.url = self._db.url
+        self._changes: ChangeListener | None = None
+        if self._db.sa_url.get_backend_name() == "postgresql":
+            from adapter.store.sql.changes import change_listener
+
+            self._changes = change_listener(self._db.sa_url, self.url)
+
+    def watch(self, job_id: str) -> Watch:
+        if self._changes is None:
+            return super().watch(job_id)
+        self._db.get()  # the table and its notifying trigger exist before anyone listens
+        return self._changes.watch(job_id)
 
     @staticmethod
-    def _check_schema_version(conn: Connection) -> None:
+    def _on_open(conn: Connection) -> None:
+        """Check the schema version; on PostgreSQL, create the trigger that notifies changes."""
+        if conn.dialect.name == "postgresql":
+            from adapter.store.sql.changes import create_change_trigger
+
+            create_change_trigger(conn)
         found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema")).scalar()
         if found is None:
             with contextlib.suppress(sa.exc.IntegrityError):  # another process was first
@@ -220,6 +239,8 @@ class SqlJobStore(JobStore):
         self._run(_DELETE, {"job_id": job_id})
 
     def close(self) -> None:
+        if self._changes is not None:
+            self._changes.close()
         self._db.dispose()
 
     def _find_many(self, options: JobListOptions) -> JobList:
