@@ -8,6 +8,9 @@
   an id or an idempotency key is recorded first, and removed if publishing fails. Either way
   nothing is half-written: a job whose message was refused is not in the store, and ``add``
   raises ``PublishError``.
+- ``add_many`` checks every job first (``adapter.bulk``), then publishes the messages back to
+  back on one producer per celery queue (``JobPublisher.publish_many``; one pipeline on Redis)
+  and hands the batch to the write-behind, which records it in one store write.
 - ``start``/``stop`` edit the process registry: they declare which queues this process runs.
   In a Celery worker process (``celery -A module worker``, ``jobqueue worker``) the consumer
   bootstep follows it. Any other process (a web app importing the same module) runs no job,

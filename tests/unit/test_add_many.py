@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from celery import Celery
 
-from adapter import DuplicateJobError, InvalidJobError, InvalidQueueNameError, Job, JobDataError
+from adapter import (
+    BulkPublishError,
+    CeleryJobQueueStrategy,
+    DuplicateJobError,
+    InvalidJobError,
+    InvalidQueueNameError,
+    Job,
+    JobDataError,
+)
 from adapter.bulk import checked_batch
 from adapter.service import BUFFERED_JOB_ID, JobQueueService
 from tests.factories import JoiningBuffer
+from tests.private_brokers import free_port
 from tests.unit.test_buffer import RecordingStrategy
 
 
@@ -120,3 +131,18 @@ def test_service_add_many_leaves_the_jobs_a_buffer_collects_in_the_buffer() -> N
     assert [job.id for job in jobs] == [BUFFERED_JOB_ID, BUFFERED_JOB_ID]
     assert strategy.added == []
     assert service.buffer_size() == {"joining": 2}
+
+
+def test_add_many_on_an_unreachable_broker_raises_naming_the_first_job_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    app = Celery("add-many-unreachable", broker=f"redis://127.0.0.1:{free_port()}/0")
+    strategy = CeleryJobQueueStrategy(app, store=f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    try:
+        with pytest.raises(BulkPublishError, match=r"^jobs\[0\]: could not publish") as raised:
+            strategy.add_many(Job(queue_name="q", data=n) for n in range(3))
+        assert raised.value.published == []
+        strategy.flush()
+        assert strategy.find_many().total_items == 0
+    finally:
+        strategy.destroy()
