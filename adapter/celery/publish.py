@@ -17,6 +17,11 @@ against its signature, looking the task up by name, merging its options twice), 
   instead of copying the queue, its exchange and binding to let kombu do it: the signals then
   see ``declare=[]``. A reconnection clears the cache, so the queue is declared again.
 
+``publish_many`` (``add_many``) builds every message first, then sends each celery queue's
+messages back to back on one producer, inside kombu's ``Producer.batch``: on Redis one pipeline
+(nothing is sent before it flushes, so Celery's per-message publish retry is off there), on
+RabbitMQ one publish after another on one channel. The messages are the ones ``publish`` sends.
+
 A worker, Flower and ``celery events`` see the message ``apply_async`` would send (a test
 compares the two). What is left out: Celery's always-eager setting (a job is always published), and
 the ``AsyncResult`` a calling task would list among its children.

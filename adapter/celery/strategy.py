@@ -215,6 +215,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         that job's index, and the jobs published before it are recorded.
         """
         batch = checked_batch(jobs, self.max_data_bytes)
+        if not batch:
+            return []
         self._check_ids_free(batch)
         added = [
             SubscribableJob.wrap(job, self, **added_fields(job.id or _new_job_id()))

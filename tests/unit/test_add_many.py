@@ -139,6 +139,7 @@ def test_add_many_on_an_unreachable_broker_raises_naming_the_first_job_and_store
     app = Celery("add-many-unreachable", broker=f"redis://127.0.0.1:{free_port()}/0")
     strategy = CeleryJobQueueStrategy(app, store=f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
     try:
+        assert strategy.add_many([]) == []  # nothing to publish: the broker is not asked
         with pytest.raises(BulkPublishError, match=r"^jobs\[0\]: could not publish") as raised:
             strategy.add_many(Job(queue_name="q", data=n) for n in range(3))
         assert raised.value.published == []
