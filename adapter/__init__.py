@@ -23,6 +23,7 @@ from adapter.backoff import BackoffStrategy, constant_backoff, exponential_backo
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferStorage
 from adapter.errors import (
     BrokerError,
+    BulkPublishError,
     ConfigurationError,
     DuplicateJobError,
     InvalidJobError,
@@ -53,6 +54,7 @@ __all__ = [
     "SETTLED_STATES",
     "BackoffStrategy",
     "BrokerError",
+    "BulkPublishError",
     "CeleryJobQueueStrategy",
     "ConfigurationError",
     "DuplicateJobError",

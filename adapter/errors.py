@@ -67,3 +67,12 @@ class InvalidListOptionsError(JobQueueError, ValueError):
 
 class InvalidJobError(JobQueueError, ValueError):
     """Raised when a job field is outside its range (``adapter.job.FIELD_RANGES``); names both."""
+
+
+class BulkPublishError(PublishError):
+    """Raised when the broker refused a message of ``add_many``; ``published`` lists the sent."""
+
+    def __init__(self, message: str, published: list[int]) -> None:
+        super().__init__(message)
+        #: Indexes of the jobs whose messages were sent (and are recorded) before the failure.
+        self.published = published

@@ -287,13 +287,8 @@ class Job(BaseModel):
         return True
 
     def as_added(self, job_id: str) -> Job:
-        """Return a copy as ``add`` records it: this id, and every field a run changes back
-        at its default (PENDING, no attempts, no progress, result or error, never started)."""
-        fresh = {
-            name: type(self).model_fields[name].get_default(call_default_factory=True)
-            for name in _ADDED_FRESH_FIELDS
-        }
-        return self.model_copy(update={"id": job_id, **fresh})
+        """Return a copy as ``add`` records it (``added_fields``)."""
+        return self.model_copy(update=added_fields(job_id))
 
     def start(self) -> None:
         """Begin an attempt: RUNNING, ``attempts`` + 1; only from PENDING or RETRYING."""
@@ -394,12 +389,23 @@ def check_fields(job: Job) -> None:
     For a job changed after it was built (pydantic does not check assignments) or built with
     ``model_construct``; ``add`` calls it before publishing anything.
     """
-    probe = job.model_copy()  # validate_assignment writes the value it checks into the model
-    for name in Job.model_fields.keys() - {"data"}:
-        try:
-            Job.__pydantic_validator__.validate_assignment(probe, name, getattr(job, name))
-        except ValidationError as err:
-            raise _construction_error(err) from err
+    fields = {name: getattr(job, name) for name in _CHECKED_FIELDS}
+    try:
+        Job.__pydantic_validator__.validate_python(fields)
+    except ValidationError as err:
+        raise _construction_error(err) from err
+
+
+#: The fields ``check_fields`` validates: all but the data, which ``add`` checks as JSON.
+_CHECKED_FIELDS = tuple(name for name in Job.model_fields if name != "data")
+#: The value ``add`` gives each of ``_ADDED_FRESH_FIELDS``: its default (none is a factory).
+_ADDED_DEFAULTS = {name: Job.model_fields[name].get_default() for name in _ADDED_FRESH_FIELDS}
+
+
+def added_fields(job_id: str) -> dict[str, Any]:
+    """Return the fields ``add`` sets on a job: this id, and every field a run changes back
+    at its default (PENDING, no attempts, no progress, result or error, never started)."""
+    return {"id": job_id, **_ADDED_DEFAULTS}
 
 
 def _construction_error(err: ValidationError) -> JobQueueError:

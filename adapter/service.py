@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferService, JobBufferStorage
+from adapter.bulk import checked_batch
 from adapter.errors import JobQueueError
 from adapter.job import Job, validate_queue_name
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
@@ -122,6 +123,37 @@ class JobQueue:
         else:
             on_commit(transaction, publish)
         return _subscribable(added, self._strategy)
+
+    def add_many(
+        self, datas: Iterable[Any], retries: int = 0, transaction: object | None = None
+    ) -> list[SubscribableJob]:
+        """Add one job per item of ``datas``, all published at once (``strategy.add_many``).
+
+        As ``add`` for each job, in order: buffers collect theirs first, and with
+        ``transaction`` the jobs get their ids now and are published once it commits. Every
+        job is checked before any is added: a bad one raises, naming its index (``jobs[3]``).
+        """
+        jobs = checked_batch(
+            Job(queue_name=self._name, data=data, retries=retries) for data in datas
+        )
+        results: list[Job] = []
+        publish: list[Job] = []
+        for job in jobs:
+            collectors = self._buffers.collectors(job)
+            if collectors:
+                self._buffers.store(collectors, job)
+                results.append(job.model_copy(update={"id": BUFFERED_JOB_ID}))
+                continue
+            if transaction is not None:
+                job = job.model_copy(update={"id": str(uuid.uuid4())}).snapshot()
+            publish.append(job)
+            results.append(job)
+        if transaction is not None:
+            on_commit(transaction, functools.partial(self._strategy.add_many, publish))
+        elif publish:
+            added = iter(self._strategy.add_many(publish))
+            results = [job if job.id == BUFFERED_JOB_ID else next(added) for job in results]
+        return [_subscribable(job, self._strategy) for job in results]
 
 
 class JobQueueService:

@@ -8,10 +8,11 @@ an ``async def`` coroutine function taking the Job and returning its result.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from adapter.bulk import checked_batch
 from adapter.job import Job
 from adapter.listing import JobList, JobListOptions
 
@@ -30,6 +31,15 @@ class JobQueueStrategy(ABC):
     @abstractmethod
     def add(self, job: Job) -> Job:
         """Publish a new job and return it with its assigned id, in state PENDING."""
+
+    def add_many(self, jobs: Iterable[Job]) -> Sequence[Job]:
+        """Publish many new jobs and return them with their ids, in order, in state PENDING.
+
+        Every job is checked before any is published (``adapter.bulk``): a bad one raises,
+        naming its index (``jobs[3]: ...``), and nothing is added. This default then adds the
+        jobs one by one; a strategy that can publish a batch at once overrides it.
+        """
+        return [self.add(job) for job in checked_batch(jobs)]
 
     @abstractmethod
     def start(self, queue_name: str, process: ProcessFunction) -> None:

@@ -103,9 +103,10 @@ class SubscribableJob(Job):
     _finder: JobFinder | None = PrivateAttr(default=None)
 
     @classmethod
-    def wrap(cls, job: Job, finder: JobFinder) -> SubscribableJob:
-        """Return ``job``'s fields as a SubscribableJob reading updates from ``finder``."""
-        made = cls.model_construct(**{name: getattr(job, name) for name in Job.model_fields})
+    def wrap(cls, job: Job, finder: JobFinder, **changes: Any) -> SubscribableJob:
+        """Return ``job``'s fields, ``changes`` applied, as a SubscribableJob using ``finder``."""
+        fields = {name: getattr(job, name) for name in Job.model_fields}
+        made = cls.model_construct(**{**fields, **changes})
         made._finder = finder
         return made
 

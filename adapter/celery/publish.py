@@ -17,6 +17,11 @@ against its signature, looking the task up by name, merging its options twice), 
   instead of copying the queue, its exchange and binding to let kombu do it: the signals then
   see ``declare=[]``. A reconnection clears the cache, so the queue is declared again.
 
+``publish_many`` (``add_many``) builds every message first, then sends each celery queue's
+messages back to back on one producer, inside kombu's ``Producer.batch``: on Redis one pipeline
+(nothing is sent before it flushes, so Celery's per-message publish retry is off there), on
+RabbitMQ one publish after another on one channel. The messages are the ones ``publish`` sends.
+
 A worker, Flower and ``celery events`` see the message ``apply_async`` would send (a test
 compares the two). What is left out: Celery's always-eager setting (a job is always published), and
 the ``AsyncResult`` a calling task would list among its children.
@@ -24,11 +29,14 @@ the ``AsyncResult`` a calling task would list among its children.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from celery import Celery, Task
 
 from adapter.celery.envelope import TASK_NAME, build, job_args
 from adapter.celery.routing import celery_queue
-from adapter.errors import PublishError
+from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
 
 
@@ -49,7 +57,56 @@ class JobPublisher:
         except Exception as err:  # the broker's errors vary by transport
             raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
 
+    def publish_many(self, jobs: Sequence[Job]) -> None:
+        """Send the messages of ``jobs``, back to back on one producer per celery queue.
+
+        Every message is built before the first is sent. On Redis each celery queue's messages
+        go in one pipeline (kombu's ``Producer.batch``). BulkPublishError, naming the index of
+        the first job not sent, when the broker refuses one; it lists the jobs sent before.
+        """
+        prepared = [self._prepare(job, None) for job in jobs]
+        groups: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(job.queue_name, []).append(index)
+        published: list[int] = []
+        for queue_name, indexes in groups.items():
+            sent, err = self._send_group(indexes, prepared)
+            if err is not None:
+                failed = indexes[sent]
+                raise BulkPublishError(
+                    f"jobs[{failed}]: could not publish job to queue {queue_name!r}: {err}; "
+                    f"{len(published) + sent} of {len(jobs)} jobs were published",
+                    published=sorted(published + indexes[:sent]),
+                ) from err
+            published += indexes
+
+    def _send_group(
+        self, indexes: list[int], prepared: list[tuple[Any, dict[str, Any]]]
+    ) -> tuple[int, Exception | None]:
+        """Send the messages at ``indexes`` on one producer: how many surely went, the error."""
+        sent, batched = 0, False
+        try:
+            with self._app.producer_or_acquire() as producer:
+                batched = producer.supports_batch_publish
+                # max_size past the group's commands: kombu flushes its pipeline once, at exit
+                with producer.batch(max_size=2 * len(indexes) + 2):
+                    for index in indexes:
+                        message, options = prepared[index]
+                        if batched:  # nothing is sent before the flush: no retry to make
+                            options["retry"] = False
+                        self._send_message(producer, message, options)
+                        sent += 1
+        except Exception as err:  # the broker's errors vary by transport
+            return (0 if batched else sent), err  # of a failed pipeline none is known sent
+        return sent, None
+
     def _send(self, job: Job, countdown: float | None) -> None:
+        message, options = self._prepare(job, countdown)
+        with self._app.producer_or_acquire() as producer:
+            self._send_message(producer, message, options)
+
+    def _prepare(self, job: Job, countdown: float | None) -> tuple[Any, dict[str, Any]]:
+        """Return the message that runs ``job`` and the options ``send_task_message`` takes."""
         app, amqp = self._app, self._app.amqp
         args = job_args(job)
         options = amqp.router.route(
@@ -80,7 +137,9 @@ class JobPublisher:
             parent_id=parent_id,
             ignore_result=self._task.ignore_result,
         )
-        with app.producer_or_acquire() as producer:
-            if hash(options["queue"]) in producer.connection.declared_entities:
-                options["declare"] = []  # declared on this connection: skip kombu's re-check
-            amqp.send_task_message(producer, TASK_NAME, message, **options)
+        return message, options
+
+    def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
+        if hash(options["queue"]) in producer.connection.declared_entities:
+            options["declare"] = []  # declared on this connection: skip kombu's re-check
+        self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)

@@ -8,6 +8,9 @@
   an id or an idempotency key is recorded first, and removed if publishing fails. Either way
   nothing is half-written: a job whose message was refused is not in the store, and ``add``
   raises ``PublishError``.
+- ``add_many`` checks every job first (``adapter.bulk``), then publishes the messages back to
+  back on one producer per celery queue (``JobPublisher.publish_many``; one pipeline on Redis)
+  and hands the batch to the write-behind, which records it in one store write.
 - ``start``/``stop`` edit the process registry: they declare which queues this process runs.
   In a Celery worker process (``celery -A module worker``, ``jobqueue worker``) the consumer
   bootstep follows it. Any other process (a web app importing the same module) runs no job,
@@ -38,6 +41,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from adapter.backoff import BackoffStrategy, constant_backoff
+from adapter.bulk import checked_batch
 from adapter.celery.add_task import register_add_task
 from adapter.celery.admission import Admission
 from adapter.celery.app import (
@@ -65,11 +69,19 @@ from adapter.data import check_data_size
 from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     BrokerError,
+    BulkPublishError,
     ConfigurationError,
     DuplicateJobError,
     PublishError,
 )
-from adapter.job import Job, JobState, check_fields, utcnow, validate_queue_name
+from adapter.job import (
+    Job,
+    JobState,
+    added_fields,
+    check_fields,
+    utcnow,
+    validate_queue_name,
+)
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
@@ -191,6 +203,43 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self.store.delete(added.id)
             raise
         return SubscribableJob.wrap(added, self)
+
+    def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
+        """Publish many new jobs at once; return them with their ids, in order, PENDING.
+
+        Every job is checked first, as ``add`` checks one: the first bad one raises, naming its
+        index (``jobs[3]: ...``), and nothing is published or stored. The messages then go back
+        to back on one producer per celery queue (one Redis pipeline), and the jobs are
+        recorded in one store write (``WriteBehind``). A job may carry its own id, which must
+        be in no stored job (DuplicateJobError naming its index); there are no idempotency
+        keys here (use ``add``). BulkPublishError when the broker refuses a message: it names
+        that job's index, and the jobs published before it are recorded.
+        """
+        batch = checked_batch(jobs, self.max_data_bytes)
+        if not batch:
+            return []
+        self._check_ids_free(batch)
+        added = [
+            SubscribableJob.wrap(job, self, **added_fields(job.id or _new_job_id()))
+            for job in batch
+        ]
+        try:
+            self._publisher.publish_many(added)
+        except BulkPublishError as err:
+            self._write_behind.add(*(added[index] for index in err.published))
+            raise
+        self._write_behind.add(*added)
+        return added
+
+    def _check_ids_free(self, batch: list[Job]) -> None:
+        """Raise DuplicateJobError, naming its index, for a given id a stored job has."""
+        given = {job.id: index for index, job in enumerate(batch) if job.id is not None}
+        taken = self.store.find_many_by_id(list(given)) if given else []
+        if taken:
+            job_id = taken[0].id or ""
+            raise DuplicateJobError(
+                f"jobs[{given[job_id]}]: a job with id {job_id!r} exists already"
+            )
 
     def flush(self) -> None:
         """Write now the jobs added here whose batch is not in the store yet.

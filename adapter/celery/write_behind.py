@@ -66,13 +66,13 @@ class WriteBehind:
         self._wake = threading.Event()
         self._failure: StoreError | None = None  # jobs left unrecorded since the last flush()
 
-    def add(self, job: Job) -> None:
-        """Record ``job``, already published, with the next batch."""
+    def add(self, *jobs: Job) -> None:
+        """Record ``jobs``, already published, with the next batch."""
         with self._lock:
             if self._pid != os.getpid():  # first add here, or a forked child's first
                 self._start_thread()
-            self._pending.append(job)
-            self._unwritten += 1
+            self._pending.extend(jobs)
+            self._unwritten += len(jobs)
             backlog = len(self._pending)
         if backlog >= MAX_PENDING:
             self.write_waiting()
