@@ -109,9 +109,14 @@ class ProcessEngine:
             raise StoreError(f"{self._what} {self.url} failed: {err.orig}") from err
 
     def run(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
-        """Execute one statement in its own transaction and return its result."""
+        """Execute one statement in its own transaction and return its result.
+
+        Rows are read before the connection goes back to the pool: a result read after that
+        would share its cursor with the pool's next user (another thread of this process).
+        """
         with self.begin() as conn:
-            return conn.execute(statement, params)
+            result = conn.execute(statement, params)
+            return result.freeze()() if result.returns_rows else result
 
     def dispose(self) -> None:
         """Close this process's connections."""
