@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from adapter.errors import DuplicateJobError, InvalidListOptionsError, WrongQueueError
-from adapter.job import PURGE, Job, JobState
+from adapter.job import CANCEL, PURGE, Job, JobState
 from adapter.listing import (
     DEFAULT_TAKE,
     MAX_TAKE,
@@ -1075,3 +1075,16 @@ def test_store_used_in_a_forked_child_writes_what_the_parent_reads(shared_store:
     assert child.exitcode == 0
     assert stored(shared_store, from_child).queue_name == "from-child"
     assert stored(shared_store, existing).progress == 55
+
+
+def test_a_transition_and_a_lookup_of_ten_thousand_jobs_at_once(store: JobStore) -> None:
+    many = [make_job(queue_name="many") for _ in range(10_000)]
+    store.insert_many(many)
+    ids = [str(job.id) for job in many]
+
+    cancelled = store.apply(CANCEL, ids)  # a purge of a long queue does this
+
+    assert len(cancelled) == len(ids)
+    found = store.find_many_by_id(ids)
+    assert [job.id for job in found] == ids
+    assert {job.state for job in found} == {JobState.CANCELLED}

@@ -15,6 +15,15 @@ from adapter.job import SETTLED_STATES
 
 #: Read jobs for the client: one JSON text is parsed far faster than a reply per field.
 _AS_JSON = """
+-- ARGV from `first` on, as a table (`unpack` of a long ARGV overflows Lua's stack).
+local function argv_from(first)
+  local rest = {}
+  for i = first, #ARGV do
+    rest[#rest + 1] = ARGV[i]
+  end
+  return rest
+end
+
 -- Return a JSON array of the fields of the jobs `ids` that exist, in that order.
 local function as_json(p, ids)
   local found = {}
@@ -265,7 +274,7 @@ return 1
 TRANSITION = """
 local p, now, spec = ARGV[1], ARGV[2], cjson.decode(ARGV[3])
 local stale_before, given = tonumber(ARGV[4]) or false, cjson.decode(ARGV[5])
-local ids = {unpack(ARGV, 6)}
+local ids = argv_from(6)
 if #ARGV < 6 then
   for _, states in ipairs({spec.sources, spec.stale}) do
     for state, _ in pairs(states) do
@@ -302,7 +311,7 @@ return #ids
 
 #: ARGV: prefix, id, ...  Returns a JSON array of the fields of the jobs that exist, in order.
 LOAD = """
-return as_json(ARGV[1], {unpack(ARGV, 2)})
+return as_json(ARGV[1], argv_from(2))
 """
 
 #: KEYS: one sorted set, or several (disjoint) and then a scratch key for their union.
