@@ -5,9 +5,9 @@ exchange, the queue, the binding) and then calls ``consume()``, which walks ever
 consumer has; all of it in one event-loop callback. A worker with 10,000 started queues
 therefore consumed the last of them a minute or two after ``worker_ready``, and delivered
 nothing meanwhile. Here the queues are added in batches of ``BATCH_SIZE``, one event-loop
-callback per batch (``schedule``, the consumer's ``call_soon``), so messages of the queues
-already consumed are delivered between batches. Within a batch each queue is declared without
-waiting for the broker's answer (``nowait``: AMQP pipelines the declarations, then the
+callback per batch (``schedule``), so messages of the queues already consumed are delivered
+between batches. Within a batch each queue is declared without waiting for the broker's
+answer (``nowait``: AMQP pipelines the declarations, over a few channels at once, then the
 ``basic_consume`` frames), and ``consume()`` is called once. The queues are the ones
 ``add_task_queue`` would make (selected in ``app.amqp.queues``, a direct exchange of the
 queue's name), so ``celery inspect active_queues``, ``cancel_consumer`` and the consumer's
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Job queues added to the consumer per event-loop callback.
 BATCH_SIZE = 500
+#: AMQP channels over which the queues of a batch are declared side by side.
+DECLARING_CHANNELS = 4
 
 
 def consume_queues(
@@ -72,16 +74,37 @@ def _consume_batch(consumer: Any, task_consumer: Any, queue_names: Sequence[str]
                 name, exchange=name, exchange_type="direct", routing_key=name
             )
         if not task_consumer.consuming_from(name):
-            bound = queue(task_consumer.channel)
-            bound.declare(nowait=True)
-            added.append(bound)
+            added.append(queue)
     if not added:
         return
+    _declare(task_consumer, added)
     auto_declare, task_consumer.auto_declare = task_consumer.auto_declare, False
     try:
-        for bound in added:
-            task_consumer.add_queue(bound)  # declared above: not again, one by one
+        for queue in added:
+            task_consumer.add_queue(queue)  # declared above: not again, one by one
     finally:
         task_consumer.auto_declare = auto_declare
     task_consumer.consume()
     logger.info("started consuming from %d job queues", len(added))
+
+
+def _declare(task_consumer: Any, queues: Sequence[Any]) -> None:
+    """Declare ``queues`` without waiting for each answer; on AMQP, over side channels.
+
+    RabbitMQ creates the queues of one channel one after the other (about 3 ms for a new
+    durable queue, far less for one that exists), so new queues are declared over
+    ``DECLARING_CHANNELS`` channels side by side; closing them waits until the broker has
+    them all, before they are consumed on the consumer's own channel.
+    """
+    connection = task_consumer.connection
+    if connection.transport.driver_type != "amqp":
+        for queue in queues:
+            queue(task_consumer.channel).declare(nowait=True)
+        return
+    channels = [connection.channel() for _ in range(DECLARING_CHANNELS)]
+    try:
+        for index, queue in enumerate(queues):
+            queue(channels[index % len(channels)]).declare(nowait=True)
+    finally:
+        for channel in channels:
+            channel.close()
