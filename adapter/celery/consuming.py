@@ -11,8 +11,9 @@ answer (``nowait``: AMQP pipelines the declarations, over a few channels at once
 ``basic_consume`` frames), and ``consume()`` is called once. The queues are the ones
 ``add_task_queue`` would make (selected in ``app.amqp.queues``, a direct exchange of the
 queue's name), so ``celery inspect active_queues``, ``cancel_consumer`` and the consumer's
-restart after a lost connection see them as before. A refused declaration closes the channel
-as any channel error does, and Celery's consumer then restarts and applies the queues again.
+restart after a lost connection see them as before. A declaration the broker refuses (a queue
+that exists with other arguments) raises in the consumer's event loop, as it did in
+``add_task_queue``: on AMQP when its side channel is closed.
 """
 
 from __future__ import annotations
@@ -106,5 +107,16 @@ def _declare(task_consumer: Any, queues: Sequence[Any]) -> None:
         for index, queue in enumerate(queues):
             queue(channels[index % len(channels)]).declare(nowait=True)
     finally:
-        for channel in channels:
+        _close_all(channels)
+
+
+def _close_all(channels: Sequence[Any]) -> None:
+    """Close every channel (each waits for the broker), then raise the first refusal."""
+    refused: list[Exception] = []
+    for channel in channels:
+        try:
             channel.close()
+        except Exception as err:  # a declaration the broker refused closed this channel
+            refused.append(err)
+    if refused:
+        raise refused[0]
