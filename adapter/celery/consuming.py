@@ -11,9 +11,9 @@ answer (``nowait``: AMQP pipelines the declarations, over a few channels at once
 ``basic_consume`` frames), and ``consume()`` is called once. The queues are the ones
 ``add_task_queue`` would make (selected in ``app.amqp.queues``, a direct exchange of the
 queue's name), so ``celery inspect active_queues``, ``cancel_consumer`` and the consumer's
-restart after a lost connection see them as before. A declaration the broker refuses (a queue
-that exists with other arguments) raises in the consumer's event loop, as it did in
-``add_task_queue``: on AMQP when its side channel is closed.
+restart after a lost connection see them as before. A queue the broker refuses to declare
+(one that exists with other arguments) does not stop the others: when a side channel is closed
+by a refusal, the batch is declared again one queue at a time and the refused one is logged.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _consume_batch(consumer: Any, task_consumer: Any, queue_names: Sequence[str]
             added.append(queue)
     if not added:
         return
-    _declare(task_consumer, added)
+    added = _declare(task_consumer, added)
     auto_declare, task_consumer.auto_declare = task_consumer.auto_declare, False
     try:
         for queue in added:
@@ -89,34 +89,50 @@ def _consume_batch(consumer: Any, task_consumer: Any, queue_names: Sequence[str]
     logger.info("started consuming from %d job queues", len(added))
 
 
-def _declare(task_consumer: Any, queues: Sequence[Any]) -> None:
-    """Declare ``queues`` without waiting for each answer; on AMQP, over side channels.
+def _declare(task_consumer: Any, queues: Sequence[Any]) -> list[Any]:
+    """Declare ``queues`` without waiting for each answer; return those the broker has.
 
     RabbitMQ creates the queues of one channel one after the other (about 3 ms for a new
-    durable queue, far less for one that exists), so new queues are declared over
-    ``DECLARING_CHANNELS`` channels side by side; closing them waits until the broker has
-    them all, before they are consumed on the consumer's own channel.
+    durable queue, far less for one that exists), so on AMQP they are declared over
+    ``DECLARING_CHANNELS`` side channels at once; closing them waits until the broker has
+    them all, before they are consumed on the consumer's own channel. If it refused one,
+    the batch is declared again one queue at a time, to consume all the others.
     """
     connection = task_consumer.connection
     if connection.transport.driver_type != "amqp":
         for queue in queues:
             queue(task_consumer.channel).declare(nowait=True)
-        return
+        return list(queues)
     channels = [connection.channel() for _ in range(DECLARING_CHANNELS)]
     try:
         for index, queue in enumerate(queues):
             queue(channels[index % len(channels)]).declare(nowait=True)
     finally:
-        _close_all(channels)
+        refused = _close_all(channels)
+    return list(queues) if not refused else _declare_each(connection, queues)
 
 
-def _close_all(channels: Sequence[Any]) -> None:
-    """Close every channel (each waits for the broker), then raise the first refusal."""
-    refused: list[Exception] = []
+def _declare_each(connection: Any, queues: Sequence[Any]) -> list[Any]:
+    """Declare ``queues`` one by one on a side channel; log each refused; return the rest."""
+    accepted = []
+    channel = connection.channel()
+    for queue in queues:
+        try:
+            queue(channel).declare()
+            accepted.append(queue)
+        except connection.channel_errors as err:
+            logger.error("job queue %r is not consumed: the broker refused it: %s", queue.name, err)
+            channel = connection.channel()  # the refusal closed the channel
+    channel.close()
+    return accepted
+
+
+def _close_all(channels: Sequence[Any]) -> bool:
+    """Close every channel (each waits for the broker); True if one was closed by a refusal."""
+    refused = False
     for channel in channels:
         try:
             channel.close()
-        except Exception as err:  # a declaration the broker refused closed this channel
-            refused.append(err)
-    if refused:
-        raise refused[0]
+        except Exception:  # the broker closed it: it refused a declaration
+            refused = True
+    return refused

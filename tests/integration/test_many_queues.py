@@ -3,7 +3,8 @@
 The consumer bootstep adds started queues in batches of ``BATCH_SIZE``, one event-loop
 callback each (``adapter.celery.consuming``). Real ``celery worker`` subprocesses on Redis and
 RabbitMQ start a little over two batches of queues; a job on the last one runs, and
-``celery inspect active_queues`` lists them all. Not timed: ``bench/many_queues.py`` measures.
+``celery inspect active_queues`` lists them all; on RabbitMQ a queue the broker refuses to
+declare does not stop the others. Not timed: ``bench/many_queues.py`` measures.
 Every queue and exchange declared here is deleted afterwards (the servers are shared).
 """
 
@@ -81,3 +82,29 @@ def test_a_worker_with_many_started_queues_consumes_all_of_them_and_runs_a_job_o
     assert (last.state, last.result["data"]) == (JobState.COMPLETED, "last")
     assert (first.state, first.result["data"]) == (JobState.COMPLETED, "first")
     assert consumed
+
+
+@pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
+def test_a_queue_the_broker_refuses_to_declare_does_not_stop_the_others_of_its_batch(
+    control: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], broker_url: str
+) -> None:
+    label = unique_queue("refused")  # RabbitMQ refuses a queue declared with other arguments
+    names = [f"{label}-{index}" for index in range(3)]
+    worker = make_worker(",".join(f"{name}=echo" for name in names))
+    try:
+        with control.app.connection_for_write() as connection:
+            connection.default_channel.queue_declare(
+                celery_queue(names[1]),
+                durable=True,
+                auto_delete=False,
+                arguments={"x-max-length": 10},
+            )
+        worker.start()
+        done = [
+            wait_settled(control, control.add(Job(queue_name=name, data=name)))
+            for name in (names[0], names[2])
+        ]
+    finally:
+        worker.stop()
+        delete_queues_and_exchanges(control, broker_url, label, names)
+    assert [job.state for job in done] == [JobState.COMPLETED] * 2
