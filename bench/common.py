@@ -38,6 +38,10 @@ ENV_STORE = STORE_URL.env[0]
 ENV_RESULT = "BENCH_RESULT_URL"
 #: Queue name the worker starts with the adapter; unset for a raw-only worker.
 ENV_ADAPTER_QUEUE = "BENCH_ADAPTER_QUEUE"
+#: How many queues the worker starts (``<queue>-0`` ...), for ``bench/many_queues.py``.
+ENV_QUEUE_COUNT = "BENCH_QUEUE_COUNT"
+#: File the worker writes the wall-clock time of ``worker_ready`` to.
+ENV_READY_FILE = "BENCH_READY_FILE"
 
 
 @dataclass(frozen=True)

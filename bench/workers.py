@@ -3,18 +3,26 @@
 It builds the app from the environment (see ``bench.common``), registers the raw no-op task
 (results kept in Redis, as a raw Celery user waiting on results would) and, when
 ``BENCH_ADAPTER_QUEUE`` is set, starts that adapter queue with a module-level no-op process,
-so the consumer bootstep makes the worker consume its celery queue.
+so the consumer bootstep makes the worker consume its celery queue. ``BENCH_QUEUE_COUNT``
+(``bench/many_queues.py``) starts that many queues instead, ``<queue>-0`` to ``<queue>-<N-1>``,
+and ``BENCH_READY_FILE`` receives the wall-clock time of ``worker_ready``.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import Any
+
+from celery.signals import worker_ready
 
 from adapter import CeleryJobQueueStrategy, Job
 from bench.common import (
     ENV_ADAPTER_QUEUE,
     ENV_BROKER,
+    ENV_QUEUE_COUNT,
+    ENV_READY_FILE,
     ENV_RESULT,
     ENV_STORE,
     RAW_TASK_NAME,
@@ -37,5 +45,15 @@ def noop_process(job: Job) -> None:
 
 strategy = CeleryJobQueueStrategy(app)
 
-if os.environ.get(ENV_ADAPTER_QUEUE):
+if os.environ.get(ENV_QUEUE_COUNT):
+    for index in range(int(os.environ[ENV_QUEUE_COUNT])):
+        strategy.start(f"{os.environ[ENV_ADAPTER_QUEUE]}-{index}", noop_process)
+elif os.environ.get(ENV_ADAPTER_QUEUE):
     strategy.start(os.environ[ENV_ADAPTER_QUEUE], noop_process)
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _report_ready(**_: Any) -> None:
+    """Write the time the worker became ready to ``BENCH_READY_FILE``, if set."""
+    if os.environ.get(ENV_READY_FILE):
+        Path(os.environ[ENV_READY_FILE]).write_text(repr(time.time()))

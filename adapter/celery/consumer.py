@@ -5,9 +5,10 @@ The step is installed on the app by the strategy, so it runs in any worker of th
 including the restarts that follow a lost broker connection, it re-applies the registry's
 queues that the worker's ``-Q``/``-X`` flags and queue controls select
 (``adapter.celery.selection``), and stops consuming any job queue that is not started here or
-not selected (Celery itself consumes ``-Q jobs.x``): such a job waits in the broker. Later
-``start``/``stop`` calls reach the running consumer through ``call_soon``, the consumer's own
-thread, and wait until the change is in effect. ``celery control add_consumer`` and
+not selected (Celery itself consumes ``-Q jobs.x``): such a job waits in the broker. Many
+queues are consumed in batches, one event-loop callback each (``adapter.celery.consuming``).
+Later ``start``/``stop`` calls reach the running consumer through ``call_soon``, the
+consumer's own thread, and wait until the change is in effect. ``celery control add_consumer`` and
 ``cancel_consumer`` of a job queue go through the step too (``ConsumerHandle.install``), so
 they change the selection, and ``celery inspect active_queues`` (``jobqueue queues``) shows
 what is really consumed. It also makes the worker's ``revoke`` command cancel jobs
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 from celery import bootsteps
 from celery.signals import celeryd_init
 
+from adapter.celery.consuming import consume_queues
 from adapter.celery.controls import RevokeCanceller, install_revoke_hook
 from adapter.celery.poison import DeadLetterRecorder, install_hooks
 from adapter.celery.preflight import check_settings
@@ -38,6 +40,9 @@ APPLY_TIMEOUT_S = 15.0
 #: Longest the consumer's event loop sleeps before it sees a queue change or a stop request,
 #: in seconds (without a timer due, kombu's hub may otherwise wait up to 10 s).
 WAKE_INTERVAL_S = 0.25
+#: Delay before the next batch of queues is consumed, in seconds: just enough for the event
+#: loop to poll once (delivering messages of the queues consumed so far) without sleeping.
+NEXT_BATCH_DELAY_S = 0.001
 
 
 class ConsumerHandle:
@@ -145,8 +150,7 @@ class ConsumerHandle:
                 name = queue_name_of(queue.name)
                 if name is not None and name not in wanted:
                     type(consumer).cancel_task_queue(consumer, queue.name)
-            for name in queue_names:
-                _add_queue(consumer, name)
+            consume_queues(consumer, queue_names, _next_batch(consumer), self._wanted)
 
         consumer.call_soon(consume_registered)
         hub = getattr(consumer, "hub", None)
@@ -154,6 +158,10 @@ class ConsumerHandle:
             self._wake_timer = hub.call_repeatedly(WAKE_INTERVAL_S, _wake)
         self._on_bind()
         self.ready.set()
+
+    def _wanted(self, queue_name: str) -> bool:
+        """True while ``queue_name`` is started here and selected by the worker."""
+        return bool(self._registry.token_for(queue_name)) and self.selection.selects(queue_name)
 
     def unbind(self) -> None:
         """Forget the consumer when it stops."""
@@ -194,6 +202,19 @@ class ConsumerHandle:
             logger.warning(
                 "the worker's consumer did not apply a queue change within %ss", APPLY_TIMEOUT_S
             )
+
+
+def _next_batch(consumer: Any) -> Callable[[Callable[[], None]], Any]:
+    """Return how the consumer's thread runs the next batch of queues to consume.
+
+    A timer due almost at once: the event loop polls for messages between two batches, but
+    does not sleep (``call_soon`` from the loop's own thread would wait for its next timer).
+    Without an event loop, the consumer's pending operations (run one after the other).
+    """
+    hub = getattr(consumer, "hub", None)
+    if hub is None:
+        return consumer.call_soon  # type: ignore[no-any-return]
+    return lambda run: hub.call_later(NEXT_BATCH_DELAY_S, run)
 
 
 def _wake() -> None:

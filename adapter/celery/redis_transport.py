@@ -9,7 +9,14 @@ A job that finishes after that acknowledges its message on the closed channel, w
 the same way. Here the hand-back, acknowledgements and rejections of a detached channel are
 skipped: the messages stay in kombu's ``unacked`` hash, and the adapter's reaper puts job
 messages back within its heartbeat window (``adapter.celery.orphans``), kombu the rest after
-``visibility_timeout``. Everything else is kombu's.
+``visibility_timeout``.
+
+kombu rebuilds the channel's fair cycle of queues (a pass over every consumed queue) after
+each ``basic_consume`` and ``basic_cancel``, so consuming n queues costs n^2 steps on the
+event loop (10,000 started queues: tens of seconds before the last one was consumed). Here
+the cycle is rebuilt once, before the next BRPOP that reads it. A queue declared without
+waiting for the answer (``nowait``, as the consumer declares many queues) skips kombu's count
+of its messages (a Redis round trip nobody reads). Everything else is kombu's.
 
 An app uses it for ``redis://`` and ``rediss://`` URLs once
 ``adapter.celery.app.use_adapter_transports`` has been called on it; importing this module
@@ -77,6 +84,25 @@ class Channel(PurgeNotifyingChannel, redis.Channel):
     """A Redis channel with ``QoS`` above; a purge of a job queue cancels its waiting jobs."""
 
     QoS = QoS
+    _queue_cycle_stale = False
+
+    def _update_queue_cycle(self) -> None:
+        """Mark the fair cycle stale: it is rebuilt before the next BRPOP, once."""
+        self._queue_cycle_stale = True
+
+    def queue_declare(self, queue: Any = None, passive: bool = False, **kwargs: Any) -> Any:
+        """Declare ``queue``; with ``nowait``, return None instead of counting its messages."""
+        if kwargs.get("nowait") and queue and not passive:
+            self._new_queue(queue, **kwargs)  # type: ignore[no-untyped-call]
+            return None
+        return super().queue_declare(queue, passive, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _brpop_start(self, timeout: Any = None) -> Any:
+        """Rebuild the fair cycle if queues changed, then start kombu's BRPOP."""
+        if self._queue_cycle_stale:
+            self._queue_cycle_stale = False
+            super()._update_queue_cycle()  # type: ignore[no-untyped-call]
+        return super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
 
 
 class Transport(redis.Transport):
