@@ -1,22 +1,12 @@
 """CeleryJobQueueStrategy: Vendure's job-queue interface on a Celery app.
 
-- ``add`` publishes one Celery task message, ``adapter.run_job`` with ``task_id == job.id``, on
-  the celery queue of the job's queue name (``adapter.celery.publish``), and records the job
-  PENDING in the store. A job given no id is recorded after its publish, in a batch
-  (``adapter.celery.write_behind``, which bounds the lag): this process reads it as soon as
-  ``add`` returns, other processes milliseconds later or once ``flush()`` returns. A job with
-  an id or an idempotency key is recorded first, and removed if publishing fails. Either way
-  nothing is half-written: a job whose message was refused is not in the store, and ``add``
-  raises ``PublishError``.
-- ``add_many`` checks every job first (``adapter.bulk``), then publishes the messages back to
-  back on one producer per celery queue (``JobPublisher.publish_many``; one pipeline on Redis)
-  and hands the batch to the write-behind, which records it in one store write.
+- ``add`` and ``add_many`` publish Celery task messages and record the jobs PENDING
+  (``adapter.celery.adding``: publish first and record in batches, or record first).
 - ``start``/``stop`` edit the process registry: they declare which queues this process runs.
   In a Celery worker process (``celery -A module worker``, ``jobqueue worker``) the consumer
   bootstep follows it. Any other process (a web app importing the same module) runs no job,
   unless it asks for an embedded threads-pool worker: ``run_embedded_worker()`` (or
   ``embedded_worker=True``), which then runs its started queues.
-- ``find_one`` reads the store.
 - The app also gets the task ``adapter.add_job`` (``adapter.celery.add_task``), so Celery beat
   adds jobs on a schedule.
 - ``find_one`` reads the store; ``cancel_job`` cancels in it, and so do Celery's ``revoke``
@@ -27,9 +17,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -41,8 +28,8 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from adapter.backoff import BackoffStrategy, constant_backoff
-from adapter.bulk import checked_batch
 from adapter.celery.add_task import register_add_task
+from adapter.celery.adding import JobAdder
 from adapter.celery.admission import Admission
 from adapter.celery.app import (
     check_urls,
@@ -65,20 +52,14 @@ from adapter.celery.results import mark_revoked
 from adapter.celery.routing import celery_queue, queue_name_of
 from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
-from adapter.data import check_data_size
 from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     BrokerError,
-    BulkPublishError,
     ConfigurationError,
-    DuplicateJobError,
-    PublishError,
 )
 from adapter.job import (
     Job,
     JobState,
-    added_fields,
-    check_fields,
     utcnow,
     validate_queue_name,
 )
@@ -92,9 +73,6 @@ from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
 
 logger = logging.getLogger(__name__)
-
-#: Namespace of the job ids derived from idempotency keys.
-IDEMPOTENCY_NAMESPACE = uuid.UUID("5b1f7c1e-6a51-4a8e-9d2b-0c7e3f0a9e11")
 
 
 class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
@@ -159,6 +137,9 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)
+        self._adder = JobAdder(
+            self._store, self._publisher, self._write_behind, self.max_data_bytes, finder=self
+        )
 
     @property
     def store(self) -> JobStore:
@@ -169,77 +150,13 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
     def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
-        A job without an id gets a new one, a UUIDv7. The key (unique per queue) becomes the
-        job's id instead, so adding it again, from any process, publishes nothing and returns
-        the job as it is now. A field out of its range (``adapter.job.FIELD_RANGES``) raises
-        InvalidJobError or InvalidQueueNameError, and nothing is published.
+        See ``adapter.celery.adding.JobAdder.add``.
         """
-        check_fields(job)  # again: the job may have changed since it was built
-        check_data_size(job.data, self.max_data_bytes)
-        job_id = job.id or _new_job_id()
-        if idempotency_key is not None:
-            job_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{job.queue_name}\0{idempotency_key}"))
-            existing = self.find_one(job_id)
-            if existing is not None:
-                return existing
-        added = job.as_added(job_id)
-        if job.id is None and idempotency_key is None:
-            # A fresh id is in no store yet: publish first, then record the job in the next
-            # batch instead of paying a store round trip per add.
-            self._publisher.publish(added)
-            self._write_behind.add(added)
-            return SubscribableJob.wrap(added, self)
-        try:
-            self.store.insert(added)
-        except DuplicateJobError:
-            existing = self.find_one(job_id) if idempotency_key is not None else None
-            if existing is None:
-                raise
-            return existing  # another process added the same key first
-        try:
-            self._publisher.publish(added)
-        except PublishError:
-            assert added.id is not None
-            self.store.delete(added.id)
-            raise
-        return SubscribableJob.wrap(added, self)
+        return self._adder.add(job, idempotency_key=idempotency_key)
 
     def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
-        """Publish many new jobs at once; return them with their ids, in order, PENDING.
-
-        Every job is checked first, as ``add`` checks one: the first bad one raises, naming its
-        index (``jobs[3]: ...``), and nothing is published or stored. The messages then go back
-        to back on one producer per celery queue (one Redis pipeline), and the jobs are
-        recorded in one store write (``WriteBehind``). A job may carry its own id, which must
-        be in no stored job (DuplicateJobError naming its index); there are no idempotency
-        keys here (use ``add``). BulkPublishError when the broker refuses a message: it names
-        that job's index, and the jobs published before it are recorded.
-        """
-        batch = checked_batch(jobs, self.max_data_bytes)
-        if not batch:
-            return []
-        self._check_ids_free(batch)
-        added = [
-            SubscribableJob.wrap(job, self, **added_fields(job.id or _new_job_id()))
-            for job in batch
-        ]
-        try:
-            self._publisher.publish_many(added)
-        except BulkPublishError as err:
-            self._write_behind.add(*(added[index] for index in err.published))
-            raise
-        self._write_behind.add(*added)
-        return added
-
-    def _check_ids_free(self, batch: list[Job]) -> None:
-        """Raise DuplicateJobError, naming its index, for a given id a stored job has."""
-        given = {job.id: index for index, job in enumerate(batch) if job.id is not None}
-        taken = self.store.find_many_by_id(list(given)) if given else []
-        if taken:
-            job_id = taken[0].id or ""
-            raise DuplicateJobError(
-                f"jobs[{given[job_id]}]: a job with id {job_id!r} exists already"
-            )
+        """Publish many new jobs at once (``adapter.celery.adding.JobAdder.add_many``)."""
+        return self._adder.add_many(jobs)
 
     def flush(self) -> None:
         """Write now the jobs added here whose batch is not in the store yet.
@@ -434,19 +351,6 @@ def launched_by_cli(active_queues: Iterable[str] | None = None) -> Iterator[None
         yield
     finally:
         _cli_launch.reset(token)
-
-
-def _new_job_id() -> str:
-    """Return a new UUIDv7 (RFC 9562): random, but ordered by time of creation.
-
-    SQL stores then add each new job at the end of their id index, instead of at a random
-    place as with UUIDv4: a batch of inserts changes a few pages, not one page per job.
-    """
-    unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10))  # 74 of these bits are used
-    rand_a, rand_b = rand >> 68, rand & ((1 << 62) - 1)
-    fields = unix_ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=fields))
 
 
 def _inside_celery_cli() -> bool:
