@@ -118,6 +118,17 @@ def _port(raw: object) -> int:
     return value
 
 
+def _flag(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"true or false, not {raw!r}")
+
+
 def _count(raw: object) -> int:
     value = int(_number(raw, int))
     if value < 0:
@@ -171,6 +182,12 @@ DEAD_LETTER_QUEUE: Setting[str] = Setting(
     "the RabbitMQ queue that keeps, as they came, the messages workers refuse as not jobs",
     _name,
 )  # fmt: skip
+JOB_RESULTS: Setting[bool] = Setting(
+    "adapter_job_results", ("ADAPTER_JOB_RESULTS",), "true or false", True,
+    "with a result backend, jobs also write Celery results (AsyncResult, Flower); false saves "
+    "that write per job (the job store has every outcome)",
+    _flag,
+)  # fmt: skip
 HEALTH_PORT: Setting[int | None] = Setting(
     "adapter_health_port", ("ADAPTER_HEALTH_PORT",), "TCP port", None,
     "where each worker of the app answers GET /health (unset: no endpoint; 0: any free port)",
@@ -193,6 +210,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     HEARTBEAT_TIMEOUT,
     MAX_REDELIVERIES,
     DEAD_LETTER_QUEUE,
+    JOB_RESULTS,
     HEALTH_PORT,
     HEALTH_HOST,
 )
@@ -210,6 +228,7 @@ class AdapterSettings:
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT.default
     max_redeliveries: int = MAX_REDELIVERIES.default
     dead_letter_queue: str = DEAD_LETTER_QUEUE.default
+    job_results: bool = JOB_RESULTS.default
     health_port: int | None = HEALTH_PORT.default
     health_host: str = HEALTH_HOST.default
 
@@ -233,6 +252,7 @@ class AdapterSettings:
             heartbeat_timeout=HEARTBEAT_TIMEOUT.read(conf),
             max_redeliveries=MAX_REDELIVERIES.read(conf),
             dead_letter_queue=DEAD_LETTER_QUEUE.read(conf),
+            job_results=JOB_RESULTS.read(conf),
             health_port=HEALTH_PORT.read(conf),
             health_host=HEALTH_HOST.read(conf),
         )

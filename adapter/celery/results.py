@@ -22,6 +22,8 @@ ends with ``task-revoked``, never ``task-succeeded``. Without a result backend (
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -29,6 +31,8 @@ from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore
 
 from adapter.job import Job
+from adapter.running import PROGRESS_WRITE_S
+from adapter.settings import AdapterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +51,33 @@ class CancelledAttempt(Ignore):  # type: ignore[misc]
 
 
 def has_result_backend(app: Celery) -> bool:
-    """True when ``app`` keeps task results (a ``result_backend`` is configured)."""
-    return not isinstance(app.backend, DisabledBackend)
+    """True when jobs of ``app`` write results: a ``result_backend``, ``adapter_job_results``."""
+    if isinstance(app.backend, DisabledBackend):
+        return False
+    return AdapterSettings.from_conf(app.conf).job_results
 
 
-def report_progress(task: Task, job: Job) -> None:
+def progress_reporter(task: Task) -> Callable[[Job], None]:
+    """Return a progress listener writing ``PROGRESS`` at most every ``PROGRESS_WRITE_S``.
+
+    The store's pace (``adapter.running``): a burst of ``set_progress`` calls costs the result
+    backend a few writes, not one each. Nothing at all without a result backend.
+    """
+    if task.ignore_result or isinstance(task.app.backend, DisabledBackend):
+        return lambda job: None
+    last = [-PROGRESS_WRITE_S]
+
+    def report(job: Job) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_WRITE_S:
+            last[0] = now
+            _report_progress(task, job)
+
+    return report
+
+
+def _report_progress(task: Task, job: Job) -> None:
     """Write the running job's progress as state ``PROGRESS`` (with a result backend)."""
-    if not has_result_backend(task.app):
-        return
     try:
         task.update_state(state=PROGRESS_STATE, meta={"progress": job.progress})
     except Exception as err:  # the backend's errors vary; the job store has the progress

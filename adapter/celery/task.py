@@ -34,7 +34,7 @@ from adapter.celery.envelope import (
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.results import CANCELLED_REASON, CancelledAttempt, report_progress
+from adapter.celery.results import CANCELLED_REASON, CancelledAttempt, progress_reporter
 from adapter.errors import (
     InvalidJobMessageError,
     JobDataError,
@@ -47,6 +47,7 @@ from adapter.errors import (
 from adapter.forksafe import no_fork
 from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
+from adapter.settings import AdapterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,9 @@ def register_task(
         # Delivery as jobs need it, on this task only: the app's other tasks keep their own.
         acks_late=True,
         reject_on_worker_lost=True,
-        # Results follow the app: written with a result_backend, nothing without one.
+        # Results follow the app (written with a result_backend, nothing without one), unless
+        # adapter_job_results is off.
+        ignore_result=not AdapterSettings.from_conf(app.conf).job_results,
         serializer="json",
         max_retries=None,
         Request=JobRequest,
@@ -149,7 +152,7 @@ def _run(
         raise task.retry(countdown=STORE_RETRY_DELAY_S, exc=err) from err
     if claimed is None:
         raise _not_run(lifecycle, job)
-    claimed.on("progress", lambda progressed: report_progress(task, progressed))
+    claimed.on("progress", progress_reporter(task))
     try:
         outcome = lifecycle.attempt(claimed, process)
     except StoreError as err:

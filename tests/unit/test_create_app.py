@@ -12,6 +12,8 @@ import pytest
 from adapter import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
 from adapter.celery.envelope import TASK_NAME
+from adapter.celery.results import has_result_backend
+from adapter.errors import ConfigurationError
 from adapter.store.memory import MemoryJobStore
 
 
@@ -71,3 +73,24 @@ def test_the_job_task_sends_json_whatever_the_apps_serializer() -> None:
         assert app.tasks[TASK_NAME].serializer == "json"
     finally:
         strategy.destroy()
+
+
+@pytest.mark.parametrize(("setting", "ignored"), [(None, False), ("false", True), ("true", False)])
+def test_adapter_job_results_says_whether_jobs_write_celery_results(
+    setting: str | None, ignored: bool
+) -> None:
+    extra = {} if setting is None else {"adapter_job_results": setting}
+    app = create_app("results", broker_url="memory://", result_backend="cache+memory://", **extra)
+    strategy = CeleryJobQueueStrategy(app, store=MemoryJobStore())
+    try:
+        job_task = app.tasks[TASK_NAME]
+        assert job_task.ignore_result is ignored
+        assert has_result_backend(app) is not ignored
+    finally:
+        strategy.destroy()
+
+
+def test_a_bad_adapter_job_results_value_is_refused_naming_the_setting() -> None:
+    app = create_app("results", broker_url="memory://", adapter_job_results="maybe")
+    with pytest.raises(ConfigurationError, match="adapter_job_results must be true or false"):
+        CeleryJobQueueStrategy(app, store=MemoryJobStore())
