@@ -116,6 +116,17 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url"))
 
 
+#: Runs a test on the Redis and RabbitMQ servers only (not on the embedded default).
+SERVER_BROKERS = pytest.mark.parametrize("broker_url", ["redis", "rabbitmq"], indirect=True)
+
+
+@pytest.fixture
+def control(producer: CeleryJobQueueStrategy) -> CeleryJobQueueStrategy:
+    """The producer, speaking on the control exchange of this test process's workers."""
+    producer.app.conf.control_exchange = f"adapter-test-ctl-{PROCESS_TAG}"
+    return producer
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """Where the embedded broker keeps its files, shared by the test and its workers."""

@@ -15,11 +15,9 @@ import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.listing import MAX_TAKE
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
 from tests.integration.test_lost_workers import LIVENESS
 from tests.support import delete_queues, unique_queue, wait_for
-
-SHARED_BROKERS = pytest.mark.parametrize("broker_url", ["redis", "rabbitmq"], indirect=True)
 
 
 def counts(producer: CeleryJobQueueStrategy, *queues: str) -> Counter[JobState]:
@@ -53,7 +51,7 @@ def stored_jobs(producer: CeleryJobQueueStrategy, queue: str) -> list[Job]:
             return found
 
 
-@SHARED_BROKERS
+@SERVER_BROKERS
 @pytest.mark.timeout(300)  # three worker starts and up to 180 s for a thousand jobs
 def test_a_thousand_jobs_survive_two_killed_workers(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
@@ -97,7 +95,7 @@ def test_a_thousand_jobs_survive_two_killed_workers(
     print(f"runs: {sum(runs.values())} for 1000 jobs; restarted after a kill: {len(retried)}")
 
 
-@SHARED_BROKERS
+@SERVER_BROKERS
 @pytest.mark.timeout(720)  # it waits up to 600 s for 20,000 jobs to settle
 def test_mixed_load_ends_with_exact_counts(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
 from tests.support import delete_queues, unique_queue, wait_job, wait_settled
 
 #: Short heartbeats, so that a lost worker is noticed within seconds.
@@ -94,7 +94,7 @@ def test_a_live_workers_job_longer_than_the_heartbeat_timeout_is_delivered_once(
 # Not on the embedded default: there billiard's replacement of the killed pool process
 # sometimes waits for ever on the result pipe's lock (billiard issue 104: a process killed by
 # the hard time limit while its exit holds that lock), which this test cannot tell apart.
-@pytest.mark.parametrize("broker_url", ["redis", "rabbitmq"], indirect=True)
+@SERVER_BROKERS
 def test_a_hard_time_limit_is_a_failed_attempt_retried_then_failed(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:

@@ -19,21 +19,8 @@ import redis
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.celery.consuming import BATCH_SIZE
 from adapter.celery.routing import celery_queue
-from tests.integration.conftest import WorkerProcess
-from tests.support import PROCESS_TAG, unique_queue, wait_for, wait_settled
-
-
-@pytest.fixture(params=["redis", "rabbitmq"])
-def broker_url(request: pytest.FixtureRequest) -> str:
-    """Redis or RabbitMQ: the brokers whose consumers add queues one by one."""
-    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url"))
-
-
-@pytest.fixture
-def control(producer: CeleryJobQueueStrategy) -> CeleryJobQueueStrategy:
-    """The producer, speaking on the control exchange of this test process's workers."""
-    producer.app.conf.control_exchange = f"adapter-test-ctl-{PROCESS_TAG}"
-    return producer
+from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
+from tests.support import unique_queue, wait_for, wait_settled
 
 
 def delete_queues_and_exchanges(
@@ -62,6 +49,7 @@ def delete_queues_and_exchanges(
                 channel.exchange_delete(celery_queue(name))
 
 
+@SERVER_BROKERS
 def test_a_worker_with_many_started_queues_consumes_all_of_them_and_runs_a_job_on_the_last(
     control: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], broker_url: str
 ) -> None:

@@ -22,9 +22,8 @@ from kombu.messaging import Producer
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.routing import celery_queue
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
 from tests.support import (
-    PROCESS_TAG,
     delete_queues,
     messages_waiting,
     unique_queue,
@@ -32,18 +31,7 @@ from tests.support import (
     wait_settled,
 )
 
-
-@pytest.fixture(params=["redis", "rabbitmq"])
-def broker_url(request: pytest.FixtureRequest) -> str:
-    """Redis or RabbitMQ: the brokers whose queues Celery's flags and controls act on."""
-    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url"))
-
-
-@pytest.fixture
-def control(producer: CeleryJobQueueStrategy) -> CeleryJobQueueStrategy:
-    """The producer, speaking on the control exchange of this test process's workers."""
-    producer.app.conf.control_exchange = f"adapter-test-ctl-{PROCESS_TAG}"
-    return producer
+pytestmark = SERVER_BROKERS
 
 
 def consumed(strategy: CeleryJobQueueStrategy, names: list[str]) -> set[str]:
