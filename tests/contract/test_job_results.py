@@ -22,7 +22,7 @@ from adapter import (
     JobState,
 )
 from adapter.store.changes import Watch
-from adapter.subscribable import JobUpdate, SubscribableJob
+from adapter.subscribable import JobUpdate, JobUpdates, SubscribableJob
 from tests.contract.conftest import Pair
 from tests.support import wait_for
 
@@ -118,15 +118,23 @@ def _needs_pushes(pair: Pair) -> None:
         pytest.skip("SQLite pushes no changes: its streams poll (tests above)")
 
 
-def test_a_pushed_update_ends_the_stream_long_before_its_next_poll(
+def _pushed_stream(
     pair: Pair, strategy: CeleryJobQueueStrategy, queue: str, run: Any
-) -> None:
+) -> JobUpdates:
+    """A blocked job's stream that no poll can end in time; the job is let go once it reads."""
     _needs_pushes(pair)
     release = threading.Event()
     job = _blocked_job(strategy, queue, run, release)
     finder = FirstReadSignal(strategy)
     updates = SubscribableJob.wrap(job, finder).updates(NEVER_POLLED_S, deadline=DEADLINE_S)
     threading.Thread(target=_release_after_first_read, args=(finder, release)).start()
+    return updates
+
+
+def test_a_pushed_update_ends_the_stream_long_before_its_next_poll(
+    pair: Pair, strategy: CeleryJobQueueStrategy, queue: str, run: Any
+) -> None:
+    updates = _pushed_stream(pair, strategy, queue, run)
 
     seen = list(updates)
 
@@ -137,12 +145,7 @@ def test_a_pushed_update_ends_the_stream_long_before_its_next_poll(
 def test_a_pushed_update_reaches_async_for(
     pair: Pair, strategy: CeleryJobQueueStrategy, queue: str, run: Any
 ) -> None:
-    _needs_pushes(pair)
-    release = threading.Event()
-    job = _blocked_job(strategy, queue, run, release)
-    finder = FirstReadSignal(strategy)
-    updates = SubscribableJob.wrap(job, finder).updates(NEVER_POLLED_S, deadline=DEADLINE_S)
-    threading.Thread(target=_release_after_first_read, args=(finder, release)).start()
+    updates = _pushed_stream(pair, strategy, queue, run)
 
     async def follow() -> list[JobUpdate]:
         return [update async for update in updates]
