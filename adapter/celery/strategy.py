@@ -42,6 +42,7 @@ from adapter.celery.controls import RevokeCanceller
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.health import health_step
+from adapter.celery.observability import listen, metrics_step
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
@@ -65,6 +66,8 @@ from adapter.job import (
 )
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
+from adapter.metrics.recorder import MetricsRecorder
+from adapter.metrics.storage import metrics_storage
 from adapter.running import RunningJobs
 from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
@@ -114,7 +117,10 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
         self.liveness = Liveness.from_conf(app.conf)
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
-        self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
+        self.metrics = MetricsRecorder(metrics_storage(self._store))  # adapter.metrics
+        self.lifecycle = Lifecycle(
+            self._store, self.liveness, self.backoff_strategy, running, metrics=self.metrics
+        )
         self._registry = ProcessRegistry()
         recorder = DeadLetterRecorder(self._store)
         admission = Admission(recorder, self._registry, self.max_data_bytes)
@@ -132,13 +138,20 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder, self._revokes))
-        app.steps["worker"].add(health_step(self._consumer))  # GET /health, when set
+        app.steps["worker"].add(health_step(self._consumer, self._store))  # /health, /metrics
+        app.steps["worker"].add(metrics_step(self.metrics))  # adapter_workers_up
+        listen()
         listen_for_purges(app, self._cancel_purged)
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)
         self._adder = JobAdder(
-            self._store, self._publisher, self._write_behind, self.max_data_bytes, finder=self
+            self._store,
+            self._publisher,
+            self._write_behind,
+            self.max_data_bytes,
+            finder=self,
+            metrics=self.metrics,
         )
 
     @property
@@ -312,6 +325,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._reaper.stop()
         try:
             self.flush()
+            self.metrics.close()
         finally:
             if stopped:
                 self._store.close()
