@@ -113,7 +113,8 @@ def consumer_span(job_id: str, queue_name: str | None, request: Any) -> Iterator
 
 
 def enrich_current(job_id: str, queue_name: str, operation: str) -> bool:
-    """Add our attributes to the current span if opentelemetry-instrumentation-celery made it.
+    """Add our attributes to the current span if opentelemetry-instrumentation-celery made it
+    for ``operation`` (``send``: its PRODUCER span, ``process``: its CONSUMER span).
 
     Returns whether it did.
     """
@@ -123,7 +124,12 @@ def enrich_current(job_id: str, queue_name: str, operation: str) -> bool:
 
     span = trace.get_current_span()
     scope = getattr(span, "instrumentation_scope", None)
-    if not span.is_recording() or getattr(scope, "name", None) != CELERY_INSTRUMENTATION:
+    kind = trace.SpanKind.PRODUCER if operation == "send" else trace.SpanKind.CONSUMER
+    if (
+        not span.is_recording()
+        or getattr(scope, "name", None) != CELERY_INSTRUMENTATION
+        or getattr(span, "kind", None) != kind  # a publish from a task: not the task's span
+    ):
         return False
     span.set_attributes(attributes(job_id, queue_name, operation))
     return True
