@@ -26,7 +26,6 @@ import weakref
 from collections.abc import Iterable
 
 from adapter.errors import JobQueueError
-from adapter.forksafe import ForkSafeLock
 from adapter.job import Job, JobState, utcnow
 from adapter.metrics.catalog import (
     BUCKETS_S,
@@ -60,7 +59,7 @@ class MetricsRecorder:
     def __init__(self, storage: MetricsStorage, *, flush_every: float = FLUSH_EVERY_S) -> None:
         self._storage = storage
         self._flush_every = flush_every
-        self._lock = ForkSafeLock()
+        self._lock = threading.Lock()  # a plain lock (cheaper); renewed in a forked child
         self._pending: dict[str, float] = {}
         self._workers: dict[str, float | None] = {}
         self._worker: str | None = None
@@ -72,26 +71,29 @@ class MetricsRecorder:
 
     def added(self, jobs: Iterable[Job]) -> None:
         """Jobs were published and recorded PENDING."""
-        for job in jobs:
-            self._count(counter_key(Counter.ADDED, job.queue_name), 1)
+        self._count_jobs(Counter.ADDED, jobs)
 
     def started(self, job: Job) -> None:
         """``job`` was claimed: an attempt starts; its first start observes its wait."""
-        self._count(counter_key(Counter.STARTED, job.queue_name), 1)
+        counted = counter_key(Counter.STARTED, job.queue_name)
         if job.attempts == 1 and job.started_at is not None:
             wait = (job.started_at - job.created_at).total_seconds()
-            self._observe(Histogram.WAIT_SECONDS, job.queue_name, wait)
+            self._add(counted, *_observation(Histogram.WAIT_SECONDS, job.queue_name, wait))
+        else:
+            self._add(counted)
 
     def recorded(self, job: Job) -> None:
         """An attempt's outcome was written: COMPLETED, FAILED or RETRYING; observe its run."""
         counter = _OUTCOME_COUNTERS.get(job.state)
         if counter is None:
             return
-        self._count(counter_key(counter, job.queue_name), 1)
+        counted = counter_key(counter, job.queue_name)
         if job.started_at is not None:
             ended = job.settled_at or utcnow()  # RETRYING: recorded just now
             run = (ended - job.started_at).total_seconds()
-            self._observe(Histogram.RUN_SECONDS, job.queue_name, run)
+            self._add(counted, *_observation(Histogram.RUN_SECONDS, job.queue_name, run))
+        else:
+            self._add(counted)
 
     def cancelled(self, jobs: Iterable[Job]) -> None:
         """Unsettled jobs became CANCELLED."""
@@ -141,25 +143,19 @@ class MetricsRecorder:
         self._stop.set()
         self.flush()
 
-    def _count(self, key: str, amount: float) -> None:
+    def _add(self, counted: str, *observed: tuple[str, float]) -> None:
+        """Add 1 to the counter field ``counted``, and each (field, amount) of ``observed``."""
         with self._lock:
-            self._pending[key] = self._pending.get(key, 0) + amount
+            pending = self._pending  # read under the lock: a flush swaps it
+            pending[counted] = pending.get(counted, 0) + 1
+            for key, amount in observed:
+                pending[key] = pending.get(key, 0) + amount
         if self._thread is None:
             self._ensure_thread()
 
     def _count_jobs(self, counter: Counter, jobs: Iterable[Job]) -> None:
         for job in jobs:
-            self._count(counter_key(counter, job.queue_name), 1)
-
-    def _observe(self, histogram: Histogram, queue_name: str, seconds: float) -> None:
-        seconds = max(seconds, 0.0)
-        bucket = bisect.bisect_left(BUCKETS_S, seconds)  # le: a value on a bound is in it
-        with self._lock:
-            for key, amount in (
-                (bucket_key(histogram, queue_name, bucket), 1.0),
-                (sum_key(histogram, queue_name), seconds),
-            ):
-                self._pending[key] = self._pending.get(key, 0) + amount
+            self._add(counter_key(counter, job.queue_name))
 
     def _ensure_thread(self) -> None:
         with self._lock:
@@ -174,6 +170,7 @@ class MetricsRecorder:
 
     def _forked(self) -> None:
         """In a forked child: no thread, no counts of the parent, not the parent's worker."""
+        self._lock = threading.Lock()
         self._thread = None
         self._pending = {}
         self._workers = {}
@@ -186,10 +183,7 @@ class NoMetrics(MetricsRecorder):
     def __init__(self) -> None:
         super().__init__(_Nowhere())
 
-    def _count(self, key: str, amount: float) -> None:
-        return None
-
-    def _observe(self, histogram: Histogram, queue_name: str, seconds: float) -> None:
+    def _add(self, counted: str, *observed: tuple[str, float]) -> None:
         return None
 
 
@@ -199,6 +193,16 @@ class _Nowhere:
 
     def read(self) -> tuple[dict[str, float], dict[str, float]]:
         return {}, {}
+
+
+def _observation(histogram: Histogram, queue_name: str, seconds: float) -> list[tuple[str, float]]:
+    """Return the fields one observation adds to: its bucket (non-cumulative) and the sum."""
+    seconds = max(seconds, 0.0)
+    bucket = bisect.bisect_left(BUCKETS_S, seconds)  # le: a value on a bound is in it
+    return [
+        (bucket_key(histogram, queue_name, bucket), 1.0),
+        (sum_key(histogram, queue_name), seconds),
+    ]
 
 
 def flush_all() -> None:
