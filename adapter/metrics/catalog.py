@@ -45,7 +45,7 @@ class Histogram(StrEnum):
 
 #: Help text of each histogram.
 HISTOGRAM_HELP = {
-    Histogram.WAIT_SECONDS: "Seconds from add to the first start of a job.",
+    Histogram.WAIT_SECONDS: "Seconds from add (or ready_at, if later) to a job's first start.",
     Histogram.RUN_SECONDS: "Seconds each attempt ran, until COMPLETED, FAILED or RETRYING.",
 }
 

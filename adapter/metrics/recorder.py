@@ -74,10 +74,11 @@ class MetricsRecorder:
         self._count_jobs(Counter.ADDED, jobs)
 
     def started(self, job: Job) -> None:
-        """``job`` was claimed: an attempt starts; its first start observes its wait."""
+        """``job`` was claimed: an attempt starts; its first start observes its wait (from its
+        add, or from its ``ready_at`` for a job delayed until then)."""
         counted = counter_key(Counter.STARTED, job.queue_name)
         if job.attempts == 1 and job.started_at is not None:
-            wait = (job.started_at - job.created_at).total_seconds()
+            wait = (job.started_at - (job.ready_at or job.created_at)).total_seconds()
             self._add(counted, *_observation(Histogram.WAIT_SECONDS, job.queue_name, wait))
         else:
             self._add(counted)

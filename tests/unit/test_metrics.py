@@ -156,3 +156,24 @@ def test_render_takes_a_store_or_anything_with_a_store(source: str) -> None:
     holder.store = store  # type: ignore[attr-defined]
     body, _ = render(store if source == "store" else holder)
     assert b"adapter_workers_up 0.0" in body
+
+
+def test_the_wait_of_a_delayed_job_counts_from_its_ready_time() -> None:
+    store = MemoryJobStore()
+    recorder = MetricsRecorder(metrics_storage(store), flush_every=3600)
+    job = make_job(queue_name="d", created_at=utcnow() - timedelta(hours=1))
+    ready = job.created_at + timedelta(minutes=59, seconds=59, milliseconds=900)
+    started = ready + timedelta(milliseconds=50)
+    recorder.started(
+        job.model_copy(
+            update={
+                "state": JobState.RUNNING,
+                "attempts": 1,
+                "ready_at": ready,
+                "started_at": started,
+            }
+        )
+    )
+    recorder.flush()
+    got = samples(store)
+    assert got[("adapter_job_wait_seconds_bucket", (("le", "0.05"), ("queue", "d")))] == 1
