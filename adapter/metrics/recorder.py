@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Iterable
 
 from adapter.errors import JobQueueError
+from adapter.forksafe import no_fork
 from adapter.job import Job, JobState, utcnow
 from adapter.metrics.catalog import (
     BUCKETS_S,
@@ -60,6 +61,7 @@ class MetricsRecorder:
         self._storage = storage
         self._flush_every = flush_every
         self._lock = threading.Lock()  # a plain lock (cheaper); renewed in a forked child
+        self._flushing = threading.Lock()
         self._pending: dict[str, float] = {}
         self._workers: dict[str, float | None] = {}
         self._worker: str | None = None
@@ -122,6 +124,10 @@ class MetricsRecorder:
 
     def flush(self) -> None:
         """Add this process's counts to the store now; kept for the next try if it fails."""
+        with self._flushing:  # one flush at a time: a worker's last mark lands last
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
             workers, self._workers = self._workers, {}
@@ -130,7 +136,8 @@ class MetricsRecorder:
         if not pending and not workers:
             return
         try:
-            self._storage.write(pending, workers)
+            with no_fork():  # a prefork worker forks pool processes from this very process
+                self._storage.write(pending, workers)
         except JobQueueError as err:
             logger.warning("could not write metrics to the job store (%s); will retry", err)
             with self._lock:
@@ -172,6 +179,7 @@ class MetricsRecorder:
     def _forked(self) -> None:
         """In a forked child: no thread, no counts of the parent, not the parent's worker."""
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._thread = None
         self._pending = {}
         self._workers = {}
