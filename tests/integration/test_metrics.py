@@ -1,10 +1,11 @@
-"""``/metrics`` after a known mix of jobs on a real prefork worker: exact counts.
+"""``/metrics`` after a known mix of jobs on real prefork workers: exact counts.
 
-The worker (Redis broker, SQLite store, two pool processes) runs N jobs that complete and M
-that fail after one retry; the test process adds them and K jobs on a queue nobody runs, which
-it cancels. ``/metrics`` on the worker's health port, parsed with prometheus_client's parser,
-reaches the counts; after the worker stops, ``adapter.metrics.render`` in the test process
-shows exactly them (nothing counted twice across pool processes, nothing lost at exit).
+Two workers (Redis broker, SQLite store, two pool processes each) run N jobs that complete and
+M that fail after one retry; the test process adds them and K jobs on a queue nobody runs,
+which it cancels. ``/metrics`` on one worker's health port, parsed with prometheus_client's
+parser, reaches the counts; after the workers stop, ``adapter.metrics.render`` in the test
+process shows exactly them (nothing counted twice across pool processes and workers, nothing
+lost at exit).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tests.support import unique_queue, wait_for, wait_settled
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.redis]
 
-COMPLETED, FAILED, CANCELLED = 4, 2, 3
+COMPLETED, FAILED, CANCELLED = 8, 4, 3
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -38,7 +39,7 @@ def parse(body: bytes) -> Samples:
 
 
 def scrape(port: int) -> Samples:
-    """GET /metrics of the worker's health port."""
+    """GET /metrics of a worker's health port."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         assert answer.headers["Content-Type"].startswith("text/plain; version=")
         return parse(answer.read())
@@ -53,7 +54,9 @@ def test_metrics_count_a_known_mix_of_jobs_exactly(
     worker = make_worker(
         f"{queue}=mixed", "-P", "prefork", "-c", "2", ADAPTER_HEALTH_PORT=str(port)
     )
+    other = make_worker(f"{queue}=mixed", "-P", "prefork", "-c", "2")
     worker.start()
+    other.start()
     jobs = [producer.add(Job(queue_name=queue, data={})) for _ in range(COMPLETED)]
     jobs += [
         producer.add(Job(queue_name=queue, data={"fail": True}, retries=1)) for _ in range(FAILED)
@@ -80,7 +83,7 @@ def test_metrics_count_a_known_mix_of_jobs_exactly(
         ("adapter_jobs", (("queue", queue), ("state", "FAILED"))): FAILED,
         ("adapter_jobs", (("queue", idle), ("state", "CANCELLED"))): CANCELLED,
         ("adapter_jobs_running", q): 0,
-        ("adapter_workers_up", ()): 1,
+        ("adapter_workers_up", ()): 2,
     }
 
     def reached() -> Samples | None:
@@ -91,6 +94,7 @@ def test_metrics_count_a_known_mix_of_jobs_exactly(
     assert not any(name == "adapter_jobs_reaped_total" for name, _ in served)
 
     worker.stop()
+    other.stop()
     body, _ = render(producer)
     after = parse(body)
     assert {key: after.get(key) for key in expected} == {
