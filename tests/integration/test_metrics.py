@@ -1,11 +1,11 @@
 """``/metrics`` after a known mix of jobs on real prefork workers: exact counts.
 
-Two workers (Redis broker, SQLite store, two pool processes each) run N jobs that complete and
-M that fail after one retry; the test process adds them and K jobs on a queue nobody runs,
-which it cancels. ``/metrics`` on one worker's health port, parsed with prometheus_client's
-parser, reaches the counts; after the workers stop, ``adapter.metrics.render`` in the test
-process shows exactly them (nothing counted twice across pool processes and workers, nothing
-lost at exit).
+Two workers (Redis or RabbitMQ broker, SQLite store, two pool processes each) run N jobs that
+complete and M that fail after one retry; the test process adds them and K jobs on a queue
+nobody runs, which it cancels. ``/metrics`` on one worker's health port, parsed with
+prometheus_client's parser, reaches the counts; after the workers stop,
+``adapter.metrics.render`` in the test process shows exactly them (nothing counted twice
+across pool processes and workers, nothing lost at exit).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapter import CeleryJobQueueStrategy, Job
 from adapter.metrics import render
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
 from tests.private_brokers import free_port
 from tests.support import unique_queue, wait_for, wait_settled
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.redis]
+pytestmark = pytest.mark.timeout(180)
 
 COMPLETED, FAILED, CANCELLED = 8, 4, 3
 
@@ -45,7 +45,7 @@ def scrape(port: int) -> Samples:
         return parse(answer.read())
 
 
-@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+@SERVER_BROKERS
 def test_metrics_count_a_known_mix_of_jobs_exactly(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
 ) -> None:

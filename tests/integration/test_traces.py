@@ -22,11 +22,11 @@ from opentelemetry.util._once import Once
 
 from adapter import CeleryJobQueueStrategy, Job
 from adapter.tracing import CELERY_INSTRUMENTATION, TRACER_NAME
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
 from tests.integration.span_file import SpanRecord, read_spans, record_of
 from tests.support import unique_queue, wait_for, wait_settled
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.redis]
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def has_our_attributes(span: SpanRecord, queue: str, operation: str) -> bool:
 
 
 @pytest.mark.parametrize("instrumented", [False, True], ids=["ours", "celery-instrumentation"])
-@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+@SERVER_BROKERS
 def test_each_add_and_each_attempt_is_one_span_in_one_trace(
     producer: CeleryJobQueueStrategy,
     make_worker: Callable[..., WorkerProcess],
