@@ -14,9 +14,10 @@ and applied by every store:
 - paused: wait ``PAUSED_RECHECK_S`` (workers also stop consuming a paused queue, so its
   messages stay in the broker: ``adapter.celery.pausing``);
 - rate limit: a start is allowed while fewer than N starts are recorded in the last window
-  plus ``RATE_MARGIN_S`` (the margin covers the moment between the gate and the claim that
-  stamps ``started_at``, so no window of ``started_at`` holds more than N); else wait until
-  the oldest of them leaves it;
+  plus ``RATE_MARGIN_S``; else wait until the oldest of them leaves it. A start is recorded
+  at admission, then moved to the ``started_at`` its claim stamps (``QueueStore.started``), so
+  no window of ``started_at`` holds more than N however long a claim takes; the margin covers
+  a start still being claimed;
 - concurrency: a slot is held per job from its admission until its attempt ends; a slot
   counts while its job is unsettled and either RUNNING with a fresh heartbeat or admitted less
   than the heartbeat timeout ago (``Liveness``): a dead worker's slot frees when its heartbeat
@@ -169,6 +170,8 @@ class Admission:
     holds_slot: bool = False
     #: Why it waits, for logs ("paused", "concurrency", "rate limit").
     reason: str = ""
+    #: A start was recorded for the rate limit, to move to the claim's ``started_at``.
+    counts_start: bool = False
 
 
 #: The answer for a queue without controls.
@@ -199,7 +202,11 @@ def decide(
         return wait(oldest + rate.counted_s - now_s, "rate limit")
     if control.concurrency is not None and not has_slot and live_slots >= control.concurrency:
         return wait(CONCURRENCY_RECHECK_S, "concurrency")
-    return Admission(run=True, holds_slot=control.concurrency is not None and not has_slot)
+    return Admission(
+        run=True,
+        holds_slot=control.concurrency is not None and not has_slot,
+        counts_start=rate is not None,
+    )
 
 
 def slot_alive(

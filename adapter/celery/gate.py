@@ -52,8 +52,8 @@ class GatedLifecycle(Lifecycle):
 
     def claim(self, job: Job) -> Job | None:
         """Admit, then claim; ``MustWait`` (nothing claimed) when the queue says wait."""
-        job_id = str(job.id)
-        admission = self.queues.admit(job.queue_name, job_id, utcnow(), self.liveness.alive_since())
+        job_id, now = str(job.id), utcnow()
+        admission = self.queues.admit(job.queue_name, job_id, now, self.liveness.alive_since())
         if not admission.run:
             raise MustWait(job, admission)
         if admission.holds_slot:
@@ -66,6 +66,11 @@ class GatedLifecycle(Lifecycle):
             raise
         if claimed is None:
             self._release(job)
+        elif admission.counts_start and claimed.started_at is not None:
+            try:
+                self.queues.started(job.queue_name, job_id, now, claimed.started_at)
+            except JobQueueError as err:  # it still counts, from its admission
+                logger.warning("job %s: could not record its start time: %s", job.id, err)
         return claimed
 
     def attempt(self, job: Job, process: Callable[[Job], Any]) -> Outcome:

@@ -25,8 +25,8 @@ class _Queue:
     control: QueueControl = field(default_factory=QueueControl)
     #: job id -> when its slot was admitted
     slots: dict[str, datetime] = field(default_factory=dict)
-    #: times of recent starts, seconds since the epoch
-    starts: list[float] = field(default_factory=list)
+    #: recent starts: job id, seconds since the epoch
+    starts: list[tuple[str, float]] = field(default_factory=list)
 
 
 class MemoryQueueStore(QueueStore):
@@ -75,7 +75,8 @@ class MemoryQueueStore(QueueStore):
             now_s = now.timestamp()
             rate = queue.control.rate
             if rate is not None:
-                queue.starts = [at for at in queue.starts if at > now_s - rate.counted_s]
+                cutoff = now_s - rate.counted_s
+                queue.starts = [start for start in queue.starts if start[1] > cutoff]
             queue.slots = {
                 held: at
                 for held, at in queue.slots.items()
@@ -85,13 +86,13 @@ class MemoryQueueStore(QueueStore):
             answer = decide(
                 queue.control,
                 now_s=now_s,
-                starts=queue.starts,
+                starts=[at for _, at in queue.starts],
                 live_slots=others,
                 has_slot=job_id in queue.slots,
             )
             if answer.run:
                 if rate is not None:
-                    queue.starts.append(now_s)
+                    queue.starts.append((job_id, now_s))
                 if answer.holds_slot:
                     queue.slots[job_id] = now
             return answer
@@ -109,6 +110,19 @@ class MemoryQueueStore(QueueStore):
                 admitted_at,
                 alive_since,
             )
+
+    def started(
+        self, queue_name: str, job_id: str, admitted_at: datetime, started_at: datetime
+    ) -> None:
+        with self._lock:
+            queue = self._queues.get(queue_name)
+            if queue is None:
+                return
+            counted = (job_id, admitted_at.timestamp())
+            queue.starts = [
+                (job_id, started_at.timestamp()) if start == counted else start
+                for start in queue.starts
+            ]
 
     def release(self, queue_name: str, job_id: str) -> None:
         with self._lock:

@@ -65,6 +65,12 @@ class QueueStore(ABC):
         """
 
     @abstractmethod
+    def started(
+        self, queue_name: str, job_id: str, admitted_at: datetime, started_at: datetime
+    ) -> None:
+        """Move the start of ``job_id`` counted at ``admitted_at`` to its claim's ``started_at``."""
+
+    @abstractmethod
     def release(self, queue_name: str, job_id: str) -> None:
         """Free the concurrency slot of ``job_id``'s attempt (nothing when it holds none)."""
 

@@ -171,3 +171,17 @@ def test_concurrent_admissions_never_exceed_the_limit(queues: QueueStore) -> Non
     for thread in threads:
         thread.join()
     assert len(admitted) == 3
+
+
+def test_a_start_counts_from_its_claims_started_at(queues: QueueStore) -> None:
+    name = _queue()
+    queues.set_control(name, rate_limit="1/s")
+    admitted = utcnow()
+    assert queues.admit(name, "a", admitted, _alive_since()).counts_start
+    started = admitted + timedelta(seconds=0.5)  # a slow claim
+    queues.set_control(name, paused=False)  # other writes leave the start alone
+    queues.started(name, "a", admitted, started)
+    window_after_admission = admitted + timedelta(seconds=1 + RATE_MARGIN_S + 0.01)
+    assert not queues.admit(name, "b", window_after_admission, _alive_since()).run
+    window_after_start = started + timedelta(seconds=1 + RATE_MARGIN_S + 0.01)
+    assert queues.admit(name, "b", window_after_start, _alive_since()).run

@@ -18,7 +18,6 @@ import redis
 from redis.commands.core import Script
 
 from adapter.control import (
-    ADMITTED,
     CONCURRENCY_RECHECK_S,
     PAUSED_RECHECK_S,
     Admission,
@@ -78,14 +77,14 @@ if conc then
   end
 end
 if rcount then
-  redis.call('ZADD', starts, now, job .. '@' .. now)
+  redis.call('ZADD', starts, ARGV[4], job .. '@' .. ARGV[4])
   redis.call('PEXPIRE', starts, math.floor(rcounted / 1000) + 1000)
 end
 if conc and not has then
   redis.call('HSET', slots, job, now)
-  return {1, 0, 1, ''}
+  return {1, 0, 1, '', rcount and 1 or 0}
 end
-return {1, 0, 0, ''}
+return {1, 0, 0, '', rcount and 1 or 0}
 """
 
 _scripts: weakref.WeakKeyDictionary[redis.Redis, Script] = weakref.WeakKeyDictionary()
@@ -146,10 +145,17 @@ class RedisQueueStore(QueueStore):
             script = _scripts.get(client)
             if script is None:
                 script = _scripts[client] = client.register_script(_admit_lua())
-            run, wait_us, holds, reason = script(args=args)
+            run, wait_us, holds, reason, *counted = script(args=args)
         if run:
-            return Admission(run=True, holds_slot=bool(holds)) if holds else ADMITTED
+            return Admission(run=True, holds_slot=bool(holds), counts_start=bool(counted[0]))
         return wait(int(wait_us) / 1e6, str(reason))
+
+    def started(
+        self, queue_name: str, job_id: str, admitted_at: datetime, started_at: datetime
+    ) -> None:
+        member = f"{job_id}@{micros(admitted_at)}"
+        with self._jobs._talking() as (client, _):
+            client.zadd(f"{self._key(queue_name)}:starts", {member: micros(started_at)}, xx=True)
 
     def release(self, queue_name: str, job_id: str) -> None:
         with self._jobs._talking() as (client, _):

@@ -48,6 +48,7 @@ starts = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("queue_name", sa.String(200), nullable=False, index=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
 )
 
@@ -134,6 +135,20 @@ class SqlQueueStore(QueueStore):
             control = _control(conn.execute(_ROW, {"queue": queue_name}).first())
             return _admit_locked(conn, control, queue_name, job_id, now, alive_since)
 
+    def started(
+        self, queue_name: str, job_id: str, admitted_at: datetime, started_at: datetime
+    ) -> None:
+        self._engine()
+        self._db.run(
+            starts.update()
+            .where(
+                starts.c.queue_name == queue_name,
+                starts.c.job_id == job_id,
+                starts.c.at == admitted_at.timestamp(),
+            )
+            .values(at=started_at.timestamp())
+        )
+
     def release(self, queue_name: str, job_id: str) -> None:
         self._engine()
         self._db.run(
@@ -182,7 +197,7 @@ def _admit_locked(
         has_slot=job_id in live,
     )
     if answer.run and rate is not None:
-        conn.execute(starts.insert().values(queue_name=queue_name, at=now_s))
+        conn.execute(starts.insert().values(queue_name=queue_name, job_id=job_id, at=now_s))
     if answer.holds_slot:
         conn.execute(
             slots.insert().values(queue_name=queue_name, job_id=job_id, admitted_at=_naive(now))
