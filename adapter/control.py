@@ -31,9 +31,9 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
-from adapter.errors import JobQueueError
+from adapter.errors import InvalidQueueControlError
 
 #: Wait of a job of a paused queue before it is offered again, in seconds.
 PAUSED_RECHECK_S = 1.0
@@ -53,11 +53,7 @@ RATE_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 
 
-class InvalidQueueControlError(JobQueueError, ValueError):
-    """Raised when a queue control (concurrency, rate limit) has a bad value."""
-
-
-class _Unchanged:
+class Unchanged:
     """The type of ``UNCHANGED``."""
 
     def __repr__(self) -> str:
@@ -65,7 +61,7 @@ class _Unchanged:
 
 
 #: Keeps a control as stored (``set_queue_limits(name, rate_limit=UNCHANGED)``).
-UNCHANGED: Final = _Unchanged()
+UNCHANGED: Final = Unchanged()
 
 
 @dataclass(frozen=True)
@@ -112,21 +108,21 @@ class QueueControl:
     def changed(
         self,
         *,
-        paused: bool | _Unchanged = UNCHANGED,
-        concurrency: int | _Unchanged | None = UNCHANGED,
-        rate_limit: str | _Unchanged | None = UNCHANGED,
+        paused: bool | Unchanged = UNCHANGED,
+        concurrency: int | Unchanged | None = UNCHANGED,
+        rate_limit: str | Unchanged | None = UNCHANGED,
     ) -> QueueControl:
         """Return these controls with the given ones replaced, each checked."""
         return QueueControl(
-            paused=self.paused if isinstance(paused, _Unchanged) else bool(paused),
+            paused=self.paused if isinstance(paused, Unchanged) else bool(paused),
             concurrency=(
                 self.concurrency
-                if isinstance(concurrency, _Unchanged)
+                if isinstance(concurrency, Unchanged)
                 else check_concurrency(concurrency)
             ),
             rate_limit=(
                 self.rate_limit
-                if isinstance(rate_limit, _Unchanged)
+                if isinstance(rate_limit, Unchanged)
                 else check_rate_limit(rate_limit)
             ),
         )
@@ -223,3 +219,35 @@ def slot_alive(
         return False
     beating = job_state == "RUNNING" and beat_at is not None and beat_at >= alive_since
     return beating or admitted_at >= alive_since
+
+
+@runtime_checkable
+class ControllableStrategy(Protocol):
+    """A strategy whose queues can be paused and limited (``CeleryJobQueueStrategy``)."""
+
+    def pause_queue(self, queue_name: str) -> QueueControl:
+        """Pause ``queue_name`` on every worker."""
+
+    def resume_queue(self, queue_name: str) -> QueueControl:
+        """Resume ``queue_name``."""
+
+    def set_queue_limits(
+        self,
+        queue_name: str,
+        *,
+        concurrency: int | Unchanged | None = UNCHANGED,
+        rate_limit: str | Unchanged | None = UNCHANGED,
+    ) -> QueueControl:
+        """Set the cluster-wide limits of ``queue_name``."""
+
+    def queue_controls(self) -> dict[str, QueueControl]:
+        """Return the stored controls of every queue that has some."""
+
+
+def controllable(strategy: object) -> ControllableStrategy:
+    """Return ``strategy`` as a ``ControllableStrategy``, or raise naming what it lacks."""
+    if not isinstance(strategy, ControllableStrategy):
+        raise InvalidQueueControlError(
+            f"{type(strategy).__name__} cannot pause or limit queues (CeleryJobQueueStrategy can)"
+        )
+    return strategy

@@ -54,7 +54,7 @@ from adapter.celery.results import mark_revoked
 from adapter.celery.routing import celery_queue, queue_name_of
 from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
-from adapter.control import UNCHANGED, QueueControl, _Unchanged
+from adapter.control import UNCHANGED, QueueControl, Unchanged
 from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     BrokerError,
@@ -227,8 +227,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self,
         queue_name: str,
         *,
-        concurrency: int | _Unchanged | None = UNCHANGED,
-        rate_limit: str | _Unchanged | None = UNCHANGED,
+        concurrency: int | Unchanged | None = UNCHANGED,
+        rate_limit: str | Unchanged | None = UNCHANGED,
     ) -> QueueControl:
         """Set cluster-wide limits of ``queue_name`` (None: unlimited), stored, from now on.
 

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 
-from adapter.control import UNCHANGED, Admission, QueueControl, _Unchanged
+from adapter.control import UNCHANGED, Admission, QueueControl, Unchanged
 from adapter.job import validate_queue_name
 from adapter.store.base import JobStore
 
@@ -38,9 +38,9 @@ class QueueStore(ABC):
         self,
         queue_name: str,
         *,
-        paused: bool | _Unchanged = UNCHANGED,
-        concurrency: int | _Unchanged | None = UNCHANGED,
-        rate_limit: str | _Unchanged | None = UNCHANGED,
+        paused: bool | Unchanged = UNCHANGED,
+        concurrency: int | Unchanged | None = UNCHANGED,
+        rate_limit: str | Unchanged | None = UNCHANGED,
     ) -> QueueControl:
         """Change the given controls of ``queue_name`` (each checked first); return them all."""
         validate_queue_name(queue_name)

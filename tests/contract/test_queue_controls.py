@@ -14,9 +14,9 @@ import pytest
 from adapter.control import (
     MAX_WAIT_S,
     RATE_MARGIN_S,
-    InvalidQueueControlError,
     QueueControl,
 )
+from adapter.errors import InvalidQueueControlError
 from adapter.job import Job, utcnow
 from adapter.store.base import JobStore
 from adapter.store.queues import QueueStore, queue_store_for
