@@ -43,6 +43,9 @@ CONCURRENCY_RECHECK_S = 0.5
 MAX_WAIT_S = 1.0
 #: Shortest wait, so a message handed back is not spun at once, in seconds.
 MIN_WAIT_S = 0.02
+#: How old each process's view of which queues have controls may be, in seconds: a new
+#: control reaches every worker within it (a queue without controls then costs no store read).
+CONTROLS_TTL_S = 0.5
 #: Extra seconds a start counts in a rate window: the gate-to-claim moment (see above).
 RATE_MARGIN_S = 0.1
 #: Largest ``concurrency`` and ``rate_limit`` count accepted.
@@ -181,11 +184,19 @@ def wait(seconds: float, reason: str) -> Admission:
 
 
 def decide(
-    control: QueueControl, *, now_s: float, starts: list[float], live_slots: int, has_slot: bool
+    control: QueueControl,
+    *,
+    now_s: float,
+    started: int,
+    nth_newest_s: float | None,
+    live_slots: int,
+    has_slot: bool,
 ) -> Admission:
     """Apply the gate's rules to one attempt, given what the store holds for its queue.
 
-    ``starts``: times (seconds since the epoch) of the starts still counted by the rate limit;
+    ``started``: starts still counted by the rate limit; ``nth_newest_s``: when there are at
+    least N of them, the time (seconds since the epoch) of the N-th newest, which must leave
+    the window before another start;
     ``live_slots``: concurrency slots held by live attempts of other jobs; ``has_slot``: this
     job holds a live slot already (a duplicate delivery). The store records a start and a slot
     when the answer runs (``holds_slot``). The Redis store's Lua mirrors this function.
@@ -193,9 +204,8 @@ def decide(
     if control.paused:
         return wait(PAUSED_RECHECK_S, "paused")
     rate = control.rate
-    if rate is not None and len(starts) >= rate.count:
-        oldest = sorted(starts)[len(starts) - rate.count]
-        return wait(oldest + rate.counted_s - now_s, "rate limit")
+    if rate is not None and started >= rate.count and nth_newest_s is not None:
+        return wait(nth_newest_s + rate.counted_s - now_s, "rate limit")
     if control.concurrency is not None and not has_slot and live_slots >= control.concurrency:
         return wait(CONCURRENCY_RECHECK_S, "concurrency")
     return Admission(

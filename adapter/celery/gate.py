@@ -7,13 +7,15 @@ message back with ``hand_back``: the same message published again with a short c
 (the gate's wait, jittered, at most about a second) and this delivery acknowledged. A waiting
 job so holds no pool slot (a countdown message waits in the worker's timer, or in the broker
 when no worker consumes the queue) and counts no attempt; other queues' jobs run meanwhile.
-The concurrency slot an admitted attempt holds is released when its attempt ends (or at once
-when its claim is refused).
+A queue without controls, as this process read them at most ``CONTROLS_TTL_S`` ago, skips
+the store (``ControlledQueues``). The concurrency slot an admitted attempt holds is released
+when its attempt ends (or at once when its claim is refused).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +23,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject
 
 from adapter.celery.publish import JobPublisher
-from adapter.control import Admission
+from adapter.control import CONTROLS_TTL_S, Admission
 from adapter.errors import JobQueueError, PublishError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import Job, utcnow
@@ -41,17 +43,47 @@ class MustWait(JobQueueError):
         self.admission = admission
 
 
+class ControlledQueues:
+    """Which queues have controls, as read at most ``CONTROLS_TTL_S`` ago in this process."""
+
+    def __init__(self, queues: QueueStore, ttl_s: float = CONTROLS_TTL_S) -> None:
+        self._queues = queues
+        self._ttl_s = ttl_s
+        self._names: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+        self._lock = ForkSafeLock()
+
+    def may_control(self, queue_name: str) -> bool:
+        """False when ``queue_name`` had no controls at the last read (read again when old)."""
+        with self._lock:
+            if self._read_at is None or time.monotonic() - self._read_at > self._ttl_s:
+                try:
+                    self._names = frozenset(self._queues.controls())
+                except JobQueueError:  # the gate itself will meet the store's error
+                    return True
+                self._read_at = time.monotonic()
+            return queue_name in self._names
+
+    def forget(self) -> None:
+        """Read again at the next job: this process just changed a control."""
+        with self._lock:
+            self._read_at = None
+
+
 class GatedLifecycle(Lifecycle):
     """``Lifecycle`` whose claims pass the queue gate of ``queues`` first."""
 
     def __init__(self, queues: QueueStore, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queues = queues
+        self.controlled = ControlledQueues(queues)
         self._slots: set[str] = set()  # ids of this process's attempts holding a slot
         self._lock = ForkSafeLock()
 
     def claim(self, job: Job) -> Job | None:
         """Admit, then claim; ``MustWait`` (nothing claimed) when the queue says wait."""
+        if not self.controlled.may_control(job.queue_name):
+            return super().claim(job)
         job_id, now = str(job.id), utcnow()
         admission = self.queues.admit(job.queue_name, job_id, now, self.liveness.alive_since())
         if not admission.run:

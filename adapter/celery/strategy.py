@@ -217,11 +217,11 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
 
     def pause_queue(self, queue_name: str) -> QueueControl:
         """Pause ``queue_name`` on every worker: no new job starts, adds wait (stored)."""
-        return self.queues.set_control(queue_name, paused=True)
+        return self._controlled(self.queues.set_control(queue_name, paused=True))
 
     def resume_queue(self, queue_name: str) -> QueueControl:
         """Resume a paused ``queue_name``: its waiting jobs run."""
-        return self.queues.set_control(queue_name, paused=False)
+        return self._controlled(self.queues.set_control(queue_name, paused=False))
 
     def set_queue_limits(
         self,
@@ -235,11 +235,19 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         ``concurrency``: jobs RUNNING at once across all workers; ``rate_limit``: starts in any
         window, ``"N/s"``, ``"N/m"`` or ``"N/h"`` (``adapter.control``).
         """
-        return self.queues.set_control(queue_name, concurrency=concurrency, rate_limit=rate_limit)
+        changed = self.queues.set_control(
+            queue_name, concurrency=concurrency, rate_limit=rate_limit
+        )
+        return self._controlled(changed)
 
     def queue_controls(self) -> dict[str, QueueControl]:
         """Return the stored controls of every queue that has some."""
         return self.queues.controls()
+
+    def _controlled(self, changed: QueueControl) -> QueueControl:
+        """A control changed here: this process's jobs see it at once, others within 0.5 s."""
+        self.lifecycle.controlled.forget()
+        return changed
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         """Return, per queue with stored jobs, how many jobs are in each state."""

@@ -83,10 +83,13 @@ class MemoryQueueStore(QueueStore):
                 if self._slot_alive(held, at, alive_since)
             }
             others = len(queue.slots) - (job_id in queue.slots)
+            newest = sorted((at for _, at in queue.starts), reverse=True)
+            count = rate.count if rate is not None else 0
             answer = decide(
                 queue.control,
                 now_s=now_s,
-                starts=[at for _, at in queue.starts],
+                started=len(newest),
+                nth_newest_s=newest[count - 1] if 0 < count <= len(newest) else None,
                 live_slots=others,
                 has_slot=job_id in queue.slots,
             )

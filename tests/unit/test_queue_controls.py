@@ -50,10 +50,19 @@ def test_rate_limits_are_read_in_seconds_minutes_and_hours() -> None:
 
 def test_the_gate_waits_for_the_oldest_start_to_leave_the_window() -> None:
     control = QueueControl(rate_limit="2/s")
-    answer = decide(control, now_s=100.0, starts=[99.5, 99.9], live_slots=0, has_slot=False)
+    answer = decide(
+        control, now_s=100.0, started=2, nth_newest_s=99.5, live_slots=0, has_slot=False
+    )
     assert not answer.run and answer.reason == "rate limit"
     assert 0.6 <= answer.wait_s <= MAX_WAIT_S  # 99.5 leaves after 1 s and the margin
-    paused = decide(QueueControl(paused=True), now_s=0, starts=[], live_slots=0, has_slot=False)
+    paused = decide(
+        QueueControl(paused=True),
+        now_s=0,
+        started=0,
+        nth_newest_s=None,
+        live_slots=0,
+        has_slot=False,
+    )
     assert not paused.run and MIN_WAIT_S <= paused.wait_s <= MAX_WAIT_S
 
 

@@ -29,7 +29,7 @@ from adapter.store.redis.layout import micros
 from adapter.store.redis.store import RedisJobStore
 
 #: ARGV: prefix, queue name, job id, now (us), alive since (us). Returns {run, wait_us, holds,
-#: reason}: the rules of ``adapter.control.decide`` (waits before their jitter).
+#: reason, counts_start}: the rules of ``adapter.control.decide`` (waits before their jitter).
 _ADMIT = """
 local p, queue, job = ARGV[1], ARGV[2], ARGV[3]
 local now, alive = tonumber(ARGV[4]), tonumber(ARGV[5])

@@ -47,9 +47,10 @@ starts = sa.Table(
     "adapter_queue_start",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("queue_name", sa.String(200), nullable=False, index=True),
+    sa.Column("queue_name", sa.String(200), nullable=False),
     sa.Column("job_id", sa.String(64), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_adapter_queue_start_queue_at", "queue_name", "at"),
 )
 
 _ROW = sa.select(queues).where(queues.c.name == sa.bindparam("queue"))
@@ -167,16 +168,23 @@ def _admit_locked(
     """``admit`` with the queue's row locked: count, decide, record."""
     now_s = now.timestamp()
     rate = control.rate
-    recent: list[float] = []
+    started, nth_newest_s = 0, None
     if rate is not None:
         conn.execute(
             starts.delete().where(
                 starts.c.queue_name == queue_name, starts.c.at <= now_s - rate.counted_s
             )
         )
-        recent = list(
-            conn.execute(sa.select(starts.c.at).where(starts.c.queue_name == queue_name)).scalars()
-        )
+        in_queue = starts.c.queue_name == queue_name
+        started = conn.execute(sa.select(sa.func.count()).where(in_queue)).scalar_one()
+        if started >= rate.count:
+            nth_newest_s = conn.execute(
+                sa.select(starts.c.at)
+                .where(in_queue)
+                .order_by(starts.c.at.desc())
+                .offset(rate.count - 1)
+                .limit(1)
+            ).scalar_one()
     live: set[str] = set()
     if control.concurrency is not None:
         since, dead = _naive(alive_since), []
@@ -192,7 +200,8 @@ def _admit_locked(
     answer = decide(
         control,
         now_s=now_s,
-        starts=recent,
+        started=started,
+        nth_newest_s=nth_newest_s,
         live_slots=len(live - {job_id}),
         has_slot=job_id in live,
     )
