@@ -118,17 +118,29 @@ def test_a_duplicate_of_a_slot_holder_takes_no_second_slot(queues: QueueStore) -
     assert again.run and not again.holds_slot
 
 
+def _running_with_the_only_slot(
+    store: JobStore,  # noqa: F811 - the fixture above
+    queues: QueueStore,
+    name: str,
+    job_id: str,
+) -> Job:
+    """Limit ``name`` to one job at a time; admit and claim the stored job ``job_id``."""
+    queues.set_control(name, concurrency=1)
+    job = Job(queue_name=name, data={})
+    job.id = job_id
+    store.insert(job)
+    assert queues.admit(name, job_id, utcnow(), _alive_since()).run
+    claimed = store.claim(job)
+    assert claimed is not None
+    return claimed
+
+
 def test_a_slot_of_a_silent_job_frees_after_the_heartbeat_timeout(
     store: JobStore,  # noqa: F811 - the fixture above
     queues: QueueStore,
 ) -> None:
     name = _queue()
-    queues.set_control(name, concurrency=1)
-    job = Job(queue_name=name, data={})
-    job.id = "held"
-    store.insert(job)
-    assert queues.admit(name, "held", utcnow(), _alive_since()).run
-    assert store.claim(job) is not None  # RUNNING, beating now
+    _running_with_the_only_slot(store, queues, name, "held")  # beating now
     later = utcnow() + timedelta(seconds=30)
     assert not queues.admit(name, "next", later, later - timedelta(seconds=60)).run
     much_later = utcnow() + timedelta(seconds=120)
@@ -140,13 +152,7 @@ def test_a_slot_of_a_settled_job_frees_at_once(
     queues: QueueStore,
 ) -> None:
     name = _queue()
-    queues.set_control(name, concurrency=1)
-    job = Job(queue_name=name, data={})
-    job.id = "done"
-    store.insert(job)
-    assert queues.admit(name, "done", utcnow(), _alive_since()).run
-    claimed = store.claim(job)
-    assert claimed is not None
+    claimed = _running_with_the_only_slot(store, queues, name, "done")
     claimed.complete("ok")
     assert store.update(claimed)
     assert queues.admit(name, "next", utcnow(), _alive_since()).run

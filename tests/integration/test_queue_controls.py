@@ -112,13 +112,15 @@ def test_a_paused_queue_starts_nothing_until_resumed_even_after_a_worker_restart
 def test_concurrency_bounds_running_jobs_across_workers(
     producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    queue = unique_queue("conc")
+    queue, other = unique_queue("conc"), unique_queue("free")
     run_log = tmp_path / "runs.log"
     run_log.touch()
     producer.set_queue_limits(queue, concurrency=2)
     env = {"TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "0.4"}
-    workers = [make_worker(f"{queue}=logged", "-P", "prefork", "-c", "4", **env) for _ in "ab"]
+    queues = f"{queue}=logged,{other}=echo"
+    workers = [make_worker(queues, "-P", "prefork", "-c", "4", **env) for _ in "ab"]
     jobs = [producer.add(Job(queue_name=queue, data={"n": n})) for n in range(12)]
+    others = [producer.add(Job(queue_name=other, data={"n": n})) for n in range(4)]
     sampled: list[int] = []
 
     def all_done() -> list[Job] | None:
@@ -130,14 +132,18 @@ def test_concurrency_bounds_running_jobs_across_workers(
         for worker in workers:
             worker.start()
         done = wait_for(all_done, "every job to complete", timeout=120)
+        unlimited = _all_completed(producer, other, len(others))
     finally:
         for worker in workers:
             worker.stop()
-        delete_queues(producer, queue)
+        delete_queues(producer, queue, other)
     assert len(done) == len(jobs)
     assert max(sampled) <= 2
     assert _most_at_once(done) <= 2
     assert all(job.attempts == 1 for job in done)
+    # the waiting jobs held no pool process: the other queue's jobs ran meanwhile
+    last_start = max(job.started_at for job in done if job.started_at is not None)
+    assert all(job.settled_at is not None and job.settled_at < last_start for job in unlimited)
 
 
 @SERVER_BROKERS
