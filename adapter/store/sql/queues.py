@@ -3,11 +3,11 @@
 Tables, created on first use (``adapter_job`` is not changed, so no migration):
 ``adapter_queue`` (one row per controlled queue: ``paused``, ``concurrency``, ``rate_limit``),
 ``adapter_queue_slot`` (queue, job id, admission time: the concurrency slots) and
-``adapter_queue_start`` (queue, time: recent starts, for the rate limit). ``admit`` reads the
-queue's row without a lock first (a queue without limits costs one SELECT); with limits it
-locks the row with an UPDATE (PostgreSQL: a row lock; SQLite: the write lock, as
-``BEGIN IMMEDIATE``), then counts, decides (``adapter.control.decide``) and records in that
-transaction. A slot's liveness reads its job's row in ``adapter_job``.
+``adapter_queue_start`` (queue, time: recent starts, for the rate limit). ``admit`` locks
+the queue's row with an UPDATE first (PostgreSQL: a row lock; SQLite: the write lock, as
+``BEGIN IMMEDIATE``), then reads, counts, decides (``adapter.control.decide``) and records in
+that one transaction (the gate calls it only for queues with controls). A slot's liveness
+reads its job's row in ``adapter_job``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from adapter.control import ADMITTED, Admission, QueueControl, decide, slot_alive, wait
-from adapter.control import PAUSED_RECHECK_S as PAUSED_WAIT_S
+from adapter.control import ADMITTED, Admission, QueueControl, decide, slot_alive
 from adapter.forksafe import ForkSafeLock
 from adapter.store.queues import ControlChange, QueueStore
 from adapter.store.sql.store import SqlJobStore, jobs
@@ -126,14 +125,13 @@ class SqlQueueStore(QueueStore):
         self, queue_name: str, job_id: str, now: datetime, alive_since: datetime
     ) -> Admission:
         self._engine()
-        control = _control(self._db.run(_ROW, {"queue": queue_name}).first())
-        if control.is_default:
-            return ADMITTED
-        if control.paused:
-            return wait(PAUSED_WAIT_S, "paused")
         with self._db.begin() as conn:
-            conn.execute(_LOCK, {"queue": queue_name})  # held until the end of this transaction
+            # the row's lock, held to the end of this transaction (none: nothing to control)
+            if not conn.execute(_LOCK, {"queue": queue_name}).rowcount:
+                return ADMITTED
             control = _control(conn.execute(_ROW, {"queue": queue_name}).first())
+            if control.is_default:
+                return ADMITTED
             return _admit_locked(conn, control, queue_name, job_id, now, alive_since)
 
     def started(
