@@ -19,8 +19,8 @@ and applied by every store:
   no window of ``started_at`` holds more than N however long a claim takes; the margin covers
   a start still being claimed;
 - concurrency: a slot is held per job from its admission until its attempt ends; a slot
-  counts while its job is unsettled and either RUNNING with a fresh heartbeat or admitted less
-  than the heartbeat timeout ago (``Liveness``): a dead worker's slot frees when its heartbeat
+  counts while its job is unsettled and either RUNNING with a fresh heartbeat (``Liveness``)
+  or admitted less than ``CLAIM_GRACE_S`` ago: a dead worker's slot frees when its heartbeat
   expires. A job admitted again while its slot is live (a duplicate delivery) runs on without
   taking a second slot (``holds_slot`` False: claim refuses a live duplicate anyway).
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
 
 from adapter.errors import InvalidQueueControlError
@@ -48,6 +48,9 @@ MIN_WAIT_S = 0.02
 CONTROLS_TTL_S = 0.5
 #: Extra seconds a start counts in a rate window: the gate-to-claim moment (see above).
 RATE_MARGIN_S = 0.1
+#: How long a slot counts for a job admitted but not RUNNING (its claim follows within
+#: milliseconds; a shutdown or a hard time limit in between leaves the slot this long), in s.
+CLAIM_GRACE_S = 5.0
 #: Largest ``concurrency`` and ``rate_limit`` count accepted.
 MAX_LIMIT = 1_000_000
 #: Seconds of one unit of ``rate_limit``.
@@ -220,15 +223,16 @@ def slot_alive(
     beat_at: datetime | None,
     settled: bool,
     admitted_at: datetime,
+    *,
     alive_since: datetime,
+    now: datetime,
 ) -> bool:
     """True while a concurrency slot counts (see above); ``job_state`` None: no such job."""
-    if job_state is None:
-        return admitted_at >= alive_since
-    if settled:
-        return False
+    claiming = admitted_at >= now - timedelta(seconds=CLAIM_GRACE_S)
+    if job_state is None or settled:
+        return claiming and not settled
     beating = job_state == "RUNNING" and beat_at is not None and beat_at >= alive_since
-    return beating or admitted_at >= alive_since
+    return beating or claiming
 
 
 @runtime_checkable

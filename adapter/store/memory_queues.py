@@ -80,7 +80,7 @@ class MemoryQueueStore(QueueStore):
             queue.slots = {
                 held: at
                 for held, at in queue.slots.items()
-                if self._slot_alive(held, at, alive_since)
+                if self._slot_alive(held, at, alive_since, now)
             }
             others = len(queue.slots) - (job_id in queue.slots)
             newest = sorted((at for _, at in queue.starts), reverse=True)
@@ -100,18 +100,21 @@ class MemoryQueueStore(QueueStore):
                     queue.slots[job_id] = now
             return answer
 
-    def _slot_alive(self, job_id: str, admitted_at: datetime, alive_since: datetime) -> bool:
+    def _slot_alive(
+        self, job_id: str, admitted_at: datetime, alive_since: datetime, now: datetime
+    ) -> bool:
         """The rule of ``adapter.control``: unsettled, and admitted or beating recently."""
         with self._jobs._lock:
             record = self._jobs._records.get(job_id)
             if record is None:
-                return slot_alive(None, None, False, admitted_at, alive_since)
+                return slot_alive(None, None, False, admitted_at, alive_since=alive_since, now=now)
             return slot_alive(
                 record.job.state.value,
                 record.updated_at,
                 record.job.is_settled,
                 admitted_at,
-                alive_since,
+                alive_since=alive_since,
+                now=now,
             )
 
     def started(

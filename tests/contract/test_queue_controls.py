@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from adapter.control import (
+    CLAIM_GRACE_S,
     MAX_WAIT_S,
     RATE_MARGIN_S,
     QueueControl,
@@ -191,3 +192,16 @@ def test_a_start_counts_from_its_claims_started_at(queues: QueueStore) -> None:
     assert not queues.admit(name, "b", window_after_admission, _alive_since()).run
     window_after_start = started + timedelta(seconds=1 + RATE_MARGIN_S + 0.01)
     assert queues.admit(name, "b", window_after_start, _alive_since()).run
+
+
+def test_a_slot_admitted_but_never_claimed_frees_after_the_claim_grace(
+    queues: QueueStore,
+) -> None:
+    name = _queue()
+    queues.set_control(name, concurrency=1)
+    admitted = utcnow()
+    assert queues.admit(name, "gone", admitted, _alive_since()).holds_slot  # then its worker died
+    soon = admitted + timedelta(seconds=1)
+    assert not queues.admit(name, "next", soon, _alive_since()).run
+    after_grace = admitted + timedelta(seconds=CLAIM_GRACE_S + 0.1)
+    assert queues.admit(name, "next", after_grace, _alive_since()).run

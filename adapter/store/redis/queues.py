@@ -18,6 +18,7 @@ import redis
 from redis.commands.core import Script
 
 from adapter.control import (
+    CLAIM_GRACE_S,
     CONCURRENCY_RECHECK_S,
     PAUSED_RECHECK_S,
     Admission,
@@ -57,12 +58,13 @@ if conc then
     local id, at = held[i], tonumber(held[i + 1])
     local f = redis.call('HMGET', p .. ':job:' .. id, 'state', 'updated_at', 'settled_at')
     local ok
+    local claiming = at >= now - __CLAIM_GRACE_US__
     if not f[1] then
-      ok = at >= alive
+      ok = claiming
     elseif f[3] then
       ok = false
     else
-      ok = (f[1] == 'RUNNING' and tonumber(f[2]) >= alive) or at >= alive
+      ok = (f[1] == 'RUNNING' and tonumber(f[2]) >= alive) or claiming
     end
     if not ok then
       redis.call('HDEL', slots, id)
@@ -163,9 +165,15 @@ class RedisQueueStore(QueueStore):
 
 
 def _admit_lua() -> str:
-    return _ADMIT.replace("__PAUSED_US__", str(int(PAUSED_RECHECK_S * 1e6))).replace(
-        "__CONCURRENCY_US__", str(int(CONCURRENCY_RECHECK_S * 1e6))
-    )
+    values = {
+        "__PAUSED_US__": PAUSED_RECHECK_S,
+        "__CONCURRENCY_US__": CONCURRENCY_RECHECK_S,
+        "__CLAIM_GRACE_US__": CLAIM_GRACE_S,
+    }
+    lua = _ADMIT
+    for name, seconds in values.items():
+        lua = lua.replace(name, str(int(seconds * 1e6)))
+    return lua
 
 
 def _texts(fields: Any) -> dict[str, str]:

@@ -185,9 +185,11 @@ def _admit_locked(
             ).scalar_one()
     live: set[str] = set()
     if control.concurrency is not None:
-        since, dead = _naive(alive_since), []
+        since, naive_now, dead = _naive(alive_since), _naive(now), []
         for row in conn.execute(_SLOTS, {"queue": queue_name}):
-            if slot_alive(row.state, row.updated_at, bool(row.is_settled), row.admitted_at, since):
+            settled = bool(row.is_settled)
+            at = row.admitted_at
+            if slot_alive(row.state, row.updated_at, settled, at, alive_since=since, now=naive_now):
                 live.add(row.job_id)
             else:
                 dead.append(row.job_id)
