@@ -32,6 +32,7 @@ from adapter.celery.envelope import (
     job_of,
     message_queue_name,
 )
+from adapter.celery.gate import MustWait, hand_back
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
@@ -149,6 +150,8 @@ def _run(
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
     try:
         claimed = lifecycle.claim(job)
+    except MustWait as waiting:  # a paused or limited queue (adapter.celery.gate)
+        raise hand_back(task, job, waiting) from None
     except WrongQueueError as err:
         _refuse(task, recorder, wire_job, str(err))
     except StoreError as err:
