@@ -40,6 +40,8 @@ ENV_RESULT = "BENCH_RESULT_URL"
 ENV_ADAPTER_QUEUE = "BENCH_ADAPTER_QUEUE"
 #: How many queues the worker starts (``<queue>-0`` ...), for ``bench/many_queues.py``.
 ENV_QUEUE_COUNT = "BENCH_QUEUE_COUNT"
+#: Set by ``bench/profile_drain.py``: pool children turn off the profiler they inherit.
+ENV_PROFILING = "BENCH_PROFILING"
 #: File the worker writes the wall-clock time of ``worker_ready`` to.
 ENV_READY_FILE = "BENCH_READY_FILE"
 

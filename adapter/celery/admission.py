@@ -31,6 +31,7 @@ from typing import Any
 from celery.worker.strategy import default
 
 from adapter.celery.envelope import (
+    PROCESS_HEADER,
     QUEUE_HEADER,
     malformed_reason,
     message_headers,
@@ -66,7 +67,11 @@ class Admission:
             handle = default(task, app, consumer, **options)
 
             def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
-                if self.admit(message, consumer):
+                token = self.admit(message, consumer)
+                if token:
+                    # The request Celery builds copies these headers: the pool learns which
+                    # process runs the job from the look-up made here, once per message.
+                    message.headers[PROCESS_HEADER] = token
                     return handle(message, body, *args, **kwargs)
                 return None
 
@@ -74,25 +79,28 @@ class Admission:
 
         return strategy
 
-    def admit(self, message: Any, consumer: Any) -> bool:
-        """True when ``message`` goes to the pool; False: dead-lettered, routed or handed back."""
+    def admit(self, message: Any, consumer: Any) -> str:
+        """The process token when ``message`` goes to the pool (``ProcessRegistry.token_for``).
+
+        "" when it does not: dead-lettered, routed or handed back.
+        """
         arrival = routed_queue_name(message.delivery_info)
         reason = malformed_reason(message) or self._oversize(message)
         if reason is None and arrival is None:
             self._route(message, consumer)
-            return False
+            return ""
         if reason is None:
             header = message_headers(message).get(QUEUE_HEADER)
             if header is not None and header != arrival:
                 reason = f"header {QUEUE_HEADER} names queue {header!r}, not {arrival!r}"
         if reason is not None:
             self._recorder.take(message, reason, consumer)
-            return False
+            return ""
         assert arrival is not None
-        if not self._registry.token_for(arrival):
+        token = self._registry.token_for(arrival)
+        if not token:
             self._hand_back(message, arrival, consumer)
-            return False
-        return True
+        return token
 
     def _oversize(self, message: Any) -> str | None:
         """Why the job data is too large, or None; the body length bounds it, cheaply."""
