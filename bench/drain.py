@@ -99,11 +99,15 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def worker_command(queue: str, hostname: str) -> list[str]:
-    """Return the celery worker command line the brief prescribes, consuming ``queue``."""
+def worker_command(queue: str, hostname: str, prefetch_multiplier: int = 1) -> list[str]:
+    """Return the celery worker command line the brief prescribes, consuming ``queue``.
+
+    ``prefetch_multiplier`` 4 is Celery's default (the project's settings say 1).
+    """
     return [
         CELERY_SCRIPT, "-A", "bench.workers", "worker",
         "-P", "prefork", "-c", "2", "-Q", queue, "-n", hostname,
+        "--prefetch-multiplier", str(prefetch_multiplier),
         "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING",
     ]  # fmt: skip
 

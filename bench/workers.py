@@ -22,12 +22,14 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 from adapter import CeleryJobQueueStrategy, Job
 from bench.common import (
     ENV_ADAPTER_QUEUE,
+    ENV_BATCH,
     ENV_BROKER,
     ENV_PROFILING,
     ENV_QUEUE_COUNT,
     ENV_READY_FILE,
     ENV_RESULT,
     ENV_STORE,
+    RAW_DEFAULT_TASK_NAME,
     RAW_TASK_NAME,
     make_app,
 )
@@ -38,6 +40,12 @@ app = make_app(os.environ[ENV_BROKER], os.environ[ENV_STORE], os.environ[ENV_RES
 @app.task(name=RAW_TASK_NAME, ignore_result=False, acks_late=True)  # type: ignore[untyped-decorator]
 def noop_task(payload: Any = None) -> None:
     """Do nothing: the raw Celery side of the drain benchmark."""
+    return None
+
+
+@app.task(name=RAW_DEFAULT_TASK_NAME, ignore_result=False, acks_late=False)  # type: ignore[untyped-decorator]
+def noop_default_task(payload: Any = None) -> None:
+    """Do nothing, acknowledged early as Celery does by default: the batch comparison's raw side."""
     return None
 
 
@@ -52,7 +60,8 @@ if os.environ.get(ENV_QUEUE_COUNT):
     for index in range(int(os.environ[ENV_QUEUE_COUNT])):
         strategy.start(f"{os.environ[ENV_ADAPTER_QUEUE]}-{index}", noop_process)
 elif os.environ.get(ENV_ADAPTER_QUEUE):
-    strategy.start(os.environ[ENV_ADAPTER_QUEUE], noop_process)
+    batch = int(os.environ[ENV_BATCH]) if os.environ.get(ENV_BATCH) else None
+    strategy.start(os.environ[ENV_ADAPTER_QUEUE], noop_process, batch=batch)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.worker.strategy import default
 
@@ -44,6 +44,9 @@ from adapter.data import check_data_size
 from adapter.errors import InvalidJobMessageError, JobQueueError
 from adapter.job import Job, validate_queue_name
 
+if TYPE_CHECKING:
+    from adapter.celery.batching import Batcher
+
 logger = logging.getLogger(__name__)
 
 #: Message properties a rerouted message keeps (the rest belong to the transport).
@@ -54,11 +57,17 @@ class Admission:
     """Decides, in the worker's consumer, whether a job message reaches the pool."""
 
     def __init__(
-        self, recorder: DeadLetterRecorder, registry: ProcessRegistry, max_data_bytes: int
+        self,
+        recorder: DeadLetterRecorder,
+        registry: ProcessRegistry,
+        max_data_bytes: int,
+        batcher: Batcher | None = None,
     ) -> None:
+        """``batcher`` takes the admitted messages of batch queues (``adapter.celery.batching``)."""
         self._recorder = recorder
         self._registry = registry
         self._max_data_bytes = max_data_bytes
+        self._batcher = batcher
 
     def strategy(self) -> Callable[..., Any]:
         """Return a Celery task ``Strategy`` that admits each message before Celery's own runs."""
@@ -68,6 +77,12 @@ class Admission:
 
             def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
                 token = self.admit(message, consumer)
+                batcher = self._batcher
+                if token and batcher is not None and batcher.batched():
+                    queue_name = routed_queue_name(message.delivery_info)
+                    if queue_name is not None and batcher.size_of(queue_name) > 1:
+                        batcher.hold(message, queue_name, token, consumer)
+                        return None
                 if token:
                     # The request Celery builds copies these headers: the pool learns which
                     # process runs the job from the look-up made here, once per message.
