@@ -227,16 +227,33 @@ class Batcher:
 
     def _settle(self, messages: list[Any], dispositions: list[Disposition], consumer: Any) -> None:
         errors = consumer.connection_errors
-        for message, (what, reason) in zip(messages, dispositions, strict=True):
-            if what == ACK:
-                message.ack_log_error(logger, errors)
-            elif what == DEAD:
+        settled = list(zip(messages, dispositions, strict=True))
+        _ack_all([message for message, (what, _) in settled if what == ACK], errors)
+        for message, (what, reason) in settled:
+            if what == DEAD:
                 self._dead_letter(message, reason, consumer)
-            else:
+            elif what == REQUEUE:
                 message.reject_log_error(logger, errors, requeue=True)
             if id(message) in self._slotted:
                 self._slotted.discard(id(message))
                 consumer.qos.decrement_eventually()
+
+
+def _ack_all(messages: list[Any], errors: Any) -> None:
+    """Acknowledge ``messages``: in one round trip where the transport can (Redis), else each."""
+    channel = messages[0].channel if messages else None
+    ack_many = getattr(getattr(channel, "qos", None), "ack_many", None)
+    if ack_many is None or any(m.channel is not channel or m.acknowledged for m in messages):
+        for message in messages:
+            message.ack_log_error(logger, errors)
+        return
+    try:
+        ack_many([message.delivery_tag for message in messages])
+    except errors as err:  # left unacknowledged: delivered again, and dropped at claim
+        logger.error("could not acknowledge a batch of %d messages: %r", len(messages), err)
+        return
+    for message in messages:
+        message._state = "ACK"  # as kombu's Message.ack records it
 
 
 def _pool_size(consumer: Any) -> int:
