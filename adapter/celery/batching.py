@@ -39,7 +39,9 @@ from adapter.celery.admission import refusal
 from adapter.celery.envelope import TASK_NAME, job_of
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
+from adapter.celery.task import STORE_RETRY_DELAY_S
 from adapter.errors import ConfigurationError, JobQueueError, StoreError, WrongQueueError
+from adapter.job import Job
 from adapter.lifecycle import Lifecycle, OutcomeKind
 
 logger = logging.getLogger(__name__)
@@ -52,8 +54,8 @@ MAX_BATCH = 1000
 #: What becomes of each message of a batch (a dead letter is ``(DEAD, reason)``).
 ACK, REQUEUE, DEAD = "ack", "requeue", "dead"
 Disposition = tuple[str, str]
-#: One message as the pool gets it: task id, body text, routing key it came through.
-Item = tuple[str, str, str]
+#: One message as the pool gets it: task id, body (JSON, as received), routing key it came through.
+Item = tuple[str, bytes | str, str]
 
 #: The runner of each strategy in this process, by key: a pool child finds its own here.
 _RUNNERS: dict[str, BatchRunner] = {}
@@ -88,12 +90,9 @@ class BatchRunner:
         process = self._registry.resolve(queue_name, token)
         if process is None:
             return [(REQUEUE, "")] * len(items)
-        publisher = JobPublisher(self._app, self._app.tasks[TASK_NAME])
-        return [self._run_one(process, publisher, item) for item in items]
+        return [self._run_one(process, item) for item in items]
 
-    def _run_one(
-        self, process: Callable[..., Any], publisher: JobPublisher, item: Item
-    ) -> Disposition:
+    def _run_one(self, process: Callable[..., Any], item: Item) -> Disposition:
         task_id, body, routing_key = item
         try:
             job = job_of(json.loads(body)[0][0], task_id)
@@ -103,19 +102,28 @@ class BatchRunner:
         if reason is not None:
             return (DEAD, reason)
         try:
-            claimed = self._lifecycle.claim(job)
+            try:
+                claimed = self._lifecycle.claim(job)
+            except StoreError as err:  # nothing ran: offered again later, as the task does
+                logger.warning(
+                    "job %s: %s; offering it again in %ss", job.id, err, STORE_RETRY_DELAY_S
+                )
+                self._publish(job, STORE_RETRY_DELAY_S)
+                return (ACK, "")
             if claimed is None:
                 return (ACK, "")  # settled, or running elsewhere: this delivery is not run
             outcome = self._lifecycle.attempt(claimed, process)
             if outcome.kind == OutcomeKind.RETRY and outcome.job is not None:
-                publisher.publish(outcome.job, countdown=outcome.retry_in_s)
+                self._publish(outcome.job, outcome.retry_in_s)
         except WrongQueueError as err:
             return (DEAD, str(err))
-        except JobQueueError as err:  # the store or the broker: deliver it again
-            level = logging.WARNING if isinstance(err, StoreError) else logging.ERROR
-            logger.log(level, "job %s: %s; handing it back", job.id, err)
+        except JobQueueError as err:  # the outcome unrecorded, or no retry sent: deliver it again
+            logger.error("job %s: %s; handing it back", job.id, err)
             return (REQUEUE, "")
         return (ACK, "")
+
+    def _publish(self, job: Job, countdown: float) -> None:
+        JobPublisher(self._app, self._app.tasks[TASK_NAME]).publish(job, countdown=countdown)
 
 
 def run_batch(key: str, queue_name: str, token: str, items: list[Item]) -> list[Disposition]:
@@ -197,7 +205,7 @@ class Batcher:
         if not messages:
             return
         items = [
-            (str(m.headers.get("id")), _text(m.body), str(m.delivery_info.get("routing_key")))
+            (str(m.headers.get("id")), m.body, str(m.delivery_info.get("routing_key")))
             for m in messages
         ]
 
@@ -258,7 +266,3 @@ def _ack_all(messages: list[Any], errors: Any) -> None:
 
 def _pool_size(consumer: Any) -> int:
     return int(getattr(consumer.pool, "num_processes", None) or 1)
-
-
-def _text(body: Any) -> str:
-    return body.decode("utf-8") if isinstance(body, bytes | bytearray) else str(body)
