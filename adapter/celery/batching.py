@@ -21,8 +21,9 @@ retries and outcome in the store) but pays Celery's per-task cost once per batch
   not claimed again (the store's settled guard), so it is acknowledged without running.
 
 What a batch queue does not do: write Celery results (``AsyncResult`` and Flower do not see
-its jobs; the store has every outcome), Celery's task events and signals, time limits. Each
-job still makes its own claim and outcome write in the store.
+its jobs; the store has every outcome), Celery's task events and signals, time limits, and
+the graceful stop's deadline (``adapter.celery.worker`` sees Celery requests only: a warm stop
+waits for the pool's batches). Each job still makes its own claim and outcome write.
 """
 
 from __future__ import annotations
