@@ -159,7 +159,9 @@ class Batcher:
         self._sizes: dict[str, int] = {}
         self._held: dict[str, _Held] = {}
         self._slotted: set[int] = set()  # messages (by id) given a prefetch slot of their own
-        self._lock = threading.Lock()
+        # Re-entrant: a solo pool runs a batch inside ``apply_async``, and settles it there.
+        # A threads pool settles batches from its threads while the consumer holds more.
+        self._lock = threading.RLock()
 
     def set_size(self, queue_name: str, batch: int) -> None:
         """Run ``queue_name`` in batches of ``batch`` (1: one Celery task per message)."""
@@ -179,6 +181,10 @@ class Batcher:
 
     def hold(self, message: Any, queue_name: str, token: str, consumer: Any) -> None:
         """Hold an admitted message of a batch queue; send its batch when full."""
+        with self._lock:
+            self._hold(message, queue_name, token, consumer)
+
+    def _hold(self, message: Any, queue_name: str, token: str, consumer: Any) -> None:
         size = self._sizes.get(queue_name, 1)
         held = self._held.setdefault(queue_name, _Held())
         held.token = token
@@ -187,15 +193,19 @@ class Batcher:
             consumer.qos.increment_eventually()
             self._slotted.add(id(message))
         if len(held.messages) >= size:
-            self._flush(queue_name, consumer)
+            self._send(queue_name, consumer)
         elif held.timer is None and held.in_pool < _pool_size(consumer):
             # A pool process is free: wait a moment for more. Else the batch goes, as it is
-            # then, when the pool returns one (``_settle``).
+            # then, when the pool returns one (``_returned``).
             held.timer = consumer.timer.call_after(
                 LINGER_S, self._flush, (queue_name, consumer), priority=0
             )
 
     def _flush(self, queue_name: str, consumer: Any) -> None:
+        with self._lock:
+            self._send(queue_name, consumer)
+
+    def _send(self, queue_name: str, consumer: Any) -> None:
         held = self._held.get(queue_name)
         if held is None:
             return
@@ -211,12 +221,12 @@ class Batcher:
         ]
 
         def done(dispositions: list[Disposition]) -> None:
-            self._settle(messages, dispositions, consumer)
-            self._returned(queue_name, consumer)
+            with self._lock:
+                self._settle(messages, dispositions, consumer)
+                self._returned(queue_name, consumer)
 
         def failed(*_: Any) -> None:  # the pool process was lost: deliver them all again
-            self._settle(messages, [(REQUEUE, "")] * len(messages), consumer)
-            self._returned(queue_name, consumer)
+            done([(REQUEUE, "")] * len(messages))
 
         held.in_pool += 1
         logger.debug("batch of %d jobs of %r to the pool", len(items), queue_name)
@@ -232,7 +242,7 @@ class Batcher:
         held = self._held[queue_name]
         held.in_pool -= 1
         if held.messages and held.timer is None:
-            self._flush(queue_name, consumer)
+            self._send(queue_name, consumer)
 
     def _settle(self, messages: list[Any], dispositions: list[Disposition], consumer: Any) -> None:
         errors = consumer.connection_errors

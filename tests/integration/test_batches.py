@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from tests.integration.conftest import SERVER_BROKERS, WorkerProcess
 from tests.support import delete_queues, unique_queue, wait_for, wait_settled
@@ -26,13 +28,16 @@ def _runs(log: Path) -> Counter[str]:
 
 
 @SERVER_BROKERS
+@pytest.mark.parametrize("pool", [PREFORK, ("-P", "threads", "-c", "2"), ("-P", "solo")])
 def test_each_job_of_a_batch_queue_has_its_own_outcome_and_retries(
-    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess]
+    producer: CeleryJobQueueStrategy,
+    make_worker: Callable[..., WorkerProcess],
+    pool: tuple[str, ...],
 ) -> None:
     queue = unique_queue("batch")
     good = [producer.add(Job(queue_name=queue, data={"n": n})) for n in range(25)]
     bad = producer.add(Job(queue_name=queue, data={"fail": True}, retries=1))
-    worker = make_worker(f"{queue}=mixed", *PREFORK, "-l", "DEBUG", TEST_BATCH="10")
+    worker = make_worker(f"{queue}=mixed", *pool, "-l", "DEBUG", TEST_BATCH="10")
     try:
         worker.start()
         settled = [wait_settled(producer, job) for job in good]
