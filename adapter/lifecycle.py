@@ -52,7 +52,7 @@ from adapter.settings import (
     MAX_REDELIVERIES,
     AdapterSettings,
 )
-from adapter.store.base import JobStore
+from adapter.store.base import Claimed, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,31 @@ class Lifecycle:
         # Only the id, queue and data of a message count: what it says of state, progress,
         # result or attempts is never recorded (a message cannot make a job COMPLETED).
         recordable = job.as_added(str(job.id))
-        claimed = self.store.claim(recordable, busy_after=self.liveness.alive_since())
+        return self._started(
+            job, self.store.claim(recordable, busy_after=self.liveness.alive_since())
+        )
+
+    def may_batch(self, queue_name: str) -> bool:
+        """True when the jobs of ``queue_name`` may be claimed with ``claim_many`` (no gate)."""
+        return True
+
+    def claim_many(self, jobs: Sequence[Job]) -> list[Claimed]:
+        """``claim`` each of ``jobs`` (distinct ids, one queue) in one store write; one entry
+        per job: the claimed job, None (not to run now), or its WrongQueueError.
+
+        StoreError when the store cannot be reached (nothing claimed). Passes no queue gate:
+        ask ``may_batch`` first.
+        """
+        recordable = [job.as_added(str(job.id)) for job in jobs]
+        found = self.store.claim_many(recordable, busy_after=self.liveness.alive_since())
+        return [
+            claimed if isinstance(claimed, Exception) else self._started(job, claimed)
+            for job, claimed in zip(jobs, found, strict=True)
+        ]
+
+    def _started(self, job: Job, claimed: Job | None) -> Job | None:
+        """``job``'s claim came back: count it; None when it must not run (FAILED when it
+        was lost too often)."""
         if claimed is None:
             logger.info("job %s is settled or running elsewhere; not running it again", job.id)
             return None
@@ -162,6 +186,31 @@ class Lifecycle:
         StoreError when the outcome could not be recorded after every retry (the process ran;
         the broker should deliver the job again).
         """
+        return self.attempt_many([job], process)[0]
+
+    def attempt_many(self, jobs: Sequence[Job], process: Callable[[Job], Any]) -> list[Outcome]:
+        """Run ``process`` on each claimed job in turn, then record every outcome in one write.
+
+        Each job is watched (cancel notices, heartbeats, progress) from its start until the
+        write. StoreError when the outcomes could not be recorded after every retry (the
+        processes ran; the broker should deliver the jobs again).
+        """
+        decided: list[tuple[Job, Exception | None, Outcome | None]] = []
+        try:
+            for job in jobs:
+                decided.append(self._run(job, process))
+            unsettled = [job for job, _, early in decided if early is None]
+            written = iter(self.record_many(unsettled) if unsettled else [])
+            return [early or self._outcome(job, err, next(written)) for job, err, early in decided]
+        finally:
+            for job in jobs:
+                self._running.unwatch(job)
+
+    def _run(
+        self, job: Job, process: Callable[[Job], Any]
+    ) -> tuple[Job, Exception | None, Outcome | None]:
+        """Run one attempt and decide its outcome: the job, its error, and its ``Outcome`` when
+        it needs no write (cancelled while it ran)."""
         running = self._running
 
         def persist_progress(progressed: Job) -> None:  # a function: copies of a job share it
@@ -170,58 +219,76 @@ class Lifecycle:
         job.on("progress", persist_progress)
         running.watch(job)  # until the outcome is recorded: cancel notices, heartbeats
         try:
-            try:
-                result = call_process(process, job)
-                ensure_json(result, root="result")
-            except Exception as err:  # a process may raise anything: it is a failed attempt
-                return self.failed(job, err)
-            return self.completed(job, result)
-        finally:
-            self._running.unwatch(job)
+            result = call_process(process, job)
+            ensure_json(result, root="result")
+        except Exception as err:  # a process may raise anything: it is a failed attempt
+            return job, err, self._decide(job, None, err)
+        return job, None, self._decide(job, result, None)
 
-    def completed(self, job: Job, result: Any) -> Outcome:
-        """The process returned ``result``: COMPLETED, unless cancelled meanwhile."""
+    def _decide(self, job: Job, result: Any, err: Exception | None) -> Outcome | None:
+        """Apply the process's end to ``job``; an Outcome when nothing is to be written."""
         if job.state == JobState.CANCELLED:
-            logger.info("job %s finished after it was cancelled; it stays CANCELLED", job.id)
-            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
-        job.complete(result)
-        if not self.record(job):
-            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
-        return Outcome(OutcomeKind.COMPLETED, job)
+            if err is None:
+                logger.info("job %s finished after it was cancelled; it stays CANCELLED", job.id)
+            else:
+                logger.info("job %s stopped after it was cancelled: %s", job.id, err)
+            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
+        if err is None:
+            job.complete(result)
+        else:
+            job.fail(err)
+        return None
 
-    def failed(self, job: Job, err: Exception) -> Outcome:
-        """The process raised ``err``: RETRYING after the backoff, or FAILED."""
-        if job.state == JobState.CANCELLED:
-            logger.info("job %s stopped after it was cancelled: %s", job.id, err)
+    def _outcome(self, job: Job, err: Exception | None, written: bool) -> Outcome:
+        """What the broker side does after ``job``'s outcome write (``written``: it applied)."""
+        if not written:
             return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
-        job.fail(err)
-        if not self.record(job):
-            return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
+        if err is None:
+            return Outcome(OutcomeKind.COMPLETED, job)
         if job.state == JobState.RETRYING:
             delay_ms = self._backoff(job.queue_name, job.attempts, job)
             return Outcome(OutcomeKind.RETRY, job, max(delay_ms, 0) / 1000, err)
         return Outcome(OutcomeKind.FAILED, job, error=err)
+
+    def completed(self, job: Job, result: Any) -> Outcome:
+        """The process returned ``result``: COMPLETED, unless cancelled meanwhile."""
+        return self._decide(job, result, None) or self._outcome(job, None, self.record(job))
+
+    def failed(self, job: Job, err: Exception) -> Outcome:
+        """The process raised ``err``: RETRYING after the backoff, or FAILED."""
+        return self._decide(job, None, err) or self._outcome(job, err, self.record(job))
 
     def record(self, job: Job) -> bool:
         """Write an attempt's outcome; False when the job was settled elsewhere.
 
         A busy store is retried; StoreError after the last try (never given up on quietly).
         """
+        return self.record_many([job])[0]
+
+    def record_many(self, jobs: Sequence[Job]) -> list[bool]:
+        """``record`` the outcomes of ``jobs`` (distinct ids) in one write; one answer each."""
         for delay in self._record_retry_delays:
             try:
-                return self._written(job, self.store.update(job))
+                return self._written(jobs, self._write(jobs))
             except StoreError as err:
-                logger.warning("job %s: recording %s failed (%s); retrying", job.id, job.state, err)
+                which = ", ".join(str(job.id) for job in jobs[:3]) + (", ..." if jobs[3:] else "")
+                logger.warning("job %s: recording the outcome failed (%s); retrying", which, err)
                 time.sleep(delay)
-        return self._written(job, self.store.update(job))
+        return self._written(jobs, self._write(jobs))
 
-    def _written(self, job: Job, written: bool) -> bool:
-        if written:
-            self.metrics.recorded(job)
-        else:
-            logger.info(
-                "job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state
-            )
+    def _write(self, jobs: Sequence[Job]) -> list[bool]:
+        return [self.store.update(jobs[0])] if len(jobs) == 1 else self.store.update_many(jobs)
+
+    def _written(self, jobs: Sequence[Job], written: list[bool]) -> list[bool]:
+        for job, done in zip(jobs, written, strict=True):
+            if done:
+                self.metrics.recorded(job)
+            else:
+                logger.info(
+                    "job %s was settled elsewhere; its %s outcome is not recorded",
+                    job.id,
+                    job.state,
+                )
         return written
 
     def cancel(self, job_id: str) -> Job | None:

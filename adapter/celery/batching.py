@@ -92,17 +92,57 @@ class BatchRunner:
         process = self._registry.resolve(queue_name, token)
         if process is None:
             return [(REQUEUE, "")] * len(items)
-        return [self._run_one(process, item) for item in items]
+        if self._lifecycle.may_batch(queue_name):
+            return self._run_together(process, items)
+        return [self._run_one(process, item) for item in items]  # through the queue gate
+
+    def _run_together(self, process: Callable[..., Any], items: list[Item]) -> list[Disposition]:
+        """One claim write for the batch, each job run in turn, one outcome write for all."""
+        found = [_job_of(item) for item in items]
+        jobs = {str(job.id): job for job in found if isinstance(job, Job)}  # a repeat runs once
+        dispositions = {job_id: (ACK, "") for job_id in jobs}
+        try:
+            claims = self._lifecycle.claim_many(list(jobs.values()))
+        except StoreError as err:  # nothing ran: offered again later, as the task does
+            logger.warning(
+                "%d jobs: %s; offering them again in %ss", len(jobs), err, STORE_RETRY_DELAY_S
+            )
+            claims = []
+            for job_id, job in jobs.items():
+                dispositions[job_id] = self._offer_again(job, STORE_RETRY_DELAY_S)
+        claimed: list[Job] = []
+        for job_id, claim in zip(jobs, claims, strict=False):
+            if isinstance(claim, WrongQueueError):
+                dispositions[job_id] = (DEAD, str(claim))
+            elif claim is not None:
+                claimed.append(claim)
+        try:
+            outcomes = self._lifecycle.attempt_many(claimed, process) if claimed else []
+        except JobQueueError as err:  # the outcomes unrecorded: deliver the jobs again
+            logger.error("%d jobs: %s; handing them back", len(claimed), err)
+            for job in claimed:
+                dispositions[str(job.id)] = (REQUEUE, "")
+            outcomes = []
+        for outcome in outcomes:
+            if outcome.kind == OutcomeKind.RETRY and outcome.job is not None:
+                dispositions[str(outcome.job.id)] = self._offer_again(
+                    outcome.job, outcome.retry_in_s
+                )
+        return [dispositions[str(job.id)] if isinstance(job, Job) else job for job in found]
+
+    def _offer_again(self, job: Job, countdown: float) -> Disposition:
+        """Publish ``job`` again after ``countdown``; requeue its message if that fails."""
+        try:
+            self._publish(job, countdown)
+        except JobQueueError as err:
+            logger.error("job %s: %s; handing it back", job.id, err)
+            return (REQUEUE, "")
+        return (ACK, "")
 
     def _run_one(self, process: Callable[..., Any], item: Item) -> Disposition:
-        task_id, body, routing_key = item
-        try:
-            job = job_of(json.loads(body)[0][0], task_id)
-        except (JobQueueError, ValueError, TypeError, IndexError, KeyError) as err:
-            return (DEAD, str(err))
-        reason = refusal(job, {"routing_key": routing_key})
-        if reason is not None:
-            return (DEAD, reason)
+        job = _job_of(item)
+        if not isinstance(job, Job):
+            return job
         try:
             try:
                 claimed = self._lifecycle.claim(job)
@@ -129,6 +169,17 @@ class BatchRunner:
 
     def _publish(self, job: Job, countdown: float) -> None:
         JobPublisher(self._app, self._app.tasks[TASK_NAME]).publish(job, countdown=countdown)
+
+
+def _job_of(item: Item) -> Job | Disposition:
+    """The job of one message, or the dead letter's disposition when it is no valid job."""
+    task_id, body, routing_key = item
+    try:
+        job = job_of(json.loads(body)[0][0], task_id)
+    except (JobQueueError, ValueError, TypeError, IndexError, KeyError) as err:
+        return (DEAD, str(err))
+    reason = refusal(job, {"routing_key": routing_key})
+    return job if reason is None else (DEAD, reason)
 
 
 def run_batch(key: str, queue_name: str, token: str, items: list[Item]) -> list[Disposition]:

@@ -105,6 +105,10 @@ class GatedLifecycle(Lifecycle):
                 logger.warning("job %s: could not record its start time: %s", job.id, err)
         return claimed
 
+    def may_batch(self, queue_name: str) -> bool:
+        """A queue that may have controls claims each job through the gate."""
+        return not self.controlled.may_control(queue_name)
+
     def attempt(self, job: Job, process: Callable[[Job], Any]) -> Outcome:
         """Run the attempt, then free its concurrency slot."""
         try:

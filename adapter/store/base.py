@@ -44,6 +44,9 @@ MUTABLE_FIELDS = (
     "updated_at",
 )
 
+#: What ``claim_many`` answers for one job: claimed, not to run (None), or of another queue.
+Claimed = Job | WrongQueueError | None
+
 #: Dead letters a store keeps by default (``DeadLetterStore.max_dead_letters``).
 MAX_DEAD_LETTERS = 10_000
 
@@ -94,6 +97,21 @@ class WorkerStore(ABC):
         WrongQueueError (``wrong_queue``), so a message cannot take another queue's job.
         """
 
+    def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
+        """``claim`` each of ``jobs`` (distinct ids), in one transaction or round trip where the
+        store can: one entry per job, in order, the claimed job, None, or the job's
+        WrongQueueError (the others are claimed still). StoreError when the store failed.
+
+        This default claims each in turn; backends override it.
+        """
+        found: list[Claimed] = []
+        for job in jobs:
+            try:
+                found.append(self.claim(job, busy_after))
+            except WrongQueueError as err:
+                found.append(err)
+        return found
+
     @abstractmethod
     def set_progress(self, job_id: str, progress: float) -> bool:
         """Record progress of an unsettled job; False when it is settled or unknown."""
@@ -101,6 +119,14 @@ class WorkerStore(ABC):
     @abstractmethod
     def update(self, job: Job) -> bool:
         """Write every mutable field of an unsettled job; False when it is settled or unknown."""
+
+    def update_many(self, jobs: Sequence[Job]) -> list[bool]:
+        """``update`` each of ``jobs`` (distinct ids), in one transaction or round trip where
+        the store can; one answer per job, in order (False: settled or unknown, unchanged).
+
+        This default updates each in turn; backends override it.
+        """
+        return [self.update(job) for job in jobs]
 
     def apply(
         self,

@@ -25,11 +25,11 @@ from itertools import islice
 from typing import Any
 
 from adapter.dead_letter import DeadLetter
-from adapter.errors import ConfigurationError, DuplicateJobError
+from adapter.errors import ConfigurationError, DuplicateJobError, WrongQueueError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, list_jobs
-from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
+from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeHub, Watch
 
 logger = logging.getLogger(__name__)
@@ -86,19 +86,29 @@ class MemoryJobStore(JobStore):
             self._records.pop(job_id, None)
 
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
-        now = utcnow()
+        found = self.claim_many([job], busy_after)[0]
+        if isinstance(found, WrongQueueError):
+            raise found
+        return found
+
+    def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
+        now, busy = utcnow(), _utc(busy_after) or _END_OF_TIME
         with self._lock:
-            record = self._records.get(str(job.id))
-            if record is None:
-                logger.info("job %s was not in the store yet; recording it now", job.id)
-                record = self._record(job, now)
-            elif record.job.queue_name != job.queue_name:
-                raise wrong_queue(job, record.job.queue_name)
-            started = _transit(record, START, _utc(busy_after) or _END_OF_TIME, {}, now)
-            claimed = record.job.snapshot() if started else None
-        if claimed is not None:
-            self._changes.notify(str(job.id))
-        return claimed
+            found = [self._claim(job, busy, now) for job in jobs]
+        for claimed in found:
+            if isinstance(claimed, Job):
+                self._changes.notify(str(claimed.id))
+        return found
+
+    def _claim(self, job: Job, busy: datetime, now: datetime) -> Claimed:
+        """Claim one job (the lock is held)."""
+        record = self._records.get(str(job.id))
+        if record is None:
+            logger.info("job %s was not in the store yet; recording it now", job.id)
+            record = self._record(job, now)
+        elif record.job.queue_name != job.queue_name:
+            return wrong_queue(job, record.job.queue_name)
+        return record.job.snapshot() if _transit(record, START, busy, {}, now) else None
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         with self._lock:
@@ -111,15 +121,25 @@ class MemoryJobStore(JobStore):
         return True
 
     def update(self, job: Job) -> bool:
-        written = _own(job)
+        return self.update_many([job])[0]
+
+    def update_many(self, jobs: Sequence[Job]) -> list[bool]:
+        written = [_own(job) for job in jobs]
         with self._lock:
-            record = self._unsettled(str(job.id))
-            if record is None:
-                return False
-            changes = {name: getattr(written, name) for name in _WRITTEN}
-            record.job = record.job.model_copy(update=changes)
-            record.updated_at = utcnow()
-        self._changes.notify(str(job.id))
+            done = [self._update(job, utcnow()) for job in written]
+        for job, changed in zip(written, done, strict=True):
+            if changed:
+                self._changes.notify(str(job.id))
+        return done
+
+    def _update(self, written: Job, now: datetime) -> bool:
+        """Write one job's mutable fields unless it is settled (the lock is held)."""
+        record = self._unsettled(str(written.id))
+        if record is None:
+            return False
+        changes = {name: getattr(written, name) for name in _WRITTEN}
+        record.job = record.job.model_copy(update=changes)
+        record.updated_at = now
         return True
 
     def _apply(

@@ -6,7 +6,7 @@ Real workers run batch queues in tests/integration/test_batches.py (retries, SIG
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,9 @@ from adapter.celery.registry import ProcessRegistry
 from adapter.celery.task import STORE_RETRY_DELAY_S
 from adapter.errors import ConfigurationError, StoreError
 from adapter.lifecycle import Lifecycle, Liveness
+from adapter.metrics.recorder import NoMetrics
 from adapter.running import RunningJobs
+from adapter.store.base import Claimed
 from adapter.store.memory import MemoryJobStore
 from tests.factories import make_job
 
@@ -55,8 +57,8 @@ def runs() -> Runs:
 class UnreachableStore(MemoryJobStore):
     """A store whose claims fail as an unreachable server's do."""
 
-    def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
-        raise StoreError("the store is unreachable")
+    def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
+        raise StoreError("the store is unreachable")  # ``claim`` of one job comes here too
 
 
 @pytest.fixture
@@ -254,3 +256,115 @@ def test_a_lost_pool_process_hands_its_whole_batch_back(runner: BatchRunner) -> 
     failed(RuntimeError("worker lost"))
     assert [m.done for m in messages] == ["requeued", "requeued"]
     assert consumer.slots == 0
+
+
+class CountingStore(MemoryJobStore):
+    """A memory store that counts its batch writes (one-job claims and updates go through
+    them too) and can fail every outcome write."""
+
+    def __init__(self, fail_writes: bool = False) -> None:
+        super().__init__()
+        self.claims: list[int] = []
+        self.updates: list[int] = []
+        self._fail_writes = fail_writes
+
+    def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
+        self.claims.append(len(jobs))
+        return super().claim_many(jobs, busy_after)
+
+    def update_many(self, jobs: Sequence[Job]) -> list[bool]:
+        self.updates.append(len(jobs))
+        if self._fail_writes:
+            raise StoreError("the store is unreachable")
+        return super().update_many(jobs)
+
+
+class Counted(NoMetrics):
+    """Metrics that keep the ids of the jobs started and recorded."""
+
+    def __init__(self) -> None:
+        self.started_ids: list[str] = []
+        self.recorded_ids: list[str] = []
+
+    def started(self, job: Job) -> None:
+        self.started_ids.append(job.id or "")
+
+    def recorded(self, job: Job) -> None:
+        self.recorded_ids.append(job.id or "")
+
+
+def batch_runner(store: MemoryJobStore, process: Any, metrics: NoMetrics) -> BatchRunner:
+    app = Celery("batch-writes", broker="memory://", set_as_current=False)
+    CeleryJobQueueStrategy(app, store=store)  # registers the job task: retries publish there
+    registry = ProcessRegistry()
+    registry.add("q", process, require_import_path=False)
+    lifecycle = Lifecycle(
+        store,
+        Liveness(),
+        constant_backoff(),
+        RunningJobs(store),
+        record_retry_delays=(),
+        metrics=metrics,
+    )
+    return BatchRunner(app, registry, lifecycle)
+
+
+def test_a_batch_makes_one_claim_write_and_one_outcome_write_and_counts_each_job() -> None:
+    store, runs, metrics = CountingStore(), Runs(), Counted()
+    runner = batch_runner(store, runs, metrics)
+    good = [make_job(queue_name="q", data={"n": n}) for n in range(4)]
+    failing = make_job(queue_name="q", data={"fail": True}, retries=1)
+    done = make_job(queue_name="q", state=JobState.COMPLETED, result="before")
+    jobs = [*good, failing, done]
+    store.insert_many(jobs)
+    try:
+        with patch.object(JobPublisher, "publish") as publish:
+            assert runner.run("q", "", [item(job) for job in jobs]) == [(ACK, "")] * 6
+    finally:
+        runner.close()
+    assert (store.claims, store.updates) == ([6], [5])  # the settled job is not written
+    publish.assert_called_once()  # the retry of the failing job, with the same id
+    assert publish.call_args.args[0].id == failing.id
+    ran = [job.id or "" for job in [*good, failing]]
+    assert runs.ids == ran and metrics.started_ids == ran and metrics.recorded_ids == ran
+    states = [(found.state, found.attempts) for found in store.find_many_by_id(ran)]
+    assert states == [(JobState.COMPLETED, 1)] * 4 + [(JobState.RETRYING, 1)]
+    stored_done = store.get(done.id or "")
+    assert stored_done is not None and stored_done.result == "before"
+
+
+def test_a_job_cancelled_while_its_batch_runs_stays_cancelled_and_the_rest_complete() -> None:
+    store = CountingStore()
+    jobs = [make_job(queue_name="q") for _ in range(3)]
+    store.insert_many(jobs)
+
+    def cancel_the_second(job: Job) -> str:
+        store.cancel(jobs[1].id or "")
+        return "done"
+
+    runner = batch_runner(store, cancel_the_second, NoMetrics())
+    try:
+        assert runner.run("q", "", [item(job) for job in jobs]) == [(ACK, "")] * 3
+    finally:
+        runner.close()
+    found = store.find_many_by_id([job.id or "" for job in jobs])
+    assert [job.state for job in found] == [
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+        JobState.COMPLETED,
+    ]
+
+
+def test_outcomes_the_store_cannot_record_hand_every_run_message_back() -> None:
+    store, runs = CountingStore(fail_writes=True), Runs()
+    jobs = [make_job(queue_name="q") for _ in range(3)]
+    store.insert_many(jobs)
+    broken = ("t1", "not json", "jobs.q")
+    runner = batch_runner(store, runs, NoMetrics())
+    try:
+        found = runner.run("q", "", [item(jobs[0]), broken, item(jobs[1]), item(jobs[2])])
+    finally:
+        runner.close()
+    assert [what for what, _ in found] == [REQUEUE, DEAD, REQUEUE, REQUEUE]
+    assert len(runs.ids) == 3 and store.updates == [3]  # ran once each; one write tried
+    assert all(job.state == JobState.RUNNING for job in store.find_many_by_id(runs.ids))

@@ -12,6 +12,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from adapter.job import SETTLED_STATES
+from adapter.store.redis.attempts import CLAIM, CLAIM_MANY, UPDATE, UPDATE_MANY
 
 #: Read jobs for the client: one JSON text is parsed far faster than a reply per field.
 _AS_JSON = """
@@ -198,65 +199,6 @@ end
 return recorded
 """
 
-#: ARGV: prefix, id, now, the START transition's spec, busy_after (or ''), the queue name the
-#: message names, then the job's field/value pairs, or none. A missing job is recorded from
-#: those pairs; without them the script returns {-1} and changes nothing (the caller sends them
-#: then: a job is nearly always stored already). A job stored for another queue is left as it
-#: is: JSON ``[-2, its queue name]``. Otherwise returns JSON ``[1 if it was recorded else 0,
-#: the job's fields after the claim (``data`` as stored: a message cannot run other data), or
-#: {} when the transition did not apply (settled, or RUNNING with a beat at or after
-#: busy_after)]``: one string is far cheaper for the client to read than a list of fields.
-CLAIM = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[3]
-local spec, busy_after = cjson.decode(ARGV[4]), tonumber(ARGV[5]) or math.huge
-local key = p .. ':job:' .. id
-local recorded = 0
-local stored_queue = redis.call('HGET', key, 'queue_name')
-if not stored_queue then
-  if #ARGV < 7 then
-    return '[-1, {}]'
-  end
-  add(p, id, {unpack(ARGV, 7)})
-  recorded = 1
-elseif stored_queue ~= ARGV[6] then
-  return cjson.encode({-2, stored_queue})
-end
-if not transit(p, id, spec, now, busy_after, {}) then
-  return '[' .. recorded .. ', {}]'
-end
-local flat = redis.call('HGETALL', key)
-local fields = {}
-for k = 1, #flat, 2 do
-  fields[flat[k]] = flat[k + 1]
-end
-return '[' .. recorded .. ', ' .. cjson.encode(fields) .. ']'
-"""
-
-#: ARGV: prefix, id, a JSON object of the fields to set, a JSON array of the fields to delete
-#: (two strings instead of twenty arguments: cheaper for the client). Returns 1, or 0 when the
-#: job is missing or settled.
-UPDATE = """
-local p, id = ARGV[1], ARGV[2]
-local key = p .. ':job:' .. id
-if not unsettled(key) then
-  return 0
-end
-local old = redis.call('HGET', key, 'state')
-local pairs_ = {}
-for name, value in pairs(cjson.decode(ARGV[3])) do
-  pairs_[#pairs_ + 1] = name
-  pairs_[#pairs_ + 1] = value
-end
-redis.call('HSET', key, unpack(pairs_))
-local unset = cjson.decode(ARGV[4])
-if #unset > 0 then
-  redis.call('HDEL', key, unpack(unset))
-end
-place(p, id, old)
-redis.call('PUBLISH', p .. ':changed', id)
-return 1
-"""
-
 #: ARGV: prefix, id, progress, now. Returns 1/0.
 SET_PROGRESS = """
 local key = ARGV[1] .. ':job:' .. ARGV[2]
@@ -389,6 +331,8 @@ class RedisScripts:
         self.insert_many: Script = client.register_script(_COMMON + INSERT_MANY)
         self.claim: Script = client.register_script(_COMMON + CLAIM)
         self.update: Script = client.register_script(_COMMON + UPDATE)
+        self.claim_many: Script = client.register_script(_COMMON + CLAIM_MANY)
+        self.update_many: Script = client.register_script(_COMMON + UPDATE_MANY)
         self.set_progress: Script = client.register_script(_COMMON + SET_PROGRESS)
         self.transition: Script = client.register_script(_COMMON + _AS_JSON + TRANSITION)
         self.delete: Script = client.register_script(_COMMON + DELETE)

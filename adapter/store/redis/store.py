@@ -59,6 +59,7 @@ from adapter.errors import (
     DuplicateJobError,
     InvalidListOptionsError,
     StoreError,
+    WrongQueueError,
 )
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
@@ -72,7 +73,7 @@ from adapter.listing import (
     sort_jobs,
 )
 from adapter.masking import mask_url
-from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
+from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import Watch
 from adapter.store.redis.changes import RedisChangeListener
 from adapter.store.redis.layout import (
@@ -205,11 +206,25 @@ class RedisJobStore(JobStore):
             if recorded == CLAIM_NEEDS_JOB:
                 args += _pairs(job_hash(job, now))
                 recorded, fields = json.loads(scripts.claim(args=args))
-        if recorded == CLAIM_OTHER_QUEUE:
-            raise wrong_queue(job, fields)
-        if recorded:
-            logger.info("job %s was not in the store yet; recorded it from its message", job.id)
-        return job_from_hash(fields) if fields else None
+        found = _claimed(job, recorded, fields)
+        if isinstance(found, WrongQueueError):
+            raise found
+        return found
+
+    def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
+        now = utcnow()
+        head = [self.keys.prefix, str(micros(now)), transition_spec(START)]
+        head.append("" if busy_after is None else str(micros(busy_after)))
+        wanted: list[list[Any]] = [[str(job.id), job.queue_name] for job in jobs]
+        with self._talking() as (_, scripts):
+            answers = json.loads(scripts.claim_many(args=[*head, json.dumps(wanted)]))
+            missing = [i for i, (recorded, _) in enumerate(answers) if recorded == CLAIM_NEEDS_JOB]
+            if missing:  # rare: a job published by a producer of another store; record it now
+                wanted = [[*wanted[i], job_hash(jobs[i], now)] for i in missing]
+                again = json.loads(scripts.claim_many(args=[*head, json.dumps(wanted)]))
+                for i, answer in zip(missing, again, strict=True):
+                    answers[i] = answer
+        return [_claimed(job, *answer) for job, answer in zip(jobs, answers, strict=True)]
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         args: list[str | int] = [self.keys.prefix, job_id, repr(float(progress)), micros(utcnow())]
@@ -217,11 +232,18 @@ class RedisJobStore(JobStore):
             return bool(scripts.set_progress(args=args))
 
     def update(self, job: Job) -> bool:
-        fields = mutable_fields(job, utcnow())
-        unset = [name for name in MUTABLE_FIELDS if name not in fields]
+        fields, unset = _written(job)
         args = [self.keys.prefix, str(job.id), json.dumps(fields), json.dumps(unset)]
         with self._talking() as (_, scripts):
             return bool(scripts.update(args=args))
+
+    def update_many(self, jobs: Sequence[Job]) -> list[bool]:
+        batch = [[str(job.id), *_written(job)] for job in jobs]
+        with self._talking() as (_, scripts):
+            return [
+                bool(done)
+                for done in scripts.update_many(args=[self.keys.prefix, json.dumps(batch)])
+            ]
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         with self._talking() as (client, _):
@@ -394,6 +416,21 @@ def _merged(pages: Iterable[Sequence[str]], newest_first: bool) -> list[str]:
     heads = [(float(flat[i + 1]), flat[i]) for flat in pages for i in range(0, len(flat), 2)]
     heads.sort(key=lambda head: (-head[0] if newest_first else head[0], head[1]))
     return [job_id for _, job_id in heads]
+
+
+def _claimed(job: Job, recorded: int, fields: Any) -> Claimed:
+    """Read the claim script's answer for ``job``."""
+    if recorded == CLAIM_OTHER_QUEUE:
+        return wrong_queue(job, fields)
+    if recorded:
+        logger.info("job %s was not in the store yet; recorded it from its message", job.id)
+    return job_from_hash(fields) if fields else None
+
+
+def _written(job: Job) -> tuple[dict[str, str], list[str]]:
+    """The fields ``update`` sets, and the mutable fields it deletes (unset)."""
+    fields = mutable_fields(job, utcnow())
+    return fields, [name for name in MUTABLE_FIELDS if name not in fields]
 
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:

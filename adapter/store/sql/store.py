@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from adapter.dead_letter import DeadLetter
-from adapter.errors import DuplicateJobError, StoreError
+from adapter.errors import DuplicateJobError, StoreError, WrongQueueError
 from adapter.job import (
     MAX_UNIQUE_KEY_LENGTH,
     SETTLED_STATES,
@@ -35,7 +35,7 @@ from adapter.job import (
     utcnow,
 )
 from adapter.listing import JobList, JobListOptions
-from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
+from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeListener, Watch
 from adapter.store.sql.engine import ProcessEngine
 from adapter.store.sql.migrate import upgrade_schema
@@ -146,40 +146,42 @@ class SqlJobStore(JobStore):
         return None if row is None else _job(row)
 
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
-        params = {
-            "job_id": job.id,
-            "claim_queue": job.queue_name,
-            "now": _naive(utcnow()),
-            "stale_before": _naive(busy_after) or datetime.max,
-        }
+        found = self.claim_many([job], busy_after)[0]
+        if isinstance(found, WrongQueueError):
+            raise found
+        return found
+
+    def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
+        now, stale_before = _naive(utcnow()), _naive(busy_after) or datetime.max
+        # Rows are locked in id order, so two batches sharing jobs cannot deadlock.
+        order = sorted(range(len(jobs)), key=lambda i: str(jobs[i].id))
+        found: list[Claimed] = [None] * len(jobs)
         try:
             with self._db.begin() as conn:
-                row = conn.execute(_CLAIM, params).first()
-                if row is None:
-                    stored = conn.execute(_STORED_QUEUE, params).scalar()
-                    if stored is not None:
-                        if stored != job.queue_name:
-                            raise wrong_queue(job, stored)
-                        # Settled, running elsewhere, or recorded (write-behind) after the
-                        # UPDATE looked: under READ COMMITTED a second UPDATE sees that row.
-                        row = conn.execute(_CLAIM, params).first()
-                        return None if row is None else _job(row)
-                    logger.info("job %s was not in the store yet; recording it now", job.id)
-                    conn.execute(_INSERT, _row(job))
-                    row = conn.execute(_CLAIM, params).first()
-        except sa.exc.IntegrityError:
-            return self.claim(job, busy_after)  # another worker recorded it first; claim that
-        return None if row is None else _job(row)
+                for i in order:
+                    found[i] = _claim_in(conn, jobs[i], now, stale_before)
+        except sa.exc.IntegrityError:  # another worker recorded one first: claim again
+            if len(jobs) == 1:
+                return self.claim_many(jobs, busy_after)
+            return super().claim_many(jobs, busy_after)  # each in turn
+        return found
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         params = {"job_id": job_id, "progress": progress, "now": _naive(utcnow())}
         return bool(self._run(_SET_PROGRESS, params).rowcount)
 
     def update(self, job: Job) -> bool:
-        row = _row(job)
-        params = {f"new_{name}": row[name] for name in _MUTABLE}
-        params["job_id"] = job.id
-        return bool(self._run(_UPDATE, params).rowcount)
+        return self.update_many([job])[0]
+
+    def update_many(self, jobs: Sequence[Job]) -> list[bool]:
+        rows = [_row(job) for job in jobs]
+        done: dict[str, bool] = {}
+        with self._db.begin() as conn:
+            for row in sorted(rows, key=lambda row: str(row["id"])):  # id order: no deadlock
+                params = {f"new_{name}": row[name] for name in _MUTABLE}
+                params["job_id"] = row["id"]
+                done[str(row["id"])] = bool(conn.execute(_UPDATE, params).rowcount)
+        return [done[str(row["id"])] for row in rows]
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         statement = sa.select(jobs.c.queue_name, jobs.c.state, sa.func.count()).group_by(
@@ -355,6 +357,26 @@ def _transition_statement(transition: Transition, which: str) -> Any:
 
 #: ``START`` of one job, only if it is stored for the queue the message names.
 _CLAIM = _transition_statement(START, "one").where(jobs.c.queue_name == sa.bindparam("claim_queue"))
+
+
+def _claim_in(conn: Connection, job: Job, now: datetime | None, stale_before: datetime) -> Claimed:
+    """Claim one job inside the transaction of ``conn``."""
+    params = {"job_id": job.id, "claim_queue": job.queue_name, "now": now}
+    params["stale_before"] = stale_before
+    row = conn.execute(_CLAIM, params).first()
+    if row is None:
+        stored = conn.execute(_STORED_QUEUE, params).scalar()
+        if stored is not None:
+            if stored != job.queue_name:
+                return wrong_queue(job, stored)
+            # Settled, running elsewhere, or recorded (write-behind) after the UPDATE looked:
+            # under READ COMMITTED a second UPDATE sees that row.
+            row = conn.execute(_CLAIM, params).first()
+        else:
+            logger.info("job %s was not in the store yet; recording it now", job.id)
+            conn.execute(_INSERT, _row(job))
+            row = conn.execute(_CLAIM, params).first()
+    return None if row is None else _job(row)
 
 
 def _naive(value: datetime | None) -> datetime | None:
