@@ -191,11 +191,14 @@ class Lifecycle:
     def attempt_many(self, jobs: Sequence[Job], process: Callable[[Job], Any]) -> list[Outcome]:
         """Run ``process`` on each claimed job in turn, then record every outcome in one write.
 
-        Each job is watched (cancel notices, heartbeats, progress) from its start until the
-        write. StoreError when the outcomes could not be recorded after every retry (the
+        Every job is watched (cancel notices, heartbeats) from the start of the batch until the
+        write, so a job waiting for its turn keeps its claim alive; one cancelled meanwhile
+        does not run. StoreError when the outcomes could not be recorded after every retry (the
         processes ran; the broker should deliver the jobs again).
         """
         decided: list[tuple[Job, Exception | None, Outcome | None]] = []
+        for job in jobs:  # until the outcomes are recorded: cancel notices, heartbeats
+            self._running.watch(job)
         try:
             for job in jobs:
                 decided.append(self._run(job, process))
@@ -217,7 +220,9 @@ class Lifecycle:
             running.progressed(progressed)  # written a few times a second at most
 
         job.on("progress", persist_progress)
-        running.watch(job)  # until the outcome is recorded: cancel notices, heartbeats
+        if job.state == JobState.CANCELLED:  # cancelled while it waited for its turn
+            logger.info("job %s was cancelled before it ran; not running it", job.id)
+            return job, None, Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
         try:
             result = call_process(process, job)
             ensure_json(result, root="result")
