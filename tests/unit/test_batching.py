@@ -19,6 +19,7 @@ from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.backoff import constant_backoff
 from adapter.celery.batching import ACK, DEAD, REQUEUE, Batcher, BatchRunner, check_batch
 from adapter.celery.envelope import request_body
+from adapter.celery.gate import GatedLifecycle
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.task import STORE_RETRY_DELAY_S
@@ -28,6 +29,7 @@ from adapter.metrics.recorder import NoMetrics
 from adapter.running import RunningJobs
 from adapter.store.base import Claimed
 from adapter.store.memory import MemoryJobStore
+from adapter.store.queues import QueueStore, queue_store_for
 from tests.factories import make_job
 
 
@@ -293,20 +295,18 @@ class Counted(NoMetrics):
         self.recorded_ids.append(job.id or "")
 
 
-def batch_runner(store: MemoryJobStore, process: Any, metrics: NoMetrics) -> BatchRunner:
+def batch_runner(
+    store: MemoryJobStore, process: Any, metrics: NoMetrics, queues: QueueStore | None = None
+) -> BatchRunner:
     app = Celery("batch-writes", broker="memory://", set_as_current=False)
     CeleryJobQueueStrategy(app, store=store)  # registers the job task: retries publish there
     registry = ProcessRegistry()
     registry.add("q", process, require_import_path=False)
-    lifecycle = Lifecycle(
-        store,
-        Liveness(),
-        constant_backoff(),
-        RunningJobs(store),
-        record_retry_delays=(),
-        metrics=metrics,
-    )
-    return BatchRunner(app, registry, lifecycle)
+    parts = (store, Liveness(), constant_backoff(), RunningJobs(store))
+    options: dict[str, Any] = {"record_retry_delays": (), "metrics": metrics}
+    if queues is None:
+        return BatchRunner(app, registry, Lifecycle(*parts, **options))
+    return BatchRunner(app, registry, GatedLifecycle(queues, *parts, **options))
 
 
 def test_a_batch_makes_one_claim_write_and_one_outcome_write_and_counts_each_job() -> None:
@@ -368,3 +368,34 @@ def test_outcomes_the_store_cannot_record_hand_every_run_message_back() -> None:
     assert [what for what, _ in found] == [REQUEUE, DEAD, REQUEUE, REQUEUE]
     assert len(runs.ids) == 3 and store.updates == [3]  # ran once each; one write tried
     assert all(job.state == JobState.RUNNING for job in store.find_many_by_id(runs.ids))
+
+
+def test_a_queue_with_controls_claims_each_job_through_the_gate() -> None:
+    store, runs = CountingStore(), Runs()
+    queues = queue_store_for(store)
+    jobs = [make_job(queue_name="q") for _ in range(3)]
+    store.insert_many(jobs)
+    queues.set_control("q", paused=True)
+    runner = batch_runner(store, runs, NoMetrics(), queues)
+    try:
+        with patch.object(JobPublisher, "publish") as publish:
+            assert runner.run("q", "", [item(job) for job in jobs]) == [(ACK, "")] * 3
+        assert runs.ids == [] and publish.call_count == 3  # each handed back after its wait
+        assert store.claims == []  # nothing claimed: no attempt counted
+        queues.set_control("q", paused=False)  # controls stay: still one claim per job
+        assert runner.run("q", "", [item(job) for job in jobs]) == [(ACK, "")] * 3
+    finally:
+        runner.close()
+    assert runs.ids == [job.id for job in jobs] and store.claims == [1, 1, 1]
+
+
+def test_a_queue_without_controls_in_a_gated_lifecycle_claims_its_batch_at_once() -> None:
+    store, runs = CountingStore(), Runs()
+    jobs = [make_job(queue_name="q") for _ in range(3)]
+    store.insert_many(jobs)
+    runner = batch_runner(store, runs, NoMetrics(), queue_store_for(store))
+    try:
+        assert runner.run("q", "", [item(job) for job in jobs]) == [(ACK, "")] * 3
+    finally:
+        runner.close()
+    assert store.claims == [3] and store.updates == [3]
