@@ -76,3 +76,7 @@ class BulkPublishError(PublishError):
         super().__init__(message)
         #: Indexes of the jobs whose messages were sent (and are recorded) before the failure.
         self.published = published
+
+
+class ScheduleError(JobQueueError, ValueError):
+    """Raised when a scheduled task, its schedule or a retention rule is invalid or unknown."""

@@ -32,6 +32,7 @@ from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferService
 from adapter.bulk import checked_batch
 from adapter.errors import JobQueueError
 from adapter.job import Job, validate_queue_name
+from adapter.scheduling.service import ScheduledTasks
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
 from adapter.subscribable import JobFinder, SubscribableJob
 from adapter.transaction import on_commit
@@ -156,7 +157,7 @@ class JobQueue:
         return [_subscribable(job, self._strategy) for job in results]
 
 
-class JobQueueService:
+class JobQueueService(ScheduledTasks):
     """Creates the queues of this process and starts those it should run."""
 
     def __init__(

@@ -37,6 +37,7 @@ from adapter.celery.app import (
     shown_broker_url,
     use_adapter_transports,
 )
+from adapter.celery.background import WorkerThreads
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.controls import RevokeCanceller
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
@@ -66,6 +67,7 @@ from adapter.job import (
 from adapter.lifecycle import Lifecycle, Liveness
 from adapter.listing import JobList, JobListOptions
 from adapter.running import RunningJobs
+from adapter.scheduling.scheduler import Scheduler
 from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
 from adapter.store.changes import Watch
@@ -111,7 +113,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             else open_store(str(store or store_url_for(app.conf)))
         )
         self.backoff_strategy = backoff_strategy or constant_backoff()
-        self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
+        settings = AdapterSettings.from_conf(app.conf)
+        self.max_data_bytes = settings.max_data_bytes
         self.liveness = Liveness.from_conf(app.conf)
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
         self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
@@ -126,8 +129,11 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._publisher,
             OrphanRecovery(app, self._store, self._publisher, self.liveness),
         )
+        #: The app's scheduled tasks (``adapter.scheduling``): its workers run them.
+        self.scheduler = Scheduler.from_settings(self._store, settings)
+        threads = WorkerThreads(self._reaper, self.scheduler if settings.scheduler else None)
         self._consumer = ConsumerHandle(
-            self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
+            self._registry, on_bind=threads.start, on_unbind=threads.stop
         )
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
@@ -310,6 +316,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         stopped = self._embedded.stop()
         self._reaper.stop()
+        self.scheduler.stop()
         try:
             self.flush()
         finally:
