@@ -29,6 +29,7 @@ from adapter.scheduling.task import ScheduledTask
 RETENTION_TASK_ID = "adapter.retention"
 #: Any queue: the rule applies to each queue on its own.
 EACH_QUEUE = "*"
+_RULES = "QUEUE:STATE:KEEP:MAX_AGE rules separated by ';'"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -75,6 +76,8 @@ class RetentionRule:
                 int(keep) if keep else None,
                 parse_duration(age) if age else None,
             )
+        except ScheduleError:
+            raise
         except ValueError as err:
             raise ScheduleError(f"retention rule {text!r}: {err}") from None
 
@@ -83,7 +86,7 @@ def parse_rules(raw: object) -> tuple[RetentionRule, ...]:
     """Read rules from a setting: a ``;``-separated string, or a list of strings or rules."""
     items: Iterable[object] = raw.split(";") if isinstance(raw, str) else raw  # type: ignore[assignment]
     if not isinstance(items, Iterable):
-        raise TypeError(f"retention rules, not {type(raw).__name__}")
+        raise TypeError(f"{_RULES}, not {type(raw).__name__}")
     rules: list[RetentionRule] = []
     for index, item in enumerate(items):
         if isinstance(item, RetentionRule):
@@ -92,9 +95,9 @@ def parse_rules(raw: object) -> tuple[RetentionRule, ...]:
             try:
                 rules.append(RetentionRule.parse(item))
             except ScheduleError as err:
-                raise ValueError(f"rule {index}: {err}") from None
+                raise ValueError(f"{_RULES}; rule {index}: {err}") from None
         elif not isinstance(item, str):
-            raise TypeError(f"rule {index}: a string or RetentionRule, not {type(item).__name__}")
+            raise TypeError(f"{_RULES}; rule {index} is a {type(item).__name__}")
     return tuple(rules)
 
 

@@ -11,6 +11,8 @@
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
                                                           [--timeout SECONDS: then exit 4]
     jobqueue queues                    per queue: jobs by state, workers consuming it
+    jobqueue schedules                 scheduled tasks: last and next run, running, enabled
+    jobqueue schedules run ID          ask for a run now  (also: enable ID, disable ID)
     jobqueue check                     dangerous settings  [--longest-job 2h]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
@@ -44,6 +46,7 @@ from adapter.celery.strategy import launched_by_cli
 from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
 from adapter.cli import commands
 from adapter.cli.demo import run_demo
+from adapter.cli.schedules import schedules as run_schedules
 from adapter.errors import JobQueueError
 from adapter.job import JobState
 from adapter.listing import MAX_SKIP, MAX_TAKE
@@ -226,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     dead.set_defaults(run=commands.dead_letters)
     reap = sub.add_parser("reap", parents=[common], help="hand back jobs of lost workers now")
     reap.set_defaults(run=commands.reap)
+    schedules = sub.add_parser(
+        "schedules", parents=[common], help="scheduled tasks: list; run, enable, disable one"
+    )
+    schedules.add_argument("action", nargs="?", choices=["run", "enable", "disable"])
+    schedules.add_argument("id", nargs="?", help="the scheduled task's id")
+    schedules.set_defaults(run=run_schedules)
     check = sub.add_parser("check", parents=[common], help="dangerous settings")
     check.add_argument("--longest-job", help="longest job or retry delay, e.g. 2h")
     check.set_defaults(run=commands.check)
