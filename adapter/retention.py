@@ -4,7 +4,7 @@ A rule names a queue (``"*"``: each queue on its own), a settled state (COMPLETE
 CANCELLED; jobs still to run are never removed by retention), and a limit: keep at most
 ``keep`` of them (the newest by ``created_at``) and/or none created more than ``max_age`` ago.
 The workers apply the rules on a schedule, as the built-in scheduled task
-``adapter.retention`` (``retention_task``), so one worker applies them per tick.
+``adapter.retention`` (``adapter.scheduling.retention_task``), so one worker applies them per tick.
 
 Each store deletes through the index it keeps on (queue, state, created_at), in batches, so a
 rule costs the rows it removes, not the rows it keeps (``bench/retention.py``).
@@ -16,17 +16,14 @@ The setting ``adapter_retention`` spells rules as ``QUEUE:STATE:KEEP:MAX_AGE`` s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from adapter.errors import ScheduleError
 from adapter.job import SETTLED_STATES, JobState, utcnow
-from adapter.scheduling.task import ScheduledTask
 
-#: Id of the built-in scheduled task that applies the retention rules.
-RETENTION_TASK_ID = "adapter.retention"
 #: Any queue: the rule applies to each queue on its own.
 EACH_QUEUE = "*"
 _RULES = "QUEUE:STATE:KEEP:MAX_AGE rules separated by ';'"
@@ -116,16 +113,3 @@ def apply_rules(store: RetentionStore, rules: Iterable[RetentionRule]) -> dict[s
         key = f"{rule.queue_name}:{rule.state}"
         removed[key] = removed.get(key, 0) + store.apply_retention(rule, now)
     return removed
-
-
-def retention_task(
-    store: Callable[[], RetentionStore], rules: Iterable[RetentionRule], schedule: str
-) -> ScheduledTask:
-    """Return the built-in task that applies ``rules`` to ``store()`` on ``schedule``."""
-    kept = tuple(rules)
-    return ScheduledTask(
-        id=RETENTION_TASK_ID,
-        schedule=schedule,
-        execute=lambda: {"removed": apply_rules(store(), kept)},
-        description="removes settled jobs past the retention rules (adapter_retention)",
-    )

@@ -25,15 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis
-
 from adapter.job import JobState
 from adapter.retention import RetentionRule
-from adapter.store.base import JobStore
-from adapter.store.redis.layout import RedisKeys
-from adapter.store.redis.store import RedisJobStore
-from adapter.store.sql.store import SqlJobStore
-from bench.store_bench import START, load_redis, load_sql, make_jobs, open_target
+from bench.store_bench import START, fill, make_jobs, open_target
 
 STORES = ("sqlite", "postgres", "redis")
 
@@ -55,17 +49,7 @@ def run_store(name: str, count: int, seed: int) -> list[str]:
         target = open_target(name, folder)
         try:
             started = time.perf_counter()
-            store: JobStore
-            if name == "redis":
-                store = RedisJobStore(target.url, prefix=target.prefix)
-                store.get("creates-the-schema-key")
-                client = redis.Redis.from_url(target.url)
-                load_redis(client, RedisKeys(target.prefix), make_jobs(count, seed))
-                client.close()
-            else:
-                store = SqlJobStore(target.url)
-                store.get("creates-the-table")
-                load_sql(target.url, make_jobs(count, seed), analyze=True)
+            store = fill(name, target, make_jobs(count, seed))
             lines.append(f"{name}: loaded {count:,} jobs in {time.perf_counter() - started:.1f} s")
             now = START + timedelta(milliseconds=count)
             for label, rule in rules(count):

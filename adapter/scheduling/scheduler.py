@@ -38,12 +38,12 @@ from typing import Any
 
 from adapter.errors import ScheduleError
 from adapter.forksafe import no_fork
-from adapter.retention import retention_task
 from adapter.scheduling.info import ScheduledTaskInfo, task_info
+from adapter.scheduling.retention_task import retention_task
 from adapter.scheduling.task import ScheduledRun, ScheduledTask
 from adapter.settings import AdapterSettings
 from adapter.store.base import JobStore
-from adapter.store.schedules import RunRecord, ScheduleStore
+from adapter.store.schedules import Claim, RunRecord, ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Scheduler:
         owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         lease_until = now + timedelta(seconds=self.lease)
         with no_fork():
-            if not store.claim(task.id, tick, owner, now, lease_until, task.prevent_overlap):
+            if not store.claim(Claim(task.id, tick, owner, now, lease_until, task.prevent_overlap)):
                 return None
         logger.info("scheduled task %s: running tick %s as %s", task.id, tick or "now", owner)
         run = threading.Thread(

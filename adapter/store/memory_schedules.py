@@ -16,7 +16,7 @@ from adapter.job import utcnow
 from adapter.listing import MAX_TAKE
 from adapter.retention import EACH_QUEUE, RetentionRule
 from adapter.store.base import JobStore
-from adapter.store.schedules import RunRecord, ScheduleStore, TaskRecord
+from adapter.store.schedules import Claim, RunRecord, ScheduleStore, TaskRecord
 
 
 class MemoryScheduleStore(ScheduleStore):
@@ -36,29 +36,22 @@ class MemoryScheduleStore(ScheduleStore):
         with self._lock:
             self._records.setdefault(task_id, TaskRecord(task_id, last_tick=last_tick))
 
-    def claim(
-        self,
-        task_id: str,
-        tick: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-        exclusive: bool,
-    ) -> bool:
+    def claim(self, claim: Claim) -> bool:
+        tick = claim.tick
         with self._lock:
-            record = self._records.get(task_id)
-            if record is None or (exclusive and record.running(now)):
+            record = self._records.get(claim.task_id)
+            if record is None or (claim.exclusive and record.running(claim.now)):
                 return False
             if tick is None:
                 if record.run_requested_at is None:
                     return False
             elif not record.enabled or (record.last_tick and record.last_tick >= tick):
                 return False
-            self._records[task_id] = dataclasses.replace(
+            self._records[claim.task_id] = dataclasses.replace(
                 record,
-                lease_owner=owner,
-                lease_until=lease_until,
-                last_started_at=now,
+                lease_owner=claim.owner,
+                lease_until=claim.lease_until,
+                last_started_at=claim.now,
                 last_tick=record.last_tick if tick is None else tick,
                 run_requested_at=record.run_requested_at if tick is not None else None,
             )

@@ -17,8 +17,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from adapter.retention import RetentionRule
+if TYPE_CHECKING:
+    from adapter.retention import RetentionRule
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,21 @@ class TaskRecord:
         return self.lease_owner is not None and (
             self.lease_until is not None and self.lease_until >= now
         )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's bid for one run of a task (``ScheduleStore.claim``)."""
+
+    task_id: str
+    #: The tick's nominal time; None for a run asked for with ``request_run``.
+    tick: datetime | None
+    owner: str
+    #: The time the claim is judged at (lease expiry), and the lease it asks for.
+    now: datetime
+    lease_until: datetime
+    #: True for ``prevent_overlap``: only while no lease is live.
+    exclusive: bool
 
 
 @dataclass(frozen=True)
@@ -73,18 +90,10 @@ class ScheduleStore(ABC):
         """Record a task not seen before, enabled, as if ``last_tick`` had run."""
 
     @abstractmethod
-    def claim(
-        self,
-        task_id: str,
-        tick: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-        exclusive: bool,
-    ) -> bool:
-        """Take a run of the task atomically; True when taken, for ``owner`` until ``lease_until``.
+    def claim(self, claim: Claim) -> bool:
+        """Take a run of the task atomically; True when taken (then ``claim.owner`` holds it).
 
-        With ``tick``: only if the task is enabled and its ``last_tick`` is before ``tick``
+        With a ``tick``: only if the task is enabled and its ``last_tick`` is before ``tick``
         (then ``last_tick`` becomes ``tick``). Without: only if a run was requested (the
         request is then cleared). ``exclusive``: only if no lease is live at ``now``.
         """

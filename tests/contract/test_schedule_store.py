@@ -18,7 +18,7 @@ import pytest
 from adapter.job import Job, JobState, utcnow
 from adapter.retention import RetentionRule, apply_rules, parse_rules
 from adapter.store.base import JobStore
-from adapter.store.schedules import RunRecord, ScheduleStore
+from adapter.store.schedules import Claim, RunRecord, ScheduleStore
 from tests.contract.test_store_contract import (  # noqa: F401 - fixtures
     SHARED_STORES,
     empty_store,
@@ -54,9 +54,10 @@ def at(seconds: float) -> datetime:
 
 def claim(schedules: ScheduleStore, task_id: str, tick: float | None, owner: str,
           now: float, lease: float = 10, exclusive: bool = True) -> bool:  # fmt: skip
-    return schedules.claim(
+    bid = Claim(
         task_id, None if tick is None else at(tick), owner, at(now), at(now + lease), exclusive
     )
+    return schedules.claim(bid)
 
 
 def test_a_tick_is_claimed_once_and_later_ticks_after_it(

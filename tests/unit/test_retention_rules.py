@@ -8,8 +8,9 @@ import pytest
 
 from adapter.errors import ConfigurationError, ScheduleError
 from adapter.job import JobState, utcnow
-from adapter.retention import RETENTION_TASK_ID, RetentionRule
+from adapter.retention import RetentionRule
 from adapter.scheduling import Scheduler
+from adapter.scheduling.retention_task import RETENTION_TASK_ID
 from adapter.settings import AdapterSettings
 from adapter.store.memory import MemoryJobStore
 from tests.factories import make_job

@@ -13,7 +13,7 @@ from adapter.errors import ScheduleError
 from adapter.scheduling import ScheduledRun, ScheduledTask, Scheduler
 from adapter.scheduling.task import Schedule
 from adapter.store.memory import MemoryJobStore
-from adapter.store.schedules import ScheduleStore
+from adapter.store.schedules import Claim, ScheduleStore
 
 START = datetime(2026, 1, 1, 3, 0, 0, 500_000, tzinfo=UTC)
 
@@ -111,8 +111,8 @@ def test_a_run_that_died_blocks_ticks_only_until_its_lease_expires() -> None:
     scheduler.poll_once()
     clock.advance(2)
     dead_owner = "gone/1/x"  # a worker that claimed the tick, then died without renewing
-    assert store.claim("d", clock.now.replace(microsecond=0), dead_owner, clock.now,
-                       clock.now + timedelta(seconds=6), exclusive=True)  # fmt: skip
+    tick, lease_until = clock.now.replace(microsecond=0), clock.now + timedelta(seconds=6)
+    assert store.claim(Claim("d", tick, dead_owner, clock.now, lease_until, exclusive=True))
     clock.advance(2)
     assert scheduler.poll_once() == []  # lease still live
     clock.advance(5)

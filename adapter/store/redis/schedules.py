@@ -31,7 +31,7 @@ from adapter.retention import EACH_QUEUE, RetentionRule
 from adapter.store.redis.layout import RedisKeys, from_micros, micros
 from adapter.store.redis.scripts import _COMMON, RedisScripts
 from adapter.store.redis.store import REMOVE_BATCH, _text
-from adapter.store.schedules import RunRecord, ScheduleStore, TaskRecord
+from adapter.store.schedules import Claim, RunRecord, ScheduleStore, TaskRecord
 
 Talking = Callable[[], AbstractContextManager[tuple[Redis, RedisScripts]]]
 
@@ -117,24 +117,17 @@ class RedisScheduleStore(ScheduleStore):
                 keys=[self._task(task_id), self._all], args=[task_id, micros(last_tick)]
             )
 
-    def claim(
-        self,
-        task_id: str,
-        tick: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-        exclusive: bool,
-    ) -> bool:
+    def claim(self, claim: Claim) -> bool:
         args: list[str | int] = [
-            micros(now),
-            micros(lease_until),
-            owner,
-            "" if tick is None else micros(tick),
-            int(exclusive),
+            micros(claim.now),
+            micros(claim.lease_until),
+            claim.owner,
+            "" if claim.tick is None else micros(claim.tick),
+            int(claim.exclusive),
         ]
         with self._talking() as (client, _):
-            return bool(client.register_script(_CLAIM)(keys=[self._task(task_id)], args=args))
+            script = client.register_script(_CLAIM)
+            return bool(script(keys=[self._task(claim.task_id)], args=args))
 
     def renew(self, task_id: str, owner: str, lease_until: datetime) -> bool:
         with self._talking() as (client, _):

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from adapter.job import utcnow
 from adapter.retention import EACH_QUEUE, RetentionRule
-from adapter.store.schedules import RunRecord, ScheduleStore, TaskRecord
+from adapter.store.schedules import Claim, RunRecord, ScheduleStore, TaskRecord
 from adapter.store.sql.engine import ProcessEngine
 from adapter.store.sql.store import _aware, _naive, jobs
 
@@ -85,33 +85,25 @@ class SqlScheduleStore(ScheduleStore):
             except sa.exc.IntegrityError:
                 pass  # another worker registered it first
 
-    def claim(
-        self,
-        task_id: str,
-        tick: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-        exclusive: bool,
-    ) -> bool:
+    def claim(self, claim: Claim) -> bool:
         values: dict[str, Any] = {
-            "lease_owner": owner,
-            "lease_until": _naive(lease_until),
-            "last_started_at": _naive(now),
+            "lease_owner": claim.owner,
+            "lease_until": _naive(claim.lease_until),
+            "last_started_at": _naive(claim.now),
         }
-        statement = tasks.update().where(tasks.c.task_id == task_id)
-        if tick is None:
+        statement = tasks.update().where(tasks.c.task_id == claim.task_id)
+        if claim.tick is None:
             statement = statement.where(tasks.c.run_requested_at.is_not(None))
             values["run_requested_at"] = None
         else:
             statement = statement.where(
                 tasks.c.enabled.is_(True),
-                sa.or_(tasks.c.last_tick.is_(None), tasks.c.last_tick < _naive(tick)),
+                sa.or_(tasks.c.last_tick.is_(None), tasks.c.last_tick < _naive(claim.tick)),
             )
-            values["last_tick"] = _naive(tick)
-        if exclusive:
+            values["last_tick"] = _naive(claim.tick)
+        if claim.exclusive:
             statement = statement.where(
-                sa.or_(tasks.c.lease_owner.is_(None), tasks.c.lease_until < _naive(now))
+                sa.or_(tasks.c.lease_owner.is_(None), tasks.c.lease_until < _naive(claim.now))
             )
         return bool(self._db.run(statement.values(**values)).rowcount == 1)
 
