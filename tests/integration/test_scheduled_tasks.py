@@ -1,7 +1,8 @@
 """Scheduled tasks on real ``celery worker`` processes sharing one job store.
 
-Three workers (one with its clock 1.3 s ahead) run a 2-second task and a 1-second task whose
-runs take 2.5 s, for about 30 s: every tick ran once, and no run of a task overlapped another.
+Three workers (one with its clock 1.3 s ahead, one 0.7 s behind) run a 2-second task and a
+1-second task whose runs take 2.5 s, for about 30 s: every tick ran once, and no run of a task
+overlapped another.
 Then a run whose worker is SIGKILLed mid-way: a later tick runs on another worker once the
 dead run's lease has expired.
 """
@@ -51,8 +52,8 @@ def test_each_tick_runs_once_on_three_workers_one_with_a_skewed_clock(
     queue = unique_queue("sched")
     workers = [
         make_worker(queue, command=SCHEDULED_WORKER, **env),
-        make_worker(queue, command=SCHEDULED_WORKER, **env),
         make_worker(queue, command=SCHEDULED_WORKER, TEST_CLOCK_SKEW_S="1.3", **env),
+        make_worker(queue, command=SCHEDULED_WORKER, TEST_CLOCK_SKEW_S="-0.7", **env),
     ]
     for worker in workers:
         worker.start()
@@ -65,10 +66,11 @@ def test_each_tick_runs_once_on_three_workers_one_with_a_skewed_clock(
         ticks = Counter(line[2] for line in starts(log, task_id))
         assert ticks and max(ticks.values()) == 1, ticks
     history = producer.store.schedules.history("every2", take=1000)
-    recorded = Counter(str(run.tick.isoformat()) for run in history if run.tick)
+    recorded = Counter(run.tick.isoformat() for run in history if run.tick)
     assert max(recorded.values()) == 1
+    ended = {line[2] for line in lines(log) if line[:2] == ["end", "every2"]}
     assert set(recorded) <= {line[2] for line in starts(log, "every2")}
-    assert len({line[3] for line in starts(log, "every2")}) >= 1
+    assert len(recorded) >= len(ended) - 1  # a run cut by the shutdown may miss its record
 
 
 @pytest.mark.timeout(180)
