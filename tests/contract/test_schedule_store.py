@@ -197,3 +197,17 @@ def test_retention_removes_jobs_older_than_the_age(store: JobStore) -> None:
     assert len(left(store, queue, JobState.CANCELLED)) == len(cancelled)
     both = RetentionRule(queue, JobState.FAILED, keep=2, max_age=timedelta(hours=1))
     assert store.schedules.apply_retention(both, now) == 3
+
+
+def test_retention_keeps_exactly_n_when_jobs_share_a_creation_time(store: JobStore) -> None:
+    queue, now = f"tie-{uuid.uuid4().hex[:6]}", utcnow()
+    same = now - timedelta(minutes=5)
+    store.insert_many(
+        [make_job(queue_name=queue, state=JobState.COMPLETED, created_at=same, settled_at=same)
+         for _ in range(5)]
+    )  # fmt: skip
+    newest = stocked(store, queue, JobState.COMPLETED, 1, now - timedelta(minutes=1))
+    rule = RetentionRule(queue, JobState.COMPLETED, keep=3)
+    assert store.schedules.apply_retention(rule, now) == 3
+    kept = left(store, queue, JobState.COMPLETED)
+    assert len(kept) == 3 and str(newest[0].id) in kept

@@ -193,11 +193,8 @@ class SqlScheduleStore(ScheduleStore):
 
     def apply_retention(self, rule: RetentionRule, now: datetime) -> int:
         if rule.queue_name == EACH_QUEUE:
-            queues = list(
-                self._db.run(
-                    sa.select(jobs.c.queue_name).distinct().where(jobs.c.state == rule.state.value)
-                ).scalars()
-            )
+            # every queue name, read from the index's first column alone (no sort, no table)
+            queues = list(self._db.run(sa.select(jobs.c.queue_name).distinct()).scalars())
         else:
             queues = [rule.queue_name]
         removed = 0
@@ -211,21 +208,33 @@ class SqlScheduleStore(ScheduleStore):
         return removed
 
     def _delete_beyond(self, matching: Any, keep: int) -> int:
-        """Delete the matching jobs past the newest ``keep`` (by created_at, then id)."""
+        """Delete the matching jobs past the newest ``keep`` (by created_at, then id).
+
+        Ordered by ``created_at`` alone, the index gives the boundary without sorting; the
+        jobs created at the boundary's very microsecond (one ``add_many``) are then told
+        apart by id.
+        """
         boundary = self._db.run(
-            sa.select(jobs.c.created_at, jobs.c.id)
+            sa.select(jobs.c.created_at)
             .where(matching)
-            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+            .order_by(jobs.c.created_at.desc())
             .offset(keep)
             .limit(1)
-        ).first()
+        ).scalar()
         if boundary is None:
             return 0
-        created, job_id = boundary
-        older = sa.or_(
-            jobs.c.created_at < created, sa.and_(jobs.c.created_at == created, jobs.c.id <= job_id)
+        newer = self._db.run(
+            sa.select(sa.func.count()).where(matching, jobs.c.created_at > boundary)
+        ).scalar_one()
+        removed = self._delete_batches(sa.and_(matching, jobs.c.created_at < boundary))
+        tied = (
+            sa.select(jobs.c.id)
+            .where(matching, jobs.c.created_at == boundary)
+            .order_by(jobs.c.id.desc())
+            .offset(keep - int(newer))
+            .scalar_subquery()
         )
-        return self._delete_batches(sa.and_(matching, older))
+        return removed + int(self._db.run(jobs.delete().where(jobs.c.id.in_(tied))).rowcount)
 
     def _delete_batches(self, condition: Any) -> int:
         removed = 0
