@@ -7,7 +7,8 @@ The workers apply the rules on a schedule, as the built-in scheduled task
 ``adapter.retention`` (``adapter.scheduling.retention_task``), so one worker applies them per tick.
 
 Each store deletes through the index it keeps on (queue, state, created_at), in batches, so a
-rule costs the rows it removes, not the rows it keeps (``bench/retention.py``).
+rule costs the jobs it removes, plus (SQL, ``keep``) a walk over the ``keep`` newest index
+entries; never a scan of the whole table per rule (``bench/retention.py``).
 
 The setting ``adapter_retention`` spells rules as ``QUEUE:STATE:KEEP:MAX_AGE`` separated by
 ``;`` (an empty field: no such limit), e.g. ``*:COMPLETED:1000:7d;send-email:FAILED::30d``.

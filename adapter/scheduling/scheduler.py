@@ -133,7 +133,8 @@ class Scheduler:
         started = []
         for task in list(self._tasks.values()):
             record = records.get(task.id)
-            if record is None:
+            if record is None:  # the store lost it (emptied): record it again next round
+                self._registered.discard(task.id)
                 continue
             due: list[datetime | None] = []
             if record.run_requested_at is not None:
