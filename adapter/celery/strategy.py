@@ -51,8 +51,10 @@ from adapter.celery.registry import ProcessRegistry
 from adapter.celery.results import mark_revoked
 from adapter.celery.routing import celery_queue, queue_name_of
 from adapter.celery.task import register_task
+from adapter.celery.watchdog import Watchdog
 from adapter.celery.write_behind import WriteBehind
 from adapter.dead_letter import DeadLetter
+from adapter.deadlines import Timeouts
 from adapter.errors import (
     BrokerError,
     ConfigurationError,
@@ -111,14 +113,18 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             else open_store(str(store or store_url_for(app.conf)))
         )
         self.backoff_strategy = backoff_strategy or constant_backoff()
-        self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
+        settings = AdapterSettings.from_conf(app.conf)
+        self.max_data_bytes = settings.max_data_bytes
+        self.timeouts = Timeouts(settings.job_timeout, settings.stop_grace)
         self.liveness = Liveness.from_conf(app.conf)
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
         self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
         self._registry = ProcessRegistry()
         recorder = DeadLetterRecorder(self._store)
         admission = Admission(recorder, self._registry, self.max_data_bytes)
-        self._task = register_task(app, self._registry, self.lifecycle, recorder, admission)
+        self._task = register_task(
+            app, self._registry, self.lifecycle, recorder, admission, self.timeouts
+        )
         register_add_task(app, self)  # adapter.add_job: beat adds jobs by name
         self._publisher = JobPublisher(app, self._task)
         self._reaper = Reaper(
@@ -127,8 +133,9 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             OrphanRecovery(app, self._store, self._publisher, self.liveness),
         )
         self._consumer = ConsumerHandle(
-            self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
+            self._registry, on_bind=self._bound, on_unbind=self._unbound
         )
+        self._watchdog = Watchdog(self._consumer, self._task, self.lifecycle, self.timeouts)
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder, self._revokes))
@@ -147,12 +154,30 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._write_behind.write_waiting()
         return self._store
 
-    def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
+    def add(
+        self, job: Job, *, idempotency_key: str | None = None, timeout: float | None = None
+    ) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
-        See ``adapter.celery.adding.JobAdder.add``.
+        ``timeout``: seconds each attempt may run (``adapter.deadlines``). See
+        ``adapter.celery.adding.JobAdder.add``.
         """
-        return self._adder.add(job, idempotency_key=idempotency_key)
+        return self._adder.add(job, idempotency_key=idempotency_key, timeout=timeout)
+
+    def set_queue_timeout(self, queue_name: str, timeout: float | None) -> None:
+        """Give each attempt of ``queue_name``'s jobs ``timeout`` seconds (None: the default).
+
+        Set it where the jobs run (the worker's module): a worker reads it per message.
+        """
+        self.timeouts.set_queue(validate_queue_name(queue_name), timeout)
+
+    def _bound(self) -> None:
+        self._reaper.start()
+        self._watchdog.start()
+
+    def _unbound(self) -> None:
+        self._reaper.stop()
+        self._watchdog.stop()
 
     def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
         """Publish many new jobs at once (``adapter.celery.adding.JobAdder.add_many``)."""
