@@ -134,12 +134,12 @@ def postgres_schema(postgres_url: str, label: str) -> Iterator[str]:
         admin.dispose()
 
 
-def sent_and_received(app: Celery, job: Job) -> Message:
+def sent_and_received(app: Celery, job: Job, timeout: float | None = None) -> Message:
     """Build ``job``'s message, send it as ``JobPublisher`` does and take it off its queue."""
     name = celery_queue(job.queue_name)
     with app.producer_or_acquire() as producer:
         app.amqp.send_task_message(
-            producer, TASK_NAME, build(app.amqp, job, job_args(job)), queue=name
+            producer, TASK_NAME, build(app.amqp, job, job_args(job), timeout=timeout), queue=name
         )
     with app.connection_for_read() as connection:
         message = Queue(name, routing_key=name)(connection).get(no_ack=True)  # type: ignore[no-untyped-call]
