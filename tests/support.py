@@ -145,3 +145,15 @@ def sent_and_received(app: Celery, job: Job, timeout: float | None = None) -> Me
         message = Queue(name, routing_key=name)(connection).get(no_ack=True)  # type: ignore[no-untyped-call]
     assert isinstance(message, Message)
     return message
+
+
+@contextlib.contextmanager
+def memory_strategy(name: str) -> Iterator[CeleryJobQueueStrategy]:
+    """A strategy on kombu's in-memory broker and a fresh memory store: no server."""
+    app = Celery(name, broker="memory://", set_as_current=False)
+    made = CeleryJobQueueStrategy(app, store=f"memory://{uuid.uuid4().hex}")
+    try:
+        yield made
+    finally:
+        made.destroy()
+        app.close()

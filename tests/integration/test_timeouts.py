@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,19 @@ def _stopped_growing(ticks: Path) -> Callable[[], bool]:
     return probe
 
 
-def _prefork_worker(make_worker: Callable[..., WorkerProcess], queue: str) -> WorkerProcess:
+@dataclass
+class Prefork:
+    """A started prefork worker with one pool process: ``stubborn`` on ``queue``, ``echo`` on
+    ``queue-next``; ``ticks`` is the file the stubborn job writes."""
+
+    queue: str
+    worker: WorkerProcess
+    ticks: Path
+
+
+@pytest.fixture
+def prefork(make_worker: Callable[..., WorkerProcess], tmp_path: Path) -> Prefork:
+    queue = unique_queue("stubborn")
     worker = make_worker(
         f"{queue}=stubborn,{queue}-next=echo",
         "--pool",
@@ -51,7 +64,7 @@ def _prefork_worker(make_worker: Callable[..., WorkerProcess], queue: str) -> Wo
         ADAPTER_STOP_GRACE=GRACE,
     )
     worker.start()
-    return worker
+    return Prefork(queue, worker, tmp_path / "ticks")
 
 
 def _served_by_a_new_child(producer: CeleryJobQueueStrategy, queue: str, ticks: list[str]) -> None:
@@ -64,11 +77,9 @@ def _served_by_a_new_child(producer: CeleryJobQueueStrategy, queue: str, ticks: 
 
 @SERVER_BROKERS
 def test_a_job_past_its_timeout_is_stopped_and_fails_with_the_timeout_error(
-    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
+    producer: CeleryJobQueueStrategy, prefork: Prefork
 ) -> None:
-    queue = unique_queue("timeout")
-    worker = _prefork_worker(make_worker, queue)
-    ticks = tmp_path / "ticks"
+    queue, worker, ticks = prefork.queue, prefork.worker, prefork.ticks
     job = producer.add(
         Job(queue_name=queue, data={"ticks_file": str(ticks)}, retries=1), timeout=1.5
     )
@@ -92,11 +103,9 @@ def test_a_job_past_its_timeout_is_stopped_and_fails_with_the_timeout_error(
 
 @SERVER_BROKERS
 def test_a_cancelled_job_that_ignores_the_notice_is_stopped_and_never_runs_again(
-    producer: CeleryJobQueueStrategy, make_worker: Callable[..., WorkerProcess], tmp_path: Path
+    producer: CeleryJobQueueStrategy, prefork: Prefork
 ) -> None:
-    queue = unique_queue("force-cancel")
-    worker = _prefork_worker(make_worker, queue)
-    ticks = tmp_path / "ticks"
+    queue, worker, ticks = prefork.queue, prefork.worker, prefork.ticks
     job = producer.add(Job(queue_name=queue, data={"ticks_file": str(ticks)}, retries=3))
     wait_for(lambda: ticks.exists() and ticks.stat().st_size > 0, "the job to run", timeout=30)
     producer.cancel_job(str(job.id))

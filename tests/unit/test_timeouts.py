@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from celery import Celery
 from kombu.entity import Queue
 from kombu.message import Message
 
@@ -24,7 +23,7 @@ from adapter.running import RunningJobs
 from adapter.service import JobQueueService
 from adapter.settings import AdapterSettings, environment_settings
 from adapter.store.memory import MemoryJobStore
-from tests.support import wait_for
+from tests.support import memory_strategy, wait_for
 from tests.unit.test_buffer import RecordingStrategy
 
 
@@ -146,12 +145,8 @@ def test_the_timeout_settings_are_read_and_checked() -> None:
 
 @pytest.fixture
 def strategy() -> Iterator[CeleryJobQueueStrategy]:
-    """A strategy on kombu's in-memory broker and the memory store: no server."""
-    app = Celery("timeouts", broker="memory://", set_as_current=False)
-    made = CeleryJobQueueStrategy(app, store=f"memory://{uuid.uuid4().hex}")
-    yield made
-    made.destroy()
-    app.close()
+    with memory_strategy("timeouts") as made:
+        yield made
 
 
 def taken_message(strategy: CeleryJobQueueStrategy, queue_name: str) -> Message:

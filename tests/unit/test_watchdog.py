@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from celery import Celery
 from celery.worker import state as worker_state
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
 from adapter.celery.envelope import TASK_NAME, TIMEOUT_FIELD
 from adapter.celery.watchdog import TIMED_OUT_MARK, Watchdog
 from adapter.deadlines import Timeouts
+from tests.support import memory_strategy
 
 
 @dataclass
@@ -70,11 +70,8 @@ class FakeRequest:
 
 @pytest.fixture
 def strategy() -> Iterator[CeleryJobQueueStrategy]:
-    app = Celery("watchdog", broker="memory://", set_as_current=False)
-    made = CeleryJobQueueStrategy(app, store=f"memory://{uuid.uuid4().hex}")
-    yield made
-    made.destroy()
-    app.close()
+    with memory_strategy("watchdog") as made:
+        yield made
 
 
 @pytest.fixture
