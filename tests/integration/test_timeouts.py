@@ -50,21 +50,32 @@ class Prefork:
     queue: str
     worker: WorkerProcess
     ticks: Path
+    #: Starts another worker like the first.
+    another: Callable[[], WorkerProcess]
 
 
 @pytest.fixture
 def prefork(make_worker: Callable[..., WorkerProcess], tmp_path: Path) -> Prefork:
     queue = unique_queue("stubborn")
-    worker = make_worker(
-        f"{queue}=stubborn,{queue}-next=echo",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
-        ADAPTER_STOP_GRACE=GRACE,
-    )
-    worker.start()
-    return Prefork(queue, worker, tmp_path / "ticks")
+
+    def started() -> WorkerProcess:
+        worker = make_worker(
+            f"{queue}=stubborn,{queue}-next=echo",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            ADAPTER_STOP_GRACE=GRACE,
+        )
+        worker.start()
+        return worker
+
+    return Prefork(queue, started(), tmp_path / "ticks", started)
+
+
+def _deliveries(worker: WorkerProcess, job_id: str) -> int:
+    """How many messages of ``job_id`` the worker received (Celery logs each)."""
+    return worker.log_text().count(f"Task adapter.run_job[{job_id}] received")
 
 
 def _served_by_a_new_child(producer: CeleryJobQueueStrategy, queue: str, ticks: list[str]) -> None:
@@ -98,6 +109,7 @@ def test_a_job_past_its_timeout_is_stopped_and_fails_with_the_timeout_error(
     lines = ticks.read_text().splitlines()
     assert {line.split(" pid ")[0] for line in lines} == {"attempt 1", "attempt 2"}
     assert len({line.split(" pid ")[1] for line in lines}) == 2  # each child was replaced
+    assert _deliveries(worker, str(job.id)) == 2  # the first and its retry: nothing redelivered
     _served_by_a_new_child(producer, queue, lines)
 
 
@@ -119,6 +131,13 @@ def test_a_cancelled_job_that_ignores_the_notice_is_stopped_and_never_runs_again
     assert (cancelled.state, cancelled.attempts) == (JobState.CANCELLED, 1)
     assert {line.split(" pid ")[0] for line in ticks.read_text().splitlines()} == {"attempt 1"}
     assert ticks.stat().st_size == size
+    # Its message was acknowledged before the kill: a worker started after this one's warm
+    # stop (which hands back the messages it holds unacknowledged) never receives it.
+    worker.stop()
+    after = prefork.another()
+    _served_by_a_new_child(producer, queue, [])
+    assert _deliveries(worker, str(job.id)) == 1
+    assert _deliveries(after, str(job.id)) == 0
 
 
 @SERVER_BROKERS
