@@ -64,7 +64,7 @@ class RunningJobs:
         self._progress: dict[str, float] = {}  # latest progress not written yet, per job
         self._progress_written: dict[str, float] = {}  # when each job's last one was written
         self._deadlines = Deadlines()
-        self._abandoned: set[str] = set()  # timed out and recorded elsewhere (the watchdog)
+        self._abandoned: set[int] = set()  # id() of attempts recorded by the watchdog
         self._wake = threading.Event()
         self._thread_pid = 0
 
@@ -84,22 +84,25 @@ class RunningJobs:
     def unwatch(self, job: Job) -> None:
         """Stop watching ``job`` (its outcome's write carries its progress)."""
         with self._lock:
+            self._abandoned.discard(id(job))
+            if self._running.get(job.id or "") is not job:
+                return  # an abandoned attempt ending after its retry started here
             self._running.pop(job.id or "", None)
             self._progress.pop(job.id or "", None)
             self._progress_written.pop(job.id or "", None)
             self._deadlines.remove(job.id or "")
-            self._abandoned.discard(job.id or "")
 
     def abandon(self, job_id: str) -> None:
         """The attempt running ``job_id`` here was recorded as timed out: record nothing more."""
         with self._lock:
-            if job_id in self._running:
-                self._abandoned.add(job_id)
+            job = self._running.get(job_id)
+            if job is not None:
+                self._abandoned.add(id(job))
 
     def abandoned(self, job: Job) -> bool:
-        """True when ``job``'s attempt was recorded elsewhere (``abandon``)."""
+        """True when this attempt of ``job`` was recorded elsewhere (``abandon``)."""
         with self._lock:
-            return (job.id or "") in self._abandoned
+            return id(job) in self._abandoned
 
     def progressed(self, job: Job) -> None:
         """``job`` (watched) reported progress: write it now, or keep it for the next round."""

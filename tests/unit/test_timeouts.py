@@ -183,3 +183,30 @@ def test_a_strategy_without_timeouts_refuses_them_by_name() -> None:
         service.create_queue("mail", lambda job: None, timeout=5)
     with pytest.raises(TypeError, match=r"^timeout: "):
         service.create_queue("other", lambda job: None).add({}, timeout=5)
+
+
+def test_an_abandoned_attempt_still_running_leaves_its_retry_alone(
+    lifecycle: Lifecycle,
+) -> None:
+    first = claimed_on(lifecycle, retries=1)
+    release = threading.Event()
+    outcomes = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(lifecycle.attempt(first, lambda j: release.wait(30)))
+    )
+    runner.start()
+    wait_for(lambda: lifecycle.store.get(str(first.id)), "the first attempt")
+    stopped = lifecycle.stopped(
+        str(first.id), JobTimeLimitError("timed out after 1 s"), claim_waiting=False
+    )
+    assert stopped is not None and stopped.kind == OutcomeKind.RETRY
+    retry = lifecycle.claim(Job(id=first.id, queue_name="timed", retries=1))
+    assert retry is not None
+
+    # The retry ends while the abandoned first attempt still runs, then the first ends.
+    assert lifecycle.attempt(retry, lambda job: "second").kind == OutcomeKind.COMPLETED
+    release.set()
+    runner.join(30)
+    assert outcomes[0].kind == OutcomeKind.SETTLED_ELSEWHERE
+    stored = lifecycle.store.get(str(first.id))
+    assert stored is not None and (stored.state, stored.result) == (JobState.COMPLETED, "second")
