@@ -25,6 +25,7 @@ from celery.worker.request import Request
 from adapter.celery.admission import Admission, refusal
 from adapter.celery.envelope import (
     PROCESS_HEADER,
+    QUEUE_HEADER,
     TASK_NAME,
     TIMEOUT_FIELD,
     TIMEOUT_HEADER,
@@ -34,6 +35,7 @@ from adapter.celery.envelope import (
     message_queue_name,
     retry_headers,
 )
+from adapter.celery.gate import MustWait, hand_back
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.results import CANCELLED_REASON, CancelledAttempt, progress_reporter
@@ -50,6 +52,7 @@ from adapter.errors import (
 from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 from adapter.settings import AdapterSettings
+from adapter.tracing import consumer_span
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +120,9 @@ def register_task(
             return super().on_failure(exc_info, *args, **kwargs)
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
-        return _run(task, wire_job, registry, lifecycle, recorder)
+        request = task.request  # an attempt's span (if tracing is on), child of its add's
+        with consumer_span(str(request.id), getattr(request, QUEUE_HEADER, None), request):
+            return _run(task, wire_job, registry, lifecycle, recorder)
 
     return app.task(
         name=TASK_NAME,
@@ -156,6 +161,8 @@ def _run(
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
     try:
         claimed = lifecycle.claim(job)
+    except MustWait as waiting:  # a paused or limited queue (adapter.celery.gate)
+        raise hand_back(task, job, waiting) from None
     except WrongQueueError as err:
         _refuse(task, recorder, wire_job, str(err))
     except StoreError as err:
