@@ -18,6 +18,9 @@ progress           the progress is recorded while the job is unsettled
 process returns    ``complete(result)``: COMPLETED (a job cancelled meanwhile stays CANCELLED)
 process raises     ``fail(error)``: RETRYING after the backoff while retries remain, else
                    FAILED (a job cancelled meanwhile stays CANCELLED)
+timeout            the process is told (``adapter.deadlines``); the attempt fails with
+                   "timed out after N s" however it ends; after the grace the watchdog
+                   records that failure and stops the process where the pool can
 cancel             ``CANCEL``; a running process is told (``adapter.running``); Celery's
                    ``revoke`` of a job's id cancels it too (``adapter.celery.controls``)
 purge              ``PURGE``: the waiting jobs of a purged celery queue are CANCELLED with
@@ -156,9 +159,13 @@ class Lifecycle:
             return None
         return claimed
 
-    def attempt(self, job: Job, process: Callable[[Job], Any]) -> Outcome:
+    def attempt(
+        self, job: Job, process: Callable[[Job], Any], timeout: float | None = None
+    ) -> Outcome:
         """Run ``process`` on the claimed ``job`` and record the outcome.
 
+        With ``timeout`` (seconds) the process is told to stop once it runs out of time, and the
+        attempt fails with the timeout error however it ends (``adapter.deadlines``).
         StoreError when the outcome could not be recorded after every retry (the process ran;
         the broker should deliver the job again).
         """
@@ -168,13 +175,19 @@ class Lifecycle:
             running.progressed(progressed)  # written a few times a second at most
 
         job.on("progress", persist_progress)
-        running.watch(job)  # until the outcome is recorded: cancel notices, heartbeats
+        running.watch(job, timeout)  # until the outcome is recorded: cancel, beats, deadline
         try:
             try:
                 result = call_process(process, job)
                 ensure_json(result, root="result")
             except Exception as err:  # a process may raise anything: it is a failed attempt
-                return self.failed(job, err)
+                if running.abandoned(job):  # its timeout was recorded by the watchdog
+                    return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
+                return self.failed(job, job.timed_out or err)
+            if running.abandoned(job):
+                return Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
+            if job.timed_out is not None:  # returned after the notice: still out of time
+                return self.failed(job, job.timed_out)
             return self.completed(job, result)
         finally:
             self._running.unwatch(job)
@@ -201,6 +214,21 @@ class Lifecycle:
             delay_ms = self._backoff(job.queue_name, job.attempts, job)
             return Outcome(OutcomeKind.RETRY, job, max(delay_ms, 0) / 1000, err)
         return Outcome(OutcomeKind.FAILED, job, error=err)
+
+    def stopped(self, job_id: str, err: Exception, *, claim_waiting: bool) -> Outcome | None:
+        """An attempt of ``job_id`` was stopped from outside (a time limit, a timeout): fail it.
+
+        Only a RUNNING job is failed (``failed``: RETRYING or FAILED); with ``claim_waiting``
+        a job stopped before its claim is claimed first, so the attempt counts. A process still
+        running here records nothing more (``RunningJobs.abandon``). None: nothing to record.
+        """
+        job = self.store.get(job_id)
+        if job is not None and claim_waiting and job.state in STARTABLE_STATES:
+            job = self.claim(job)
+        if job is None or job.state != JobState.RUNNING:
+            return None
+        self._running.abandon(job_id)
+        return self.failed(job, err)
 
     def record(self, job: Job) -> bool:
         """Write an attempt's outcome; False when the job was settled elsewhere.

@@ -199,6 +199,18 @@ HEALTH_PORT: Setting[int | None] = Setting(
     "where each worker of the app answers GET /health (unset: no endpoint; 0: any free port)",
     _port,
 )  # fmt: skip
+JOB_TIMEOUT: Setting[float | None] = Setting(
+    "adapter_job_timeout", ("ADAPTER_JOB_TIMEOUT",), "seconds > 0", None,
+    "the longest a job attempt may run, for queues and jobs without their own timeout "
+    "(unset: no limit); the job is told to stop, then stopped after adapter_stop_grace",
+    _positive_seconds,
+)  # fmt: skip
+STOP_GRACE: Setting[float] = Setting(
+    "adapter_stop_grace", ("ADAPTER_STOP_GRACE",), "seconds > 0", 5.0,
+    "how long a timed-out or cancelled running job has to stop by itself before it is "
+    "stopped by force (prefork: its pool process is replaced)",
+    _positive_seconds,
+)  # fmt: skip
 HEALTH_HOST: Setting[str] = Setting(
     "adapter_health_host", ("ADAPTER_HEALTH_HOST",), "address", "127.0.0.1",
     "the address /health listens on: 0.0.0.0 for probes from other machines (Kubernetes)",
@@ -257,6 +269,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     SCHEDULE_HISTORY,
     RETENTION,
     RETENTION_SCHEDULE,
+    JOB_TIMEOUT,
+    STOP_GRACE,
 )
 
 
@@ -281,6 +295,8 @@ class AdapterSettings:
     schedule_history: int = SCHEDULE_HISTORY.default
     retention: tuple[Any, ...] = RETENTION.default
     retention_schedule: str = RETENTION_SCHEDULE.default
+    job_timeout: float | None = JOB_TIMEOUT.default
+    stop_grace: float = STOP_GRACE.default
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout < 2 * self.heartbeat_interval:
@@ -311,6 +327,8 @@ class AdapterSettings:
             schedule_history=SCHEDULE_HISTORY.read(conf),
             retention=RETENTION.read(conf),
             retention_schedule=RETENTION_SCHEDULE.read(conf),
+            job_timeout=JOB_TIMEOUT.read(conf),
+            stop_grace=STOP_GRACE.read(conf),
         )
 
     def job_store_url(self) -> str:

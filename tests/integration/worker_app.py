@@ -113,6 +113,17 @@ def mixed(job: Job) -> str:
     return "ok"
 
 
+def stubborn(job: Job) -> str:
+    """Ignore every notice to stop: append a line to ``ticks_file`` every 0.1 s for a minute."""
+    deadline = time.monotonic() + 60
+    with open(job.data["ticks_file"], "a") as ticks:
+        while time.monotonic() < deadline:
+            ticks.write(f"attempt {job.attempts} pid {os.getpid()}\n")
+            ticks.flush()
+            time.sleep(0.1)
+    return "ran for a minute"
+
+
 PROCESSES = {
     "echo": echo,
     "slow": slow_first_attempt,
@@ -122,6 +133,7 @@ PROCESSES = {
     "crash": crash,
     "logged": logged,
     "mixed": mixed,
+    "stubborn": stubborn,
 }
 
 _batch = int(os.environ.get("TEST_BATCH") or 0) or None  # every queue a batch queue of that size
