@@ -12,6 +12,9 @@
                                                           [--timeout SECONDS: then exit 4]
     jobqueue queues                    per queue: jobs by state, workers consuming it
     jobqueue check                     dangerous settings  [--longest-job 2h]
+    jobqueue dashboard                 the dashboard and HTTP admin API [--host 127.0.0.1]
+                                       [--port 8025] [--token T | --basic-auth U:P]
+                                       [--read-only] [--redact KEY]... [--interval 2]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
                                        [--graceful-timeout 20] [--health-port PORT]
@@ -42,7 +45,7 @@ from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
 from adapter.celery.strategy import launched_by_cli
 from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
-from adapter.cli import commands
+from adapter.cli import commands, dashboard
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
 from adapter.job import JobState
@@ -229,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", parents=[common], help="dangerous settings")
     check.add_argument("--longest-job", help="longest job or retry delay, e.g. 2h")
     check.set_defaults(run=commands.check)
+    dashboard.add_parser(sub, common)
     worker = sub.add_parser("worker", help="a Celery worker for the queues MODULE starts")
     worker.add_argument("module", help="MODULE[:ATTR] that builds the strategy and starts queues")
     worker.add_argument("--queues", help="comma-separated queue names to run (default: all)")

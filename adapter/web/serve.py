@@ -1,0 +1,20 @@
+"""Serve the dashboard with uvicorn, after refusing an unsafe bind (``auth.check_bind``)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from adapter.web.auth import Auth, check_bind
+
+#: Where ``jobqueue dashboard`` listens unless told otherwise: this machine only.
+DEFAULT_HOST = "127.0.0.1"
+#: Its default port.
+DEFAULT_PORT = 8025
+
+
+def serve(app: Starlette, host: str, port: int, auth: Auth | None) -> None:
+    """Serve ``app`` on ``host:port`` until interrupted; refuse a non-loopback host sans login."""
+    check_bind(host, auth)
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,230 @@
+"""The HTTP admin API: Vendure's job operations as JSON, errors naming the field, the login,
+CSRF and read-only checks, redaction, and the action table's feature detection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from starlette.testclient import TestClient
+
+from adapter import CeleryJobQueueStrategy
+from adapter.errors import ConfigurationError
+from adapter.job import Job, JobState
+from adapter.store.memory import MemoryJobStore
+from adapter.web import Auth, check_bind, create_app
+from adapter.web.actions import ACTIONS, available
+
+
+class NoWorkers:
+    """A worker source with no worker."""
+
+    def workers(self) -> list[Any]:
+        """Return no worker."""
+        return []
+
+
+@pytest.fixture
+def strategy() -> Iterator[CeleryJobQueueStrategy]:
+    app = Celery("web-api")
+    app.conf.update(broker_url="memory://", worker_hijack_root_logger=False)
+    made = CeleryJobQueueStrategy(app, store=MemoryJobStore(), embedded_worker=False)
+    yield made
+    made.destroy()
+
+
+def make_client(strategy: CeleryJobQueueStrategy, **options: Any) -> TestClient:
+    options.setdefault("workers", NoWorkers())
+    return TestClient(create_app(strategy, **options), base_url="http://127.0.0.1:8025")
+
+
+def csrf(client: TestClient) -> dict[str, str]:
+    token = client.get("/api/meta").json()["csrfToken"]
+    return {"X-CSRF-Token": token}
+
+
+def stored(strategy: CeleryJobQueueStrategy, **fields: Any) -> Job:
+    job = Job(id=fields.pop("id", None) or None, **{"queue_name": "mail", **fields})
+    strategy.store.insert(job)
+    return job
+
+
+def test_jobs_are_listed_in_vendures_camel_case_with_filters(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    stored(strategy, id="a", data={"to": "x"})
+    stored(strategy, id="b", queue_name="pdf", state=JobState.FAILED)
+    client = make_client(strategy)
+    page = client.get("/api/jobs", params={"queue": "mail"}).json()
+    assert page["totalItems"] == 1
+    assert page["items"][0]["id"] == "a" and page["items"][0]["queueName"] == "mail"
+    searched = client.post(
+        "/api/jobs/search", json={"filter": {"state": {"eq": "FAILED"}}}, headers=csrf(client)
+    ).json()
+    assert [job["id"] for job in searched["items"]] == ["b"]
+    assert [j["id"] for j in client.get("/api/jobs-by-id", params={"id": ["b", "zz"]}).json()] == [
+        "b"
+    ]
+    assert client.get("/api/jobs/a").json()["data"] == {"to": "x"}
+
+
+def test_text_search_looks_in_data_and_error(strategy: CeleryJobQueueStrategy) -> None:
+    stored(strategy, id="a", data={"email": "Ann@example.com"})
+    stored(strategy, id="b", error="SMTP refused")
+    stored(strategy, id="c", data={"email": "bob@example.com"})
+    client = make_client(strategy)
+    assert [j["id"] for j in client.get("/api/jobs?text=ann@").json()["items"]] == ["a"]
+    assert [j["id"] for j in client.get("/api/jobs?text=smtp").json()["items"]] == ["b"]
+
+
+def test_bad_list_options_are_a_400_naming_the_field(strategy: CeleryJobQueueStrategy) -> None:
+    client = make_client(strategy)
+    reply = client.post("/api/jobs/search", json={"filter": {"nope": {}}}, headers=csrf(client))
+    assert reply.status_code == 400
+    assert reply.json()["field"] == "filter.nope"
+    reply = client.get("/api/jobs?take=-3")
+    assert (reply.status_code, reply.json()["field"]) == (400, "take")
+    reply = client.get("/api/jobs?state=SLEEPING")
+    assert (reply.status_code, reply.json()["field"]) == (400, "state")
+    reply = client.get("/api/jobs/missing")
+    assert (reply.status_code, reply.json()["field"]) == (404, "jobId")
+
+
+def test_data_keys_configured_as_secret_are_never_shown(strategy: CeleryJobQueueStrategy) -> None:
+    stored(strategy, id="a", data={"user": {"Password": "hunter2", "name": "ann"}})
+    client = make_client(strategy, redact_keys=["password"])
+    shown = client.get("/api/jobs/a").text + client.get("/api/jobs").text
+    assert "hunter2" not in shown
+    assert client.get("/api/jobs/a").json()["data"] == {"user": {"Password": "***", "name": "ann"}}
+
+
+def test_a_shown_url_has_its_password_masked(strategy: CeleryJobQueueStrategy) -> None:
+    client = make_client(strategy, shown_urls={"store": "redis://u:s3cret@host:6379/1"})
+    assert "s3cret" not in client.get("/api/meta").text
+
+
+def test_cancel_one_job_and_every_job_matching(
+    strategy: CeleryJobQueueStrategy, caplog: pytest.LogCaptureFixture
+) -> None:
+    for job_id in ("a", "b", "c"):
+        stored(strategy, id=job_id)
+    stored(strategy, id="d", queue_name="pdf")
+    client = make_client(strategy)
+    with caplog.at_level(logging.INFO, logger="adapter.web"):
+        one = client.post("/api/jobs/a/cancel", headers=csrf(client)).json()
+    assert one["changed"] and one["job"]["state"] == "CANCELLED"
+    assert "dashboard action cancel on job a by testclient" in caplog.text
+    many = client.post(
+        "/api/jobs/cancel",
+        json={"options": {"filter": {"queueName": {"eq": "mail"}}}},
+        headers=csrf(client),
+    ).json()
+    assert many == {"changed": 2, "matched": 3}
+    assert strategy.find_one("d").state == JobState.PENDING  # type: ignore[union-attr]
+
+
+def test_remove_deletes_only_settled_jobs(strategy: CeleryJobQueueStrategy) -> None:
+    stored(strategy, id="a")
+    client = make_client(strategy)
+    headers = csrf(client)
+    assert client.post("/api/jobs/remove", json={"ids": ["a"]}, headers=headers).json() == {
+        "changed": 0,
+        "matched": 1,
+    }
+    client.post("/api/jobs/a/cancel", headers=headers)
+    assert client.post("/api/jobs/a/remove", headers=headers).json()["changed"] is True
+    assert strategy.find_one("a") is None
+
+
+def test_a_post_without_the_csrf_token_is_refused(strategy: CeleryJobQueueStrategy) -> None:
+    stored(strategy, id="a")
+    client = make_client(strategy)
+    reply = client.post("/api/jobs/a/cancel")
+    assert reply.status_code == 403 and "csrf" in reply.json()["error"].lower()
+    wrong = client.post("/api/jobs/a/cancel", headers={"X-CSRF-Token": "guess"})
+    assert wrong.status_code == 403
+    other_site = client.post(
+        "/api/jobs/a/cancel", headers={**csrf(client), "Origin": "http://evil.example"}
+    )
+    assert other_site.status_code == 403
+    assert strategy.find_one("a").state == JobState.PENDING  # type: ignore[union-attr]
+
+
+def test_read_only_mode_offers_and_accepts_no_action(strategy: CeleryJobQueueStrategy) -> None:
+    stored(strategy, id="a")
+    client = make_client(strategy, read_only=True)
+    assert client.get("/api/meta").json()["actions"] == []
+    reply = client.post("/api/jobs/a/cancel", headers=csrf(client))
+    assert reply.status_code == 403 and "read-only" in reply.json()["error"]
+    assert strategy.find_one("a").state == JobState.PENDING  # type: ignore[union-attr]
+    assert client.post("/api/jobs/search", json={}, headers=csrf(client)).status_code == 200
+
+
+def test_with_a_token_every_route_needs_it(strategy: CeleryJobQueueStrategy) -> None:
+    client = make_client(strategy, auth=Auth(token="t0k"))
+    assert client.get("/api/jobs").status_code == 401
+    assert client.get("/").status_code == 401
+    bearer = {"Authorization": "Bearer t0k"}
+    assert client.get("/api/jobs", headers=bearer).status_code == 200
+    opened = client.get("/?token=t0k", follow_redirects=False)
+    assert opened.status_code == 303 and "jobqueue_token=t0k" in opened.headers["set-cookie"]
+
+
+def test_basic_auth_names_the_user_in_the_log(
+    strategy: CeleryJobQueueStrategy, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored(strategy, id="a")
+    client = make_client(strategy, auth=Auth(user="ops", password="pw"))
+    assert client.get("/api/meta", auth=("ops", "bad")).status_code == 401
+    client.auth = ("ops", "pw")
+    with caplog.at_level(logging.INFO, logger="adapter.web"):
+        client.post("/api/jobs/a/cancel", headers=csrf(client))
+    assert "by ops@testclient" in caplog.text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.4", "::", "example.com"])
+def test_a_non_loopback_bind_without_auth_is_refused(host: str) -> None:
+    with pytest.raises(ConfigurationError, match="without a login"):
+        check_bind(host, None)
+    check_bind(host, Auth(token="t"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_a_loopback_bind_needs_no_auth(host: str) -> None:
+    check_bind(host, None)
+
+
+def test_actions_whose_strategy_method_is_missing_are_not_offered() -> None:
+    class Bare:
+        def cancel_job(self, job_id: str) -> None:
+            """Cancel."""
+
+    offered = [action.name for action in available(Bare(), read_only=False)]
+    assert offered == ["cancel"]
+
+    class Full(Bare):
+        def retry_job(self, job_id: str) -> None:
+            """Retry."""
+
+        def pause_queue(self, name: str) -> None:
+            """Pause."""
+
+    assert {"retry", "pause"} <= {action.name for action in available(Full(), read_only=False)}
+    assert len(ACTIONS) == len({(action.name, action.target) for action in ACTIONS})
+
+
+def test_the_page_carries_the_csrf_token_and_its_assets_are_served(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    client = make_client(strategy)
+    page = client.get("/").text
+    assert client.get("/api/meta").json()["csrfToken"] in page
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_an_unknown_route_is_a_json_404(strategy: CeleryJobQueueStrategy) -> None:
+    reply = make_client(strategy).get("/api/nothing")
+    assert reply.status_code == 404 and "error" in reply.json()
