@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import Any
 
@@ -55,9 +54,6 @@ def run(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: object)
         redact_keys=redact,
         poll_interval_s=args.interval,
         shown_urls={"broker": shown_broker_url(strategy.app), "store": strategy.store.url},
-    )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     serve(app, args.host, args.port, auth)
     return 0

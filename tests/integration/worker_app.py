@@ -105,6 +105,16 @@ def mixed(job: Job) -> str:
     return "ok"
 
 
+def stepping(job: Job) -> str:
+    """Raise the progress by 1 each second up to 99 (at most two minutes), until cancelled."""
+    began = time.monotonic()
+    while time.monotonic() < began + 120:
+        job.raise_if_cancelled()
+        job.set_progress(min(99, int(time.monotonic() - began) + 1))
+        time.sleep(0.1)
+    return "stepped"
+
+
 PROCESSES = {
     "echo": echo,
     "slow": slow_first_attempt,
@@ -114,6 +124,7 @@ PROCESSES = {
     "crash": crash,
     "logged": logged,
     "mixed": mixed,
+    "stepping": stepping,
 }
 
 for spec in filter(None, os.environ.get("TEST_QUEUES", "").split(",")):

@@ -228,3 +228,17 @@ def test_the_page_carries_the_csrf_token_and_its_assets_are_served(
 def test_an_unknown_route_is_a_json_404(strategy: CeleryJobQueueStrategy) -> None:
     reply = make_client(strategy).get("/api/nothing")
     assert reply.status_code == 404 and "error" in reply.json()
+
+
+def test_it_works_mounted_under_a_prefix(strategy: CeleryJobQueueStrategy) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    stored(strategy, id="a")
+    host = Starlette(routes=[Mount("/jobs", create_app(strategy, workers=NoWorkers()))])
+    client = TestClient(host, base_url="http://127.0.0.1:8000")
+    assert client.get("/jobs/api/jobs/a").json()["id"] == "a"
+    page = client.get("/jobs")
+    assert page.status_code == 200 and 'src="static/app.js"' in page.text
+    assert str(page.url) == "http://127.0.0.1:8000/jobs/"  # relative links resolve below it
+    assert client.get("/jobs/static/style.css").status_code == 200

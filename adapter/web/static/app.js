@@ -242,7 +242,8 @@ async function jobsView() {
 async function jobView() {
   const id = params().get("id");
   const job = await api("jobs/" + encodeURIComponent(id));
-  const actions = jobActions("job").map((a) => h("button", { type: "button",
+  const fits = { cancel: !job.isSettled, remove: job.isSettled, retry: job.isSettled };
+  const actions = jobActions("job").filter((a) => fits[a.name] ?? true).map((a) => h("button", { type: "button",
     "data-action": a.name, text: a.label, onclick: () => confirmThen(
       a.confirm.replace("{what}", `job ${id}`), () => api(`jobs/${encodeURIComponent(id)}/${a.name}`, {})) }));
   const lineage = job.retriedFrom ? h("a", { href: `?view=job&id=${encodeURIComponent(job.retriedFrom)}`,
