@@ -242,3 +242,11 @@ def test_it_works_mounted_under_a_prefix(strategy: CeleryJobQueueStrategy) -> No
     assert page.status_code == 200 and 'src="static/app.js"' in page.text
     assert str(page.url) == "http://127.0.0.1:8000/jobs/"  # relative links resolve below it
     assert client.get("/jobs/static/style.css").status_code == 200
+
+
+def test_replies_forbid_framing_and_foreign_scripts(strategy: CeleryJobQueueStrategy) -> None:
+    client = make_client(strategy, auth=Auth(token="t"))
+    for reply in (client.get("/"), client.get("/api/meta", headers={"Authorization": "Bearer t"})):
+        assert reply.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
+        assert reply.headers["referrer-policy"] == "no-referrer"
