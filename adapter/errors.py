@@ -76,3 +76,11 @@ class BulkPublishError(PublishError):
         super().__init__(message)
         #: Indexes of the jobs whose messages were sent (and are recorded) before the failure.
         self.published = published
+
+
+class UnknownJobError(JobQueueError, LookupError):
+    """Raised when an operation names a job id the store does not hold."""
+
+
+class JobNotRetryableError(JobQueueError, ValueError):
+    """Raised by ``retry_job`` for a job that is not FAILED or CANCELLED; names its state."""

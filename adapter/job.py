@@ -129,6 +129,12 @@ MAX_ATTEMPTS = 2**31 - 1
 MAX_RETRIES = 1_000_000_000
 #: Highest progress, in percent (the lowest is 0).
 MAX_PROGRESS = 100
+#: Highest priority a job may have (the lowest, and the default, is 0); higher starts first.
+MAX_PRIORITY = 9
+#: Longest unique key, in characters (the SQL stores' column is VARCHAR(200)).
+MAX_UNIQUE_KEY_LENGTH = 200
+#: Text without control characters, as ids and unique keys must be.
+_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
 #: What each bounded field accepts, in the words of the error that refuses a value outside it.
 FIELD_RANGES = {
     "id": f"a string of 1 to {MAX_ID_LENGTH} characters and no control character, or None",
@@ -138,6 +144,13 @@ FIELD_RANGES = {
     "retries": f"an integer from 0 to {MAX_RETRIES}",
     "attempts": f"an integer from 0 to {MAX_ATTEMPTS}",
     "progress": f"a number from 0 to {MAX_PROGRESS}",
+    "priority": f"an integer from 0 to {MAX_PRIORITY}",
+    "unique_key": (
+        f"a string of 1 to {MAX_UNIQUE_KEY_LENGTH} characters and no control character, or None"
+    ),
+    "retried_from": (
+        f"a string of 1 to {MAX_ID_LENGTH} characters and no control character, or None"
+    ),
 }
 
 ProgressListener = Callable[["Job"], None]
@@ -183,7 +196,7 @@ class Job(BaseModel):
     )
 
     id: str | None = Field(
-        default=None, min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]*$"
+        default=None, min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL_CHARS
     )
     queue_name: str
     data: Any = None
@@ -196,6 +209,18 @@ class Job(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     settled_at: datetime | None = None
+    #: Not startable before this time; None: at once.
+    ready_at: datetime | None = None
+    #: 0 to MAX_PRIORITY; among waiting jobs of a queue a higher one starts first.
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
+    #: While a job with this key waits in its queue, adding the same key returns that job.
+    unique_key: str | None = Field(
+        default=None, min_length=1, max_length=MAX_UNIQUE_KEY_LENGTH, pattern=_NO_CONTROL_CHARS
+    )
+    #: Id of the job this one runs again.
+    retried_from: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL_CHARS
+    )
 
     _progress_listeners: list[ProgressListener] = PrivateAttr(default_factory=list)
 
@@ -230,7 +255,7 @@ class Job(BaseModel):
     def _sanitize_data(cls, value: Any) -> Any:
         return sanitize(value)
 
-    @field_validator("created_at", "started_at", "settled_at", mode="after")
+    @field_validator("created_at", "started_at", "settled_at", "ready_at", mode="after")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:

@@ -85,8 +85,10 @@ class SortField(StrEnum):
     CREATED_AT = "created_at"
     DURATION = "duration"
     ID = "id"
+    PRIORITY = "priority"
     PROGRESS = "progress"
     QUEUE_NAME = "queue_name"
+    READY_AT = "ready_at"
     RETRIES = "retries"
     SETTLED_AT = "settled_at"
     STARTED_AT = "started_at"
@@ -209,6 +211,10 @@ class JobFilter(_Options):
     created_at: DateOperators | None = None
     started_at: DateOperators | None = None
     settled_at: DateOperators | None = None
+    ready_at: DateOperators | None = None
+    priority: NumberOperators | None = None
+    unique_key: StringOperators | None = None
+    retried_from: IdOperators | None = None
     and_: list[JobFilter] | None = Field(default=None, alias="_and")
     or_: list[JobFilter] | None = Field(default=None, alias="_or")
 

@@ -18,6 +18,7 @@ OUT_OF_RANGE_ADDS: Final = [
     pytest.param({"retries": 2**64}, InvalidJobError, "retries is 1844674", id="retries-2**64"),
     pytest.param({"retries": -1}, InvalidJobError, "retries is -1;", id="retries-minus-1"),
     pytest.param({"queue_name": HUGE_QUEUE_NAME}, InvalidQueueNameError, "10240", id="queue-10kB"),
+    pytest.param({"priority": 10}, InvalidJobError, "priority is 10;", id="priority-10"),
 ]
 
 

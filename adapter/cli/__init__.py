@@ -6,6 +6,8 @@
                                                           [--skip N] [--sort FIELD[:asc|desc]]
     jobqueue show ID                   one job, every field
     jobqueue cancel ID                 cancel a job that has not settled
+    jobqueue retry ID                  re-run a FAILED or CANCELLED job as a new, linked job
+    jobqueue retry --queue Q --state failed   the same for every match [--limit N]
     jobqueue purge QUEUE               cancel a queue's waiting jobs, delete their messages
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
@@ -50,6 +52,7 @@ from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
 from adapter.job import JobState
 from adapter.listing import MAX_SKIP, MAX_TAKE
+from adapter.rerun import MAX_RETRY_JOBS
 from adapter.settings import HEALTH_HOST, MAX_PORT
 from adapter.store.base import MAX_DEAD_LETTERS
 
@@ -213,6 +216,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["watch"].add_argument(
         "--timeout", type=_seconds, default=None, help="give up after SECONDS (exit 4)"
     )
+    retry = sub.add_parser(
+        "retry", parents=[common], help="re-run FAILED or CANCELLED jobs as new, linked jobs"
+    )
+    retry.add_argument("id", nargs="?", help="the job to re-run")
+    retry.add_argument("--queue", action="append", help="only this queue (repeatable)")
+    retry.add_argument("--state", action="append", type=_state, help="only this state (repeatable)")
+    retry.add_argument("--limit", type=_whole(0, MAX_RETRY_JOBS), default=MAX_RETRY_JOBS)
+    retry.set_defaults(run=commands.retry)
     purge = sub.add_parser(
         "purge", parents=[common], help="cancel a queue's waiting jobs, delete their messages"
     )

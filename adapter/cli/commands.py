@@ -71,11 +71,12 @@ def list_jobs(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: T
 
 
 def show(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
-    """``show ID``: every field of one job."""
+    """``show ID``: every field of one job, and the ids of the jobs that re-run it."""
     job = strategy.find_one(args.id)
     if job is None:
         raise JobQueueError(f"no job with id {args.id}")
-    out.write((dumps(job_json(job)) if args.json else job_details(job)) + "\n")
+    fields = {**job_json(job), "retriesOf": [rerun.id for rerun in strategy.retries_of(args.id)]}
+    out.write((dumps(fields) if args.json else job_details(fields)) + "\n")
     return 0
 
 
@@ -93,6 +94,30 @@ def cancel(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
     else:
         out.write(f"job {job.id} is already {job.state.value}; nothing changed\n")
     return 0 if changed else 1
+
+
+def retry(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``retry ID`` or ``retry --queue Q --state failed``: re-run settled jobs as new jobs."""
+    if args.id is not None:
+        if args.queue or args.state:
+            raise JobQueueError("give a job id or --queue/--state filters, not both")
+        job = strategy.retry_job(args.id)
+        strategy.flush()
+        out.write(dumps(job_json(job)) if args.json else f"job {args.id} re-runs as job {job.id}")
+        out.write("\n")
+        return 0
+    if not args.queue and not args.state:
+        raise JobQueueError("give a job id, or --queue and/or --state to retry many jobs")
+    filters: dict[str, object] = {}
+    if args.queue:
+        filters["queueName"] = {"in": args.queue}
+    if args.state:
+        filters["state"] = {"in": args.state}
+    count = strategy.retry_jobs({"filter": filters}, limit=args.limit)
+    strategy.flush()
+    out.write(dumps({"retried": count}) if args.json else f"re-ran {count} job(s) as new jobs")
+    out.write("\n")
+    return 0
 
 
 def purge(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:

@@ -24,9 +24,11 @@ from adapter.job import (
     FIELD_RANGES,
     MAX_ATTEMPTS,
     MAX_ID_LENGTH,
+    MAX_PRIORITY,
     MAX_PROGRESS,
     MAX_QUEUE_NAME_LENGTH,
     MAX_RETRIES,
+    MAX_UNIQUE_KEY_LENGTH,
     check_fields,
 )
 from adapter.settings import filesystem_transport_options
@@ -46,6 +48,16 @@ OUT_OF_RANGE = [
     pytest.param("progress", float("nan"), id="progress-nan"),
     pytest.param("id", "x" * (MAX_ID_LENGTH + 1), id="id-too-long"),
     pytest.param("id", "a\x00b", id="id-with-nul"),
+    pytest.param("priority", -1, id="priority-minus-1"),
+    pytest.param("priority", MAX_PRIORITY + 1, id="priority-above-max"),
+]
+#: Fields whose wire key is not their name: ``(field, wire key, value)``.
+OUT_OF_RANGE_CAMEL = [
+    pytest.param("unique_key", "uniqueKey", "k" * (MAX_UNIQUE_KEY_LENGTH + 1), id="key-too-long"),
+    pytest.param("unique_key", "uniqueKey", "a\nb", id="key-with-newline"),
+    pytest.param("unique_key", "uniqueKey", "", id="key-empty"),
+    pytest.param("retried_from", "retriedFrom", "x" * (MAX_ID_LENGTH + 1), id="from-too-long"),
+    pytest.param("retried_from", "retriedFrom", "a\x7fb", id="from-with-del"),
 ]
 
 
@@ -95,6 +107,27 @@ def test_job_at_the_edges_of_every_range_is_accepted() -> None:
     )
     assert (job.retries, job.attempts, job.progress) == (MAX_RETRIES, MAX_ATTEMPTS, 100)
     assert Job(queue_name="q", retries=0, attempts=0, progress=0).retries == 0
+    edges = Job(
+        queue_name="q",
+        priority=MAX_PRIORITY,
+        unique_key="k" * MAX_UNIQUE_KEY_LENGTH,
+        retried_from="i" * MAX_ID_LENGTH,
+    )
+    assert (edges.priority, len(str(edges.unique_key))) == (MAX_PRIORITY, MAX_UNIQUE_KEY_LENGTH)
+    assert Job(queue_name="q", priority=0).priority == 0
+
+
+@pytest.mark.parametrize(("field", "key", "value"), OUT_OF_RANGE_CAMEL)
+def test_a_key_outside_its_range_is_refused_naming_it_in_python_and_on_the_wire(
+    field: str, key: str, value: Any
+) -> None:
+    with pytest.raises(InvalidJobError) as caught:
+        Job(queue_name="q", **{field: value})
+    assert str(caught.value).startswith(f"invalid job: {field} is ")
+    assert str(caught.value).endswith(f"; it must be {FIELD_RANGES[field]}")
+    with pytest.raises(InvalidJobMessageError) as refused:
+        Job.from_wire(make_job(id="7").to_wire() | {key: value})
+    assert str(refused.value).startswith(f"not a valid job: {key} is ")
 
 
 def test_ranges_fit_a_postgresql_integer_column() -> None:
@@ -157,8 +190,21 @@ def test_add_refuses_a_field_out_of_range_and_publishes_and_stores_nothing(
 
 def test_add_within_every_range_publishes_and_stores(strategy: CeleryJobQueueStrategy) -> None:
     queue = unique_queue("ranges")
-    added = strategy.add(Job(queue_name=queue, retries=MAX_RETRIES))
-    assert strategy.find_one(added.id or "") is not None
+    job = Job(
+        queue_name=queue,
+        retries=MAX_RETRIES,
+        priority=MAX_PRIORITY,
+        unique_key="k" * MAX_UNIQUE_KEY_LENGTH,
+        retried_from="i" * MAX_ID_LENGTH,
+    )
+    added = strategy.add(job)
+    stored = strategy.find_one(added.id or "")
+    assert stored is not None
+    assert (stored.priority, stored.unique_key, stored.retried_from) == (
+        job.priority,
+        job.unique_key,
+        job.retried_from,
+    )
     assert messages_waiting(strategy, queue) == 1
 
 

@@ -19,9 +19,11 @@ from adapter.errors import InvalidJobMessageError
 from adapter.job import (
     MAX_ATTEMPTS,
     MAX_ID_LENGTH,
+    MAX_PRIORITY,
     MAX_PROGRESS,
     MAX_QUEUE_NAME_LENGTH,
     MAX_RETRIES,
+    MAX_UNIQUE_KEY_LENGTH,
     Job,
     JobState,
 )
@@ -79,6 +81,13 @@ def as_message(job: dict[str, Any], task_id: str = "t-1", **parts: Any) -> dict[
             error="planned failure",
             started_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
         ),
+        make_job(
+            queue_name="mail",
+            ready_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+            priority=MAX_PRIORITY,
+            unique_key="sku-42",
+            retried_from="j-1",
+        ),
     ],
 )
 def test_the_messages_the_adapter_publishes_follow_the_schema(app: Celery, job: Job) -> None:
@@ -110,6 +119,9 @@ def test_the_smallest_message_the_schema_allows_is_a_job_with_its_task_id() -> N
         ({"queueName": "mail", "attempts": MAX_ATTEMPTS + 1}, "attempts is 2147483648"),
         ({"queueName": "mail", "progress": MAX_PROGRESS + 1}, "progress is 101"),
         ({"queueName": "mail", "state": "SLEEPING"}, "state: Input should be"),
+        ({"queueName": "mail", "priority": MAX_PRIORITY + 1}, "priority is 10"),
+        ({"queueName": "mail", "uniqueKey": "k\u0000"}, "uniqueKey is 'k"),
+        ({"queueName": "mail", "retriedFrom": ""}, "retriedFrom is ''"),
     ],
 )
 def test_a_job_the_schema_refuses_is_refused_by_the_worker(
@@ -154,6 +166,8 @@ def test_the_schema_states_the_ranges_and_names_of_adapter_job() -> None:
     assert defs["queueName"]["maxLength"] == MAX_QUEUE_NAME_LENGTH
     assert (job["retries"]["maximum"], job["attempts"]["maximum"]) == (MAX_RETRIES, MAX_ATTEMPTS)
     assert job["progress"]["maximum"] == MAX_PROGRESS
+    assert job["priority"]["maximum"] == MAX_PRIORITY
+    assert job["uniqueKey"]["anyOf"][0]["maxLength"] == MAX_UNIQUE_KEY_LENGTH
     assert job["state"]["enum"] == [state.value for state in JobState]
     assert SCHEMA["properties"]["headers"]["properties"]["task"] == {"const": TASK_NAME}
     wire_fields = set(make_job().to_wire())

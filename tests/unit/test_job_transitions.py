@@ -364,6 +364,10 @@ def test_to_wire_uses_vendures_camel_case_keys() -> None:
         created_at=LONG_AGO,
         started_at=LONG_AGO,
         settled_at=LONG_AGO,
+        ready_at=LONG_AGO,
+        priority=5,
+        unique_key="k",
+        retried_from="6",
     )
     assert job.to_wire() == {
         "id": "7",
@@ -378,6 +382,10 @@ def test_to_wire_uses_vendures_camel_case_keys() -> None:
         "createdAt": "2020-03-01T10:00:00Z",
         "startedAt": "2020-03-01T10:00:00Z",
         "settledAt": "2020-03-01T10:00:00Z",
+        "readyAt": "2020-03-01T10:00:00Z",
+        "priority": 5,
+        "uniqueKey": "k",
+        "retriedFrom": "6",
     }
 
 

@@ -111,13 +111,24 @@ class RedisKeys:
         return f"{self.prefix}:tmp:{uuid.uuid4().hex}"
 
 
+#: Fields a job hash holds only when set; a job stored before they existed lacks them too.
+_OPTIONAL_FIELDS = ("ready_at", "unique_key", "retried_from")
+
+
 def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
-    """Return the hash fields of ``job``; a missing field means None (error and times)."""
+    """Return the hash fields of ``job``; a missing field means None (error, times, keys), and
+    a missing ``priority`` 0 (hashes written before it existed)."""
     return {
         "id": str(job.id),
         "queue_name": job.queue_name,
         "data": json.dumps(job.data),
         "created_at": str(micros(job.created_at)),
+        "priority": str(job.priority),
+        **{
+            name: field_text(name, getattr(job, name))
+            for name in _OPTIONAL_FIELDS
+            if getattr(job, name) is not None
+        },
         **mutable_fields(job, updated_at),
     }
 
@@ -168,6 +179,7 @@ def job_from_hash(fields: Mapping[str, str]) -> Job:
     """Return a fresh Job from its hash fields."""
     progress = float(fields["progress"])
     started, settled = fields.get("started_at"), fields.get("settled_at")
+    ready = fields.get("ready_at")
     return Job.model_construct(
         id=fields["id"],
         queue_name=fields["queue_name"],
@@ -181,6 +193,10 @@ def job_from_hash(fields: Mapping[str, str]) -> Job:
         created_at=from_micros(fields["created_at"]),
         started_at=None if started is None else from_micros(started),
         settled_at=None if settled is None else from_micros(settled),
+        ready_at=None if ready is None else from_micros(ready),
+        priority=int(fields.get("priority", 0)),
+        unique_key=fields.get("unique_key"),
+        retried_from=fields.get("retried_from"),
     )
 
 

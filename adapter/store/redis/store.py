@@ -27,7 +27,9 @@ Key layout, under ``prefix`` (``"adapter"`` unless given):
 The state comes before the queue in ``idx:state:{s}:queue:{q}`` because states are a fixed
 set and queue names may contain ``:``. Hash fields: ``data`` and ``result`` are JSON text,
 times are integer microseconds since 1970 UTC (also the scores, exact below 2**53), ``progress``
-is a float's ``repr``; ``error``, ``started_at`` and ``settled_at`` are absent when unset.
+is a float's ``repr``; ``error``, ``started_at``, ``settled_at``, ``ready_at``, ``unique_key``
+and ``retried_from`` are absent when unset, and a hash without ``priority`` (written before the
+field existed) reads as priority 0: older hashes need no migration.
 
 Every write is one Lua script (``adapter.store.redis.scripts``), so a job and its index entries
 change together, and a settled job is never overwritten. ``find_many`` pages the indexes by

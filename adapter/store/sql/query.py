@@ -51,6 +51,8 @@ INVALID_REGULAR_EXPRESSION = "2201B"
 REFUSED_SQLSTATE_CLASSES = ("22", "54")
 #: Sort fields compared as text; PostgreSQL sorts them with the ``"C"`` collation.
 _TEXT_SORT_FIELDS = frozenset({SortField.ID, SortField.QUEUE_NAME})
+#: Sort fields that may be missing (NULL): first when ascending, last when descending.
+_NULLABLE_SORT_FIELDS = frozenset({SortField.STARTED_AT, SortField.SETTLED_AT, SortField.READY_AT})
 
 
 class JobListQuery:
@@ -91,7 +93,7 @@ class JobListQuery:
             column = self._sort_column(field)
             ascending = order is SortOrder.ASC
             term = column.asc() if ascending else column.desc()
-            if field in (SortField.STARTED_AT, SortField.SETTLED_AT):
+            if field in _NULLABLE_SORT_FIELDS:
                 term = term.nulls_first() if ascending else term.nulls_last()
             terms.append(term)
         return terms

@@ -13,7 +13,6 @@ SQLite's readers poll.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,16 +25,27 @@ from sqlalchemy.engine import Connection
 
 from adapter.dead_letter import DeadLetter
 from adapter.errors import DuplicateJobError, StoreError
-from adapter.job import SETTLED_STATES, START, Job, JobState, Transition, utcnow
+from adapter.job import (
+    MAX_UNIQUE_KEY_LENGTH,
+    SETTLED_STATES,
+    START,
+    Job,
+    JobState,
+    Transition,
+    utcnow,
+)
 from adapter.listing import JobList, JobListOptions
 from adapter.store.base import MUTABLE_FIELDS, JobStore, wrong_queue
 from adapter.store.changes import ChangeListener, Watch
 from adapter.store.sql.engine import ProcessEngine
+from adapter.store.sql.migrate import upgrade_schema
 from adapter.store.sql.query import JobListQuery
 
 logger = logging.getLogger(__name__)
 
-#: Version of the table layout below; bump it with a migration when columns change.
+#: Version of the table layout below. Columns and indexes added since are not a new version:
+#: an older table gains them on open (``adapter.store.sql.migrate``) and older releases keep
+#: working beside it; bump it only for a layout they cannot use.
 SCHEMA_VERSION = 1
 
 metadata = sa.MetaData()
@@ -56,8 +66,15 @@ jobs = sa.Table(
     sa.Column("settled_at", sa.DateTime, nullable=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("is_settled", sa.Boolean, nullable=False, default=False),
+    # Added after the first release: a table made before gains them on open (migrate.py).
+    sa.Column("ready_at", sa.DateTime, nullable=True),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("unique_key", sa.String(MAX_UNIQUE_KEY_LENGTH), nullable=True),
+    sa.Column("retried_from", sa.String(64), nullable=True),
     sa.Index("ix_adapter_job_queue_state_created", "queue_name", "state", "created_at"),
     sa.Index("ix_adapter_job_created", "created_at"),
+    sa.Index("ix_adapter_job_state_ready", "state", "ready_at"),
+    sa.Index("ix_adapter_job_retried_from", "retried_from"),
 )
 dead_letters = sa.Table(
     "adapter_dead_letter",
@@ -101,19 +118,12 @@ class SqlJobStore(JobStore):
 
     @staticmethod
     def _on_open(conn: Connection) -> None:
-        """Check the schema version; on PostgreSQL, create the trigger that notifies changes."""
+        """Bring the tables up to date; on PostgreSQL, create the trigger that notifies changes."""
+        upgrade_schema(conn, metadata, meta, SCHEMA_VERSION)  # first: it may lock adapter_job
         if conn.dialect.name == "postgresql":
             from adapter.store.sql.changes import create_change_trigger
 
             create_change_trigger(conn)
-        found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema")).scalar()
-        if found is None:
-            with contextlib.suppress(sa.exc.IntegrityError):  # another process was first
-                conn.execute(meta.insert().values(key="schema", value=str(SCHEMA_VERSION)))
-        elif int(found) != SCHEMA_VERSION:
-            raise StoreError(
-                f"job store schema version is {found}, this adapter needs {SCHEMA_VERSION}"
-            )
 
     def _run(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
         return self._db.run(statement, params)
@@ -369,6 +379,10 @@ def _row(job: Job) -> dict[str, Any]:
         "settled_at": _naive(job.settled_at),
         "updated_at": _naive(utcnow()),
         "is_settled": job.is_settled,
+        "ready_at": _naive(job.ready_at),
+        "priority": job.priority,
+        "unique_key": job.unique_key,
+        "retried_from": job.retried_from,
     }
 
 
@@ -387,6 +401,10 @@ def _job(row: Any) -> Job:
         created_at=row.created_at.replace(tzinfo=UTC),
         started_at=_aware(row.started_at),
         settled_at=_aware(row.settled_at),
+        ready_at=_aware(row.ready_at),
+        priority=row.priority,
+        unique_key=row.unique_key,
+        retried_from=row.retried_from,
     )
 
 
