@@ -7,6 +7,7 @@ strategy is synchronous, so each handler runs its calls in the thread pool.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from adapter.errors import JobNotRetryableError, UnknownJobError
 from adapter.job import JobState
 from adapter.listing import MAX_SKIP, MAX_TAKE
 from adapter.store.base import MAX_DEAD_LETTERS
@@ -26,6 +28,8 @@ from adapter.web.app import ApiError, Dashboard
 from adapter.web.jobs import all_ids, job_json, search
 from adapter.web.openapi import openapi_document
 from adapter.web.overview import queues_overview
+
+logger = logging.getLogger(__name__)
 
 #: Jobs a list shows when ``take`` is not given.
 PAGE_SIZE = 25
@@ -129,7 +133,11 @@ async def one_job(request: Request) -> Response:
     job = await run_in_threadpool(dashboard.strategy.find_one, job_id)
     if job is None:
         raise ApiError(404, f"no job with id {job_id[:100]!r}", "jobId")
-    return JSONResponse(job_json(job, dashboard.redaction))
+    shown = job_json(job, dashboard.redaction)
+    retries_of = getattr(dashboard.strategy, "retries_of", None)
+    if callable(retries_of):  # lineage the other way: the jobs that re-ran this one
+        shown["retriesOf"] = [rerun.id for rerun in await run_in_threadpool(retries_of, job_id)]
+    return JSONResponse(shown)
 
 
 async def queues(request: Request) -> Response:
@@ -249,7 +257,12 @@ def _run_on_many(
         done = int(many(options))
         return done, done
     targets = ids if ids is not None else all_ids(strategy, options or {})
-    done = sum(_run_on_job(dashboard, action, job_id)[2] for job_id in targets)
+    done = 0
+    for job_id in targets:
+        try:
+            done += _run_on_job(dashboard, action, job_id)[2]
+        except (UnknownJobError, JobNotRetryableError) as err:  # one job's, not the batch's
+            logger.info("dashboard action %s skipped job %s: %s", action.name, job_id, err)
     return done, len(targets)
 
 

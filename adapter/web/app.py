@@ -28,8 +28,10 @@ from adapter.errors import (
     BrokerError,
     ConfigurationError,
     InvalidListOptionsError,
+    JobNotRetryableError,
     JobQueueError,
     StoreError,
+    UnknownJobError,
 )
 from adapter.web.actions import Action, available
 from adapter.web.auth import TOKEN_COOKIE, Auth, csrf_problem, who
@@ -147,6 +149,10 @@ async def _error_reply(request: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidListOptionsError):
         message = str(exc)
         return error_json(400, message, message.split(":", 1)[0] if ":" in message else None)
+    if isinstance(exc, UnknownJobError):
+        return error_json(404, str(exc), "jobId")
+    if isinstance(exc, JobNotRetryableError):
+        return error_json(409, str(exc))
     if isinstance(exc, (BrokerError, StoreError)):
         return error_json(503, str(exc))
     if isinstance(exc, ValueError):

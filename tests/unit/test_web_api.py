@@ -250,3 +250,26 @@ def test_replies_forbid_framing_and_foreign_scripts(strategy: CeleryJobQueueStra
         assert reply.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
         assert reply.headers["referrer-policy"] == "no-referrer"
+
+
+def test_retry_one_job_a_selection_and_every_job_matching(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    stored(strategy, id="f1", state=JobState.FAILED)
+    stored(strategy, id="f2", state=JobState.FAILED)
+    stored(strategy, id="p", state=JobState.PENDING)
+    client = make_client(strategy)
+    headers = csrf(client)
+    one = client.post("/api/jobs/f1/retry", headers=headers).json()
+    assert one["changed"] and one["job"]["retriedFrom"] == "f1"
+    assert client.get("/api/jobs/f1").json()["retriesOf"] == [one["job"]["id"]]
+    refused = client.post("/api/jobs/p/retry", headers=headers)
+    assert refused.status_code == 409 and "error" in refused.json()
+    selection = client.post("/api/jobs/retry", json={"ids": ["f2", "p"]}, headers=headers)
+    assert selection.json() == {"changed": 1, "matched": 2}
+    matching = client.post(
+        "/api/jobs/retry",
+        json={"options": {"filter": {"state": {"eq": "FAILED"}}}},
+        headers=headers,
+    )
+    assert matching.json()["changed"] == 0  # both already re-run

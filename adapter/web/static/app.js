@@ -21,7 +21,7 @@ function h(tag, attrs, ...children) {
     else if (key === "text") el.textContent = value;
     else el.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -244,7 +244,8 @@ async function jobsView() {
 async function jobView() {
   const id = params().get("id");
   const job = await api("jobs/" + encodeURIComponent(id));
-  const fits = { cancel: !job.isSettled, remove: job.isSettled, retry: job.isSettled };
+  const fits = { cancel: !job.isSettled, remove: job.isSettled,
+    retry: job.state === "FAILED" || job.state === "CANCELLED" };
   const actions = jobActions("job").filter((a) => fits[a.name] ?? true).map((a) => h("button", { type: "button",
     "data-action": a.name, text: a.label, onclick: () => confirmThen(
       a.confirm.replace("{what}", `job ${id}`), () => api(`jobs/${encodeURIComponent(id)}/${a.name}`, {})) }));
@@ -262,6 +263,10 @@ async function jobView() {
           ` ${Math.round(job.progress)}%`),
         h("dt", { text: "attempts" }), h("dd", { text: `${job.attempts} of ${job.retries + 1}` }),
         h("dt", { text: "retried from" }), h("dd", {}, lineage),
+        h("dt", { text: "retried as" }), h("dd", { id: "retries-of" }, (job.retriesOf || []).length ?
+          job.retriesOf.map((rid) => [h("a", { href: `?view=job&id=${encodeURIComponent(rid)}`,
+            text: rid }), " "]) : "–"),
+        h("dt", { text: "priority" }), h("dd", { text: job.priority ?? "–" }),
         h("dt", { text: "created" }), h("dd", { text: when(job.createdAt) }),
         h("dt", { text: "started" }), h("dd", { text: when(job.startedAt) }),
         h("dt", { text: "settled" }), h("dd", { text: when(job.settledAt) }),
