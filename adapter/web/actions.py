@@ -1,8 +1,9 @@
 """The dashboard's actions, one table entry each: what it is called, its HTTP route, the
 strategy method it calls, and the text a person confirms before it runs.
 
-An action is offered only when its method exists (``available``): retry, pause, resume and
-"run now" come from features added beside this one, and appear once the strategy has them.
+An action is offered only when its method exists (``available``): pause and resume
+(``pause_queue``, ``resume_queue``) and "run now" (``scheduler.run_now``) come from features
+added beside this one, and appear once the strategy has them.
 ``remove_job`` is provided here (``JobRemover``): it deletes one settled job from the store.
 
 Routes: a job action runs on one job (``POST /api/jobs/{id}/{name}``) or on many
@@ -32,7 +33,8 @@ class Action:
     name: str
     label: str
     target: Target
-    #: The strategy method run on one target (a job id, a queue or schedule name).
+    #: The strategy method run on one target (a job id, a queue or schedule name); a dotted
+    #: path reaches a collaborator's method (``scheduler.run_now``).
     method: str
     #: What the person confirms; ``{what}`` is replaced by the target(s).
     confirm: str
@@ -75,7 +77,7 @@ ACTIONS: tuple[Action, ...] = (
     ),
     Action("pause", "Pause", "queue", "pause_queue", "Pause queue {what}? No new job starts."),
     Action("resume", "Resume", "queue", "resume_queue", "Resume queue {what}?"),
-    Action("run-now", "Run now", "schedule", "run_scheduled_now", "Run scheduled task {what} now?"),
+    Action("run-now", "Run now", "schedule", "scheduler.run_now", "Run scheduled task {what} now?"),
 )  # fmt: skip
 
 
@@ -95,10 +97,20 @@ class JobRemover:
 
 def resolve(action: Action, strategy: Any) -> Callable[..., Any] | None:
     """Return the callable that runs ``action`` on one target, or None when there is none."""
-    found = getattr(strategy, action.method, None)
+    found = strategy_part(strategy, action.method)
     if found is None and action.method == "remove_job" and hasattr(strategy, "store"):
         found = JobRemover(strategy).remove_job
     return found if callable(found) else None
+
+
+def strategy_part(strategy: Any, path: str) -> Any:
+    """Return the attribute at dotted ``path`` of ``strategy``, or None where one is missing."""
+    found = strategy
+    for name in path.split("."):
+        found = getattr(found, name, None)
+        if found is None:
+            return None
+    return found
 
 
 def available(strategy: Any, read_only: bool) -> list[Action]:

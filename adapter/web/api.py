@@ -23,7 +23,7 @@ from adapter.errors import JobNotRetryableError, UnknownJobError
 from adapter.job import JobState
 from adapter.listing import MAX_SKIP, MAX_TAKE
 from adapter.store.base import MAX_DEAD_LETTERS
-from adapter.web.actions import ACTIONS, Action, changed, log_action, resolve
+from adapter.web.actions import ACTIONS, Action, changed, log_action, resolve, strategy_part
 from adapter.web.app import ApiError, Dashboard
 from adapter.web.jobs import all_ids, job_json, search
 from adapter.web.openapi import openapi_document
@@ -52,6 +52,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/queues", queues),
         Route("/api/workers", workers),
         Route("/api/buffers", buffers),
+        Route("/api/schedules", schedules),
         Route("/api/dead-letters", dead_letters),
         Route("/api/remove-settled-jobs", remove_settled_jobs, methods=["POST"]),
         Route("/api/buffers/flush", flush_buffers, methods=["POST"]),
@@ -91,6 +92,7 @@ async def meta(request: Request) -> Response:
             "urls": dashboard.shown_urls,
             "states": [state.value for state in JobState],
             "buffers": dashboard.service is not None,
+            "schedules": callable(strategy_part(dashboard.strategy, "scheduler.tasks")),
         }
     )
 
@@ -144,8 +146,11 @@ async def queues(request: Request) -> Response:
     """Per queue: jobs by state, oldest waiting age, last hour's outcomes, workers, paused."""
     dashboard = _dashboard(request)
     found = await run_in_threadpool(_workers_of, dashboard)
-    paused_of = getattr(dashboard.strategy, "paused_queues", None)
-    paused = set(await run_in_threadpool(paused_of)) if callable(paused_of) else None
+    controls = strategy_part(dashboard.strategy, "queue_controls")
+    paused = None
+    if callable(controls):  # where queues can be paused (QueueControl.paused)
+        found_controls = await run_in_threadpool(controls)
+        paused = {name for name, control in found_controls.items() if control.paused}
     overview = await run_in_threadpool(queues_overview, dashboard.strategy, found, paused)
     return JSONResponse(overview)
 
@@ -158,6 +163,13 @@ async def workers(request: Request) -> Response:
 
 def _workers_of(dashboard: Dashboard) -> list[Any]:
     return dashboard.workers.workers() if dashboard.workers is not None else []
+
+
+async def schedules(request: Request) -> Response:
+    """The scheduled tasks (Vendure's ``scheduledTasks``), where the strategy has a scheduler."""
+    tasks = strategy_part(_dashboard(request).strategy, "scheduler.tasks")
+    found = await run_in_threadpool(tasks) if callable(tasks) else []
+    return JSONResponse([task.to_dict() for task in found])
 
 
 async def buffers(request: Request) -> Response:

@@ -94,6 +94,8 @@ def _paths() -> dict[str, Any]:
                                 "responses": _reply({"type": "array", "items": _OBJECT})}},
         "/api/workers": {"get": {"summary": "Workers answering now",
                                  "responses": _reply({"type": "array", "items": _OBJECT})}},
+        "/api/schedules": {"get": {"summary": "Scheduled tasks, where there is a scheduler",
+                                   "responses": _reply({"type": "array", "items": _OBJECT})}},
         "/api/buffers": {"get": {"summary": "Vendure's jobBufferSize",
                                  "responses": _reply({"type": "array", "items": _OBJECT})}},
         "/api/dead-letters": {"get": {

@@ -3,7 +3,7 @@ completions and failures, workers consuming it, and whether it is paused.
 
 Three ``find_many`` calls per queue (``take`` 0 or 1: counts and one row each), so the cost
 grows with the number of queues, not of jobs. ``paused`` is there only when the strategy has
-``paused_queues()`` (a feature added elsewhere); workers come from a ``WorkerSource``.
+``queue_controls()`` (queues that can be paused); workers come from a ``WorkerSource``.
 """
 
 from __future__ import annotations

@@ -273,3 +273,86 @@ def test_retry_one_job_a_selection_and_every_job_matching(
         headers=headers,
     )
     assert matching.json()["changed"] == 0  # both already re-run
+
+
+class Control:
+    """A queue's controls, as a strategy that can pause queues reports them."""
+
+    def __init__(self, paused: bool) -> None:
+        self.paused = paused
+
+
+class TaskInfo:
+    """A scheduled task as a scheduler lists it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return it as camelCase JSON."""
+        return {"id": "nightly", "enabled": True}
+
+
+class Scheduler:
+    """A scheduler with one task, recording the runs asked for."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def tasks(self) -> list[TaskInfo]:
+        """Return the one task."""
+        return [TaskInfo()]
+
+    def run_now(self, task_id: str) -> None:
+        """Record a run of ``task_id``."""
+        self.runs.append(task_id)
+
+
+class ControlledStrategy:
+    """A strategy with the methods of pausing and scheduling (added on other branches); the
+    rest is the wrapped strategy's (a wrapper, so it never clashes with the real methods)."""
+
+    def __init__(self, inner: CeleryJobQueueStrategy) -> None:
+        self.inner = inner
+        self.paused_names: set[str] = set()
+        self.scheduler = Scheduler()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def pause_queue(self, queue_name: str) -> None:
+        """Pause ``queue_name``."""
+        self.paused_names.add(queue_name)
+
+    def resume_queue(self, queue_name: str) -> None:
+        """Resume ``queue_name``."""
+        self.paused_names.discard(queue_name)
+
+    def queue_controls(self) -> dict[str, Control]:
+        """Return the controls of the paused queues."""
+        return {name: Control(paused=True) for name in self.paused_names}
+
+
+def test_pause_resume_and_run_now_are_offered_where_the_strategy_has_them(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    stored(strategy, id="a")
+    controlled = ControlledStrategy(strategy)
+    client = TestClient(create_app(controlled, workers=NoWorkers()))
+    offered = {a["name"] for a in client.get("/api/meta").json()["actions"]}
+    assert {"cancel", "retry", "remove", "pause", "resume", "run-now"} <= offered
+    client.post("/api/queues/mail/pause", headers=csrf(client))
+    assert client.get("/api/queues").json()[0]["paused"] is True
+    client.post("/api/queues/mail/resume", headers=csrf(client))
+    assert client.get("/api/queues").json()[0]["paused"] is False
+    assert client.get("/api/schedules").json() == [{"id": "nightly", "enabled": True}]
+    client.post("/api/schedules/nightly/run-now", headers=csrf(client))
+    assert controlled.scheduler.runs == ["nightly"]
+
+
+def test_without_those_methods_there_is_no_paused_flag_and_no_schedule(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    stored(strategy, id="a")
+    client = make_client(strategy)
+    assert "paused" not in client.get("/api/queues").json()[0]
+    assert client.get("/api/schedules").json() == []
+    reply = client.post("/api/queues/mail/pause", headers=csrf(client))
+    assert reply.status_code == 404 and reply.json()["field"] == "action"

@@ -106,7 +106,7 @@ function jobActions(scope) { return meta.actions.filter((a) => a.target === scop
 // --- views ------------------------------------------------------------------------------
 
 const views = { queues: queuesView, jobs: jobsView, job: jobView, workers: workersView,
-  dead: deadView };
+  dead: deadView, schedules: schedulesView };
 
 async function render() {
   const view = params().get("view") || "queues";
@@ -298,6 +298,24 @@ async function deadView() {
     h("p", { class: "muted", text: "No dead letters." }));
 }
 
+async function schedulesView() {
+  const tasks = await api("schedules");
+  const actions = jobActions("schedule");
+  const shown = ["id", "scheduleDescription", "enabled", "running", "lastRunAt", "lastError",
+    "nextRunAt"];
+  const cell = (key, value) => key.endsWith("At") ? when(value) :
+    value === null || value === undefined ? "–" : String(value);
+  return h("section", {}, h("h2", { text: "Scheduled tasks" }), tasks.length ? h("table", {},
+    h("thead", {}, h("tr", {}, shown.map((k) => h("th", { text: k })),
+      actions.length ? h("th", { text: "Actions" }) : null)),
+    h("tbody", {}, tasks.map((t) => h("tr", { "data-schedule": t.id },
+      shown.map((k) => h("td", { text: cell(k, t[k]) })),
+      actions.length ? h("td", {}, actions.map((a) => h("button", { type: "button", text: a.label,
+        onclick: () => confirmThen(a.confirm.replace("{what}", t.id),
+          () => api(`schedules/${encodeURIComponent(t.id)}/${a.name}`, {})) }))) : null)))) :
+    h("p", { class: "muted", text: "No scheduled task." }));
+}
+
 // --- polling ----------------------------------------------------------------------------
 
 function interval() { return Number(params().get("refresh") ?? meta.pollIntervalS); }
@@ -320,6 +338,7 @@ document.getElementById("interval").addEventListener("change", (e) => go({ refre
 (async () => {
   meta = await api("meta");
   document.getElementById("readonly").hidden = !meta.readOnly;
+  document.getElementById("nav-schedules").hidden = !meta.schedules;
   const choice = document.getElementById("interval");
   const wanted = String(interval());
   if (![...choice.options].some((o) => o.value === wanted)) choice.append(h("option", { value: wanted, text: `${wanted} s` }));
