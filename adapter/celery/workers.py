@@ -7,6 +7,8 @@ jobs.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,8 @@ from adapter.errors import BrokerError
 
 #: Seconds to wait for workers' replies.
 INSPECT_TIMEOUT_S = 1.0
+#: Seconds an answer is reused before the workers are asked again.
+MAX_AGE_S = 3.0
 
 
 @dataclass
@@ -36,14 +40,31 @@ class WorkerInfo:
 
 
 class WorkerInspector:
-    """Asks the workers of a Celery app what they consume and run."""
+    """Asks the workers of a Celery app what they consume and run, at most every ``max_age_s``.
 
-    def __init__(self, app: Celery, timeout: float = INSPECT_TIMEOUT_S) -> None:
+    A broadcast waits its whole timeout for replies, so a page polling every second or two
+    reuses the last answer while it is younger than ``max_age_s``.
+    """
+
+    def __init__(
+        self, app: Celery, timeout: float = INSPECT_TIMEOUT_S, max_age_s: float = MAX_AGE_S
+    ) -> None:
         self.app = app
         self.timeout = timeout
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._last: tuple[float, list[WorkerInfo]] | None = None
 
     def workers(self) -> list[WorkerInfo]:
-        """Return the workers answering now, by node name."""
+        """Return the workers answering now (or ``max_age_s`` ago at most), by node name."""
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self.max_age_s:
+                return self._last[1]
+            found = self._ask()
+            self._last = (time.monotonic(), found)
+            return found
+
+    def _ask(self) -> list[WorkerInfo]:
         try:
             inspect = self.app.control.inspect(timeout=self.timeout)
             queues = inspect.active_queues() or {}

@@ -140,6 +140,10 @@ def test_filter_watch_progress_and_cancel_in_the_browser(
         timeout=SHOWN_MS,
     )
     shot(page, "job")
+    page.goto(f"{dashboard}?view=workers")  # the worker running it lists it
+    page.wait_for_selector(f'a[href="?view=job&id={running.id}"]', timeout=SHOWN_MS)
+    page.goto(f"{dashboard}?view=job&id={running.id}")
+    page.wait_for_selector('section[data-state="RUNNING"]', timeout=SHOWN_MS)
     confirm(page, "cancel")
     page.wait_for_selector('section[data-state="CANCELLED"]', timeout=SHOWN_MS)
     assert control.find_one(str(running.id)).state.value == "CANCELLED"  # type: ignore[union-attr]
