@@ -5,8 +5,9 @@
 
 Needs the ``dashboard`` extra (Starlette, uvicorn). ``jobqueue dashboard`` serves it; it mounts
 into any ASGI app (FastAPI, Starlette, Django's ASGI router). Modules: ``app`` (factory, login,
-CSRF, errors), ``api`` (routes), ``actions`` (the action table), ``jobs`` (job JSON, redaction,
-text search), ``overview`` (queues), ``openapi``, ``auth``, ``serve``, ``static/`` (the page).
+CSRF, errors), ``api`` (the page, the reads), ``operations`` (the POSTs), ``parsing``,
+``actions`` (the action table), ``jobs`` (job JSON, redaction, text search), ``overview``
+(queues), ``openapi``, ``auth``, ``serve``, ``static/`` (the page).
 """
 
 from adapter.web.app import create_app

@@ -1,9 +1,10 @@
 """``create_app``: the dashboard and its HTTP admin API as one Starlette (ASGI) app.
 
 The app holds a ``Dashboard`` (the strategy and what the handlers need) in ``app.state``; the
-routes are in ``adapter.web.api`` (reads and Vendure's operations) and the page and its assets
-in ``static/``. Every request passes ``_Guard``: the login when one is set; then, for a POST,
-read-only mode and the CSRF checks. Errors are JSON ``{"error": ..., "field": ...}``.
+routes are in ``adapter.web.api`` (the page, the reads) and ``adapter.web.operations`` (the
+POSTs), the page's assets in ``static/``. Every request passes ``_Guard``: the login when one
+is set; then, for a POST, read-only mode and the CSRF checks. Errors are JSON
+``{"error": ..., "field": ...}``.
 
 More routes (e.g. ``/metrics``) go in through ``extra_routes``; they pass the same login.
 """

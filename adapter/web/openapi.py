@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the HTTP admin API (served at ``/api/openapi.json``).
 
-Written by hand beside ``adapter.web.api``'s routes; ``tests/unit/test_web_openapi.py`` checks
-that every API route is in it, and schemathesis calls each operation as documented.
+Written by hand beside the routes of ``adapter.web.api`` and ``adapter.web.operations``;
+``tests/unit/test_web_openapi.py`` checks that every API route is in it, and schemathesis
+calls each operation as documented.
 """
 
 from __future__ import annotations
