@@ -220,8 +220,19 @@ DASHBOARD_REDACT_KEYS: Setting[tuple[str, ...]] = Setting(
     "job data and result keys (any depth, any case) whose values the dashboard never shows",
     _names,
 )  # fmt: skip
+DASHBOARD_HOST: Setting[str] = Setting(
+    "adapter_dashboard_host", ("ADAPTER_DASHBOARD_HOST",), "address", "127.0.0.1",
+    "the address the dashboard listens on; another than loopback needs a token or basic auth",
+    _name,
+)  # fmt: skip
+DASHBOARD_PORT: Setting[int] = Setting(
+    "adapter_dashboard_port", ("ADAPTER_DASHBOARD_PORT",), "TCP port", 8025,
+    "the port the dashboard listens on", _port,
+)  # fmt: skip
 #: Settings of ``jobqueue dashboard`` only (not in a Celery app's configuration).
-DASHBOARD_SETTINGS: tuple[Setting[Any], ...] = (DASHBOARD_TOKEN, DASHBOARD_REDACT_KEYS)
+DASHBOARD_SETTINGS: tuple[Setting[Any], ...] = (
+    DASHBOARD_TOKEN, DASHBOARD_REDACT_KEYS, DASHBOARD_HOST, DASHBOARD_PORT,
+)  # fmt: skip
 
 #: Every setting, in the order the documentation lists them.
 SETTINGS: tuple[Setting[Any], ...] = (

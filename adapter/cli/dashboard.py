@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import shown_broker_url
 from adapter.celery.workers import WorkerInspector
 from adapter.errors import ConfigurationError
-from adapter.settings import DASHBOARD_REDACT_KEYS, DASHBOARD_TOKEN
+from adapter.settings import (
+    DASHBOARD_HOST,
+    DASHBOARD_PORT,
+    DASHBOARD_REDACT_KEYS,
+    DASHBOARD_TOKEN,
+    Setting,
+)
+
+T = TypeVar("T")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
     """Add the ``dashboard`` command to ``sub``."""
-    from adapter.web.serve import DEFAULT_HOST, DEFAULT_PORT
-
     dashboard = sub.add_parser(
         "dashboard", parents=[common], help="the dashboard and HTTP admin API in a browser"
     )
-    dashboard.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
-    dashboard.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    host, port = DASHBOARD_HOST, DASHBOARD_PORT
+    dashboard.add_argument("--host", help=f"default {host.default} ({host.env[0]})")
+    dashboard.add_argument("--port", help=f"default {port.default} ({port.env[0]})")
     dashboard.add_argument(
         "--token", help=f"require this bearer token (or {DASHBOARD_TOKEN.env[0]})"
     )
@@ -43,7 +50,8 @@ def run(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: object)
         raise ConfigurationError(
             f"the dashboard needs the 'dashboard' extra (pip install 'adapter[dashboard]'): {err}"
         ) from err
-    token = args.token or DASHBOARD_TOKEN.read_environment(os.environ)
+    host, port = _option(DASHBOARD_HOST, args.host), _option(DASHBOARD_PORT, args.port)
+    token = _option(DASHBOARD_TOKEN, args.token)
     auth = Auth.from_options(token or None, args.basic_auth)
     redact = [*DASHBOARD_REDACT_KEYS.read_environment(os.environ), *args.redact]
     app = create_app(
@@ -55,5 +63,12 @@ def run(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: object)
         poll_interval_s=args.interval,
         shown_urls={"broker": shown_broker_url(strategy.app), "store": strategy.store.url},
     )
-    serve(app, args.host, args.port, auth)
+    serve(app, host, port, auth)
     return 0
+
+
+def _option(setting: Setting[T], given: str | None) -> T:
+    """Return the command-line value of ``setting``, else its environment variable's, checked."""
+    if given:
+        return setting.read({setting.key: given})
+    return setting.read_environment(os.environ)

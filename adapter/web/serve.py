@@ -8,11 +8,6 @@ from starlette.applications import Starlette
 
 from adapter.web.auth import Auth, check_bind
 
-#: Where ``jobqueue dashboard`` listens unless told otherwise: this machine only.
-DEFAULT_HOST = "127.0.0.1"
-#: Its default port.
-DEFAULT_PORT = 8025
-
 
 def serve(app: Starlette, host: str, port: int, auth: Auth | None) -> None:
     """Serve ``app`` on ``host:port`` until interrupted; refuse a non-loopback host sans login."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import builtins
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -12,6 +16,7 @@ import adapter.cli
 import adapter.web.serve
 from adapter import CeleryJobQueueStrategy
 from adapter.cli import main
+from adapter.errors import ConfigurationError
 from adapter.store.memory import MemoryJobStore
 from adapter.web import check_bind
 
@@ -26,7 +31,8 @@ def memory_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
         return CeleryJobQueueStrategy(celery_app, store=MemoryJobStore(), embedded_worker=False)
 
     monkeypatch.setattr(adapter.cli, "load_strategy", load_strategy)
-    monkeypatch.delenv("ADAPTER_DASHBOARD_TOKEN", raising=False)
+    for name in ("TOKEN", "HOST", "PORT", "REDACT_KEYS"):
+        monkeypatch.delenv(f"ADAPTER_DASHBOARD_{name}", raising=False)
 
 
 @pytest.fixture
@@ -70,6 +76,7 @@ def test_a_token_from_the_environment_allows_another_address(
         (["--token", "t", "--basic-auth", "u:p"], "give a token or basic auth, not both"),
         (["--basic-auth", "nopassword"], "basic auth must be USER:PASSWORD"),
         (["--interval", "0"], "poll interval must be more than 0 s"),
+        (["--port", "70000"], "adapter_dashboard_port must be"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -78,3 +85,36 @@ def test_bad_options_are_one_line_errors(
     assert main(["dashboard", *argv]) == 1
     assert message in capsys.readouterr().err
     assert served == []
+
+
+def test_host_and_port_come_from_the_environment_unless_given(
+    monkeypatch: pytest.MonkeyPatch, served: list[dict[str, Any]]
+) -> None:
+    monkeypatch.setenv("ADAPTER_DASHBOARD_PORT", "9100")
+    monkeypatch.setenv("ADAPTER_DASHBOARD_HOST", "::1")
+    assert main(["dashboard"]) == 0
+    assert main(["dashboard", "--port", "9200"]) == 0
+    assert [(call["host"], call["port"]) for call in served] == [("::1", 9100), ("::1", 9200)]
+
+
+def test_without_the_dashboard_extra_only_the_dashboard_command_fails() -> None:
+    script = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+        "from adapter.cli import main\n"
+        "main(['--help'])\n"
+    )
+    help_run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert help_run.returncode == 0 and "dashboard" in help_run.stdout, help_run.stderr
+    from adapter.cli import dashboard
+
+    with pytest.raises(ConfigurationError, match=r"needs the 'dashboard' extra"):
+        real_import = builtins.__import__
+
+        def no_starlette(name: str, *args: Any, **kwargs: Any) -> Any:
+            if name.startswith("adapter.web"):
+                raise ImportError("No module named 'starlette'")
+            return real_import(name, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(builtins, "__import__", no_starlette)
+            dashboard.run(argparse.Namespace(), None, None)  # type: ignore[arg-type]
