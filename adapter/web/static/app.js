@@ -324,8 +324,10 @@ function schedule() {
   clearTimeout(timer);
   const seconds = interval();
   if (seconds > 0 && document.visibilityState === "visible") {
-    timer = setTimeout(() => { if (!document.querySelector("dialog[open]")) render(); else schedule(); },
-      seconds * 1000);
+    // Not while a confirmation is open or a filter is being edited: a refresh would drop it.
+    const busy = () => document.querySelector("dialog[open]") ||
+      (main.contains(document.activeElement) && document.activeElement.matches("input:not([type=checkbox]), select"));
+    timer = setTimeout(() => (busy() ? schedule() : render()), seconds * 1000);
   }
 }
 
