@@ -69,6 +69,10 @@ class InvalidJobError(JobQueueError, ValueError):
     """Raised when a job field is outside its range (``adapter.job.FIELD_RANGES``); names both."""
 
 
+class InvalidQueueControlError(JobQueueError, ValueError):
+    """Raised when a queue control has a bad value, or the strategy cannot keep controls."""
+
+
 class BulkPublishError(PublishError):
     """Raised when the broker refused a message of ``add_many``; ``published`` lists the sent."""
 

@@ -27,6 +27,7 @@ from adapter.celery.write_behind import WriteBehind
 from adapter.data import check_data_size
 from adapter.errors import BulkPublishError, DuplicateJobError, PublishError
 from adapter.job import Job, added_fields, check_fields
+from adapter.metrics.recorder import MetricsRecorder, NoMetrics
 from adapter.store import JobStore
 from adapter.subscribable import SubscribableJob
 
@@ -52,8 +53,10 @@ class JobAdder:
         max_data_bytes: int,
         *,
         finder: Finder,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         """``finder`` looks jobs up and is what returned jobs read their updates from."""
+        self._metrics = metrics or NoMetrics()
         self._store = store
         self._publisher = publisher
         self._write_behind = write_behind
@@ -87,6 +90,7 @@ class JobAdder:
             # batch instead of paying a store round trip per add.
             self._publisher.publish(added)
             self._write_behind.add(added)
+            self._metrics.added([added])
             return SubscribableJob.wrap(added, self._finder)
         try:
             self._stored().insert(added)
@@ -101,6 +105,7 @@ class JobAdder:
             assert added.id is not None
             self._stored().delete(added.id)
             raise
+        self._metrics.added([added])
         return SubscribableJob.wrap(added, self._finder)
 
     def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
@@ -126,8 +131,10 @@ class JobAdder:
             self._publisher.publish_many(added)
         except BulkPublishError as err:
             self._write_behind.add(*(added[index] for index in err.published))
+            self._metrics.added(added[index] for index in err.published)
             raise
         self._write_behind.add(*added)
+        self._metrics.added(added)
         return added
 
     def _check_ids_free(self, batch: list[Job]) -> None:

@@ -12,7 +12,10 @@
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
                                                           [--timeout SECONDS: then exit 4]
-    jobqueue queues                    per queue: jobs by state, workers consuming it
+    jobqueue queues                    per queue: jobs by state, workers consuming it, controls
+    jobqueue pause|resume QUEUE        start no new job of QUEUE on any worker / start again
+    jobqueue limit QUEUE               cluster-wide limits [--concurrency N|none]
+                                                          [--rate N/s|N/m|N/h|none]
     jobqueue check                     dangerous settings  [--longest-job 2h]
     jobqueue dashboard                 the dashboard and HTTP admin API [--host 127.0.0.1]
                                        [--port 8025] [--token T | --basic-auth U:P]
@@ -47,7 +50,7 @@ from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
 from adapter.celery.strategy import launched_by_cli
 from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
-from adapter.cli import commands, dashboard
+from adapter.cli import commands, controls, dashboard
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
 from adapter.job import JobState
@@ -235,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     clean.set_defaults(run=commands.clean)
     queues = sub.add_parser("queues", parents=[common], help="jobs by state, workers per queue")
     queues.set_defaults(run=commands.queues)
+    controls.add_parsers(sub, common)
     dead = sub.add_parser("dead-letters", parents=[common], help="messages refused as not jobs")
     dead.add_argument("--take", type=_whole(0, MAX_DEAD_LETTERS), default=20)
     dead.set_defaults(run=commands.dead_letters)

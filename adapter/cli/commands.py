@@ -14,6 +14,7 @@ from typing import TextIO
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import shown_broker_url
 from adapter.celery.preflight import check_settings
+from adapter.cli.controls import describe
 from adapter.cli.render import (
     JOB_HEADERS,
     dumps,
@@ -24,6 +25,7 @@ from adapter.cli.render import (
     progress_bar,
     table,
 )
+from adapter.control import QueueControl
 from adapter.errors import JobQueueError
 from adapter.job import Job, JobState, utcnow
 
@@ -178,7 +180,8 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
     """``queues``: per queue, jobs by state and the workers consuming it."""
     counts = strategy.queue_counts()
     consumers = strategy.consumers()
-    names = sorted(set(counts) | set(consumers))
+    steered = strategy.queue_controls()
+    names = sorted(set(counts) | set(consumers) | set(steered))
     if args.json:
         out.write(
             dumps(
@@ -186,6 +189,7 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
                     name: {
                         "states": {s.value: n for s, n in counts.get(name, {}).items()},
                         "workers": consumers.get(name, []),
+                        **steered.get(name, QueueControl()).as_dict(),
                     }
                     for name in names
                 }
@@ -193,12 +197,13 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
             + "\n"
         )
         return 0
-    headers = ["QUEUE", *(state.value for state in JobState), "WORKERS"]
+    headers = ["QUEUE", *(state.value for state in JobState), "WORKERS", "CONTROLS"]
     rows = [
         [
             name,
             *(counts.get(name, {}).get(state, 0) for state in JobState),
             ", ".join(consumers.get(name, [])) or "-",
+            describe(steered.get(name, QueueControl())),
         ]
         for name in names
     ]

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from adapter.errors import ConfigurationError
 from adapter.job import JobState
 from adapter.listing import MAX_TAKE
 from adapter.store.base import MAX_DEAD_LETTERS
@@ -42,6 +43,7 @@ def routes() -> list[BaseRoute]:
         Route("/", page),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
         Route("/api/openapi.json", openapi),
+        Route("/metrics", metrics),
         Route("/api/meta", meta),
         Route("/api/jobs", list_jobs),
         Route("/api/jobs/search", search_jobs, methods=["POST"]),
@@ -71,6 +73,17 @@ async def page(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """The OpenAPI document of this API."""
     return JSONResponse(openapi_document())
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of the strategy's job store (``adapter.metrics``), behind the login."""
+    from adapter.metrics import render
+
+    try:
+        body, content_type = await run_in_threadpool(render, dashboard_of(request).strategy)
+    except ConfigurationError as err:  # prometheus_client is not installed
+        raise ApiError(404, str(err)) from err
+    return Response(body, media_type=content_type)
 
 
 async def meta(request: Request) -> Response:

@@ -281,3 +281,28 @@ def test_watch_of_a_job_nobody_runs_gives_up_after_its_timeout(
         delete_queues(producer, queue)
     assert result.returncode == 4, (result.stdout, result.stderr)
     assert result.stdout.splitlines()[-1] == "gave up after 1s: the job is PENDING"
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_pause_resume_and_limit_are_stored_and_shown_by_queues(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("steer")
+    paused = cli("pause", queue)
+    assert (paused.returncode, paused.stdout) == (0, f"{queue}: paused\n"), paused.stderr
+    limited = cli("limit", queue, "--concurrency", "2", "--rate", "100/m", "--json")
+    assert json.loads(limited.stdout)[queue] == {
+        "paused": True,
+        "concurrency": 2,
+        "rateLimit": "100/m",
+    }
+    assert producer.queue_controls()[queue].paused
+    shown = json.loads(cli("queues", "--json").stdout)[queue]
+    assert (shown["paused"], shown["concurrency"], shown["rateLimit"]) == (True, 2, "100/m")
+    assert "paused, concurrency 2, rate 100/m" in cli("queues").stdout
+    bad = cli("limit", queue, "--rate", "5/d")
+    assert bad.returncode == 1 and "rate_limit '5/d'" in bad.stderr
+    assert cli("resume", queue).stdout == f"{queue}: concurrency 2, rate 100/m\n"
+    cleared = cli("limit", queue, "--concurrency", "none", "--rate", "none")
+    assert cleared.stdout == f"{queue}: -\n"
+    assert queue not in producer.queue_controls()

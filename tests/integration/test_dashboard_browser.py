@@ -118,6 +118,14 @@ def test_filter_watch_progress_and_cancel_in_the_browser(
         timeout=SHOWN_MS,
     )  # a worker is listed for it
     shot(page, "queues")
+    row = f'tr[data-queue="{mixed}"]'
+    page.click(f'{row} button[data-action="pause"]')
+    page.click("#confirm-yes")
+    page.wait_for_selector(f'{row} button[data-action="resume"]', timeout=SHOWN_MS)
+    assert control.queue_controls()[mixed].paused
+    page.click(f'{row} button[data-action="resume"]')
+    page.click("#confirm-yes")
+    page.wait_for_selector(f'{row} button[data-action="pause"]', timeout=SHOWN_MS)
 
     page.click("nav a[data-view=jobs]")
     page.select_option("select[name=queue]", mixed)

@@ -275,13 +275,6 @@ def test_retry_one_job_a_selection_and_every_job_matching(
     assert matching.json()["changed"] == 0  # both already re-run
 
 
-class Control:
-    """A queue's controls, as a strategy that can pause queues reports them."""
-
-    def __init__(self, paused: bool) -> None:
-        self.paused = paused
-
-
 class TaskInfo:
     """A scheduled task as a scheduler lists it."""
 
@@ -305,54 +298,70 @@ class Scheduler:
         self.runs.append(task_id)
 
 
-class ControlledStrategy:
-    """A strategy with the methods of pausing and scheduling (added on other branches); the
-    rest is the wrapped strategy's (a wrapper, so it never clashes with the real methods)."""
+class WithScheduler:
+    """The wrapped strategy plus a scheduler (the sched branch adds the real one)."""
 
     def __init__(self, inner: CeleryJobQueueStrategy) -> None:
         self.inner = inner
-        self.paused_names: set[str] = set()
         self.scheduler = Scheduler()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def pause_queue(self, queue_name: str) -> None:
-        """Pause ``queue_name``."""
-        self.paused_names.add(queue_name)
 
-    def resume_queue(self, queue_name: str) -> None:
-        """Resume ``queue_name``."""
-        self.paused_names.discard(queue_name)
+class WithoutControls:
+    """The wrapped strategy without pausing: a strategy that cannot pause queues."""
 
-    def queue_controls(self) -> dict[str, Control]:
-        """Return the controls of the paused queues."""
-        return {name: Control(paused=True) for name in self.paused_names}
+    HIDDEN = frozenset({"pause_queue", "resume_queue", "queue_controls"})
+
+    def __init__(self, inner: CeleryJobQueueStrategy) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.HIDDEN:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
-def test_pause_resume_and_run_now_are_offered_where_the_strategy_has_them(
+def test_a_queue_is_paused_and_resumed_and_the_overview_says_so(
     strategy: CeleryJobQueueStrategy,
 ) -> None:
     stored(strategy, id="a")
-    controlled = ControlledStrategy(strategy)
-    client = TestClient(create_app(controlled, workers=NoWorkers()))
+    client = make_client(strategy)
     offered = {a["name"] for a in client.get("/api/meta").json()["actions"]}
-    assert {"cancel", "retry", "remove", "pause", "resume", "run-now"} <= offered
+    assert {"cancel", "retry", "remove", "pause", "resume"} <= offered
     client.post("/api/queues/mail/pause", headers=csrf(client))
     assert client.get("/api/queues").json()[0]["paused"] is True
     client.post("/api/queues/mail/resume", headers=csrf(client))
     assert client.get("/api/queues").json()[0]["paused"] is False
+
+
+def test_scheduled_tasks_are_listed_and_run_where_there_is_a_scheduler(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    scheduled = WithScheduler(strategy)
+    client = TestClient(create_app(scheduled, workers=NoWorkers()))
+    assert "run-now" in {a["name"] for a in client.get("/api/meta").json()["actions"]}
     assert client.get("/api/schedules").json() == [{"id": "nightly", "enabled": True}]
     client.post("/api/schedules/nightly/run-now", headers=csrf(client))
-    assert controlled.scheduler.runs == ["nightly"]
+    assert scheduled.scheduler.runs == ["nightly"]
 
 
 def test_without_those_methods_there_is_no_paused_flag_and_no_schedule(
     strategy: CeleryJobQueueStrategy,
 ) -> None:
     stored(strategy, id="a")
-    client = make_client(strategy)
+    client = TestClient(create_app(WithoutControls(strategy), workers=NoWorkers()))
     assert "paused" not in client.get("/api/queues").json()[0]
     assert client.get("/api/schedules").json() == []
     reply = client.post("/api/queues/mail/pause", headers=csrf(client))
     assert reply.status_code == 404 and reply.json()["field"] == "action"
+
+
+def test_metrics_are_served_behind_the_login(strategy: CeleryJobQueueStrategy) -> None:
+    stored(strategy, id="a")
+    client = make_client(strategy, auth=Auth(token="t"))
+    assert client.get("/metrics").status_code == 401
+    reply = client.get("/metrics", headers={"Authorization": "Bearer t"})
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
+    assert 'adapter_jobs{queue="mail",state="PENDING"} 1.0' in reply.text

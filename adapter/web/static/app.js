@@ -137,7 +137,8 @@ async function queuesView() {
     h("td", { class: "num", text: q.completedLastHour }),
     h("td", { class: "num", text: q.failedLastHour }),
     h("td", { text: q.workers.join(", ") || "none" }),
-    queueActions.length ? h("td", {}, queueActions.map((a) => h("button", { type: "button",
+    queueActions.length ? h("td", {}, queueActions.filter((a) => q.paused === undefined ||
+      (a.name === "pause" ? !q.paused : a.name === "resume" ? q.paused : true)).map((a) => h("button", { type: "button", "data-action": a.name,
       onclick: () => confirmThen(a.confirm.replace("{what}", q.name),
         () => api(`queues/${encodeURIComponent(q.name)}/${a.name}`, {})),
       text: a.label }))) : null));
