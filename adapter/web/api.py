@@ -7,6 +7,7 @@ strategy is synchronous, so each handler runs its calls in the thread pool.
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from typing import Any
 
@@ -32,7 +33,7 @@ from adapter.web.operations import (
     named_action,
     remove_settled_jobs,
 )
-from adapter.web.overview import queues_overview
+from adapter.web.overview import queues_overview, worker_heartbeats, workers_with_heartbeats
 from adapter.web.parsing import dashboard_of, json_body, query_options, whole
 
 
@@ -162,9 +163,12 @@ async def queues(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    """The workers answering now: host, queues, running jobs."""
-    found = await run_in_threadpool(_workers_of, dashboard_of(request))
-    return JSONResponse([worker.to_wire() for worker in found])
+    """The workers: those answering now (host, queues, running jobs) and those whose last
+    heartbeat is in the store, with its age."""
+    dashboard = dashboard_of(request)
+    found = await run_in_threadpool(_workers_of, dashboard)
+    beats = await run_in_threadpool(worker_heartbeats, dashboard.strategy)
+    return JSONResponse(workers_with_heartbeats(found, beats, time.time()))
 
 
 def _workers_of(dashboard: Dashboard) -> list[Any]:

@@ -3,15 +3,18 @@ completions and failures, workers consuming it, and whether it is paused.
 
 Three ``find_many`` calls per queue (``take`` 0 or 1: counts and one row each), so the cost
 grows with the number of queues, not of jobs. ``paused`` is there only when the strategy has
-``queue_controls()`` (queues that can be paused); workers come from a ``WorkerSource``.
+``queue_controls()`` (queues that can be paused); workers come from a ``WorkerSource``, their
+heartbeats from the store (each worker marks itself up there about once a second,
+``adapter.metrics.storage``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from adapter.errors import JobQueueError
 from adapter.job import JobState, utcnow
 from adapter.listing import JobList
 
@@ -54,7 +57,7 @@ class OverviewStrategy(Protocol):
 
 
 def queues_overview(
-    strategy: OverviewStrategy, workers: list[WorkerLike], paused: set[str] | None
+    strategy: OverviewStrategy, workers: Sequence[WorkerLike], paused: set[str] | None
 ) -> list[dict[str, Any]]:
     """Return one camelCase entry per queue with stored jobs or a consuming worker."""
     counts = strategy.queue_counts()
@@ -106,3 +109,34 @@ def _settled_since(strategy: OverviewStrategy, name: str, state: JobState, since
         }
     )
     return page.total_items
+
+
+def worker_heartbeats(strategy: Any) -> dict[str, float]:
+    """Return each worker's last heartbeat in the store (epoch seconds); {} where there is none."""
+    store = getattr(strategy, "store", None)
+    if store is None:
+        return {}
+    from adapter.metrics.storage import metrics_storage
+
+    try:
+        return metrics_storage(store).read()[1]
+    except JobQueueError:  # a store that cannot be read: the inspect answer still shows
+        return {}
+
+
+def workers_with_heartbeats(
+    workers: Sequence[WorkerLike], beats: dict[str, float], now: float
+) -> list[dict[str, Any]]:
+    """Return each worker as JSON with ``heartbeatAgeS`` and ``answering`` (to inspect now);
+    a worker known only by its heartbeat is listed too (gone, or not answering)."""
+    shown = []
+    for worker in workers:
+        beat = beats.get(worker.hostname)
+        age = None if beat is None else max(0.0, now - beat)
+        shown.append({**worker.to_wire(), "heartbeatAgeS": age, "answering": True})
+    answering = {worker.hostname for worker in workers}
+    for hostname in sorted(set(beats) - answering):
+        age = max(0.0, now - beats[hostname])
+        shown.append({"hostname": hostname, "queues": [], "runningJobs": [],
+                      "heartbeatAgeS": age, "answering": False})  # fmt: skip
+    return shown

@@ -150,6 +150,7 @@ def test_filter_watch_progress_and_cancel_in_the_browser(
     shot(page, "job")
     page.goto(f"{dashboard}?view=workers")  # the worker running it lists it
     page.wait_for_selector(f'a[href="?view=job&id={running.id}"]', timeout=SHOWN_MS)
+    page.wait_for_selector("tr[data-worker] td.num:has-text('ago')", timeout=SHOWN_MS)  # beat
     page.goto(f"{dashboard}?view=job&id={running.id}")
     page.wait_for_selector('section[data-state="RUNNING"]', timeout=SHOWN_MS)
     confirm(page, "cancel")

@@ -365,3 +365,17 @@ def test_metrics_are_served_behind_the_login(strategy: CeleryJobQueueStrategy) -
     reply = client.get("/metrics", headers={"Authorization": "Bearer t"})
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
     assert 'adapter_jobs{queue="mail",state="PENDING"} 1.0' in reply.text
+
+
+def test_workers_show_their_heartbeat_age_and_silent_ones_are_listed() -> None:
+    from adapter.celery.workers import WorkerInfo
+    from adapter.web.overview import workers_with_heartbeats
+
+    answering = [WorkerInfo("w1@host", ["mail"], ["a"])]
+    shown = workers_with_heartbeats(answering, {"w1@host": 95.0, "w2@host": 40.0}, now=100.0)
+    assert shown == [
+        {"hostname": "w1@host", "queues": ["mail"], "runningJobs": ["a"],
+         "heartbeatAgeS": 5.0, "answering": True},
+        {"hostname": "w2@host", "queues": [], "runningJobs": [],
+         "heartbeatAgeS": 60.0, "answering": False},
+    ]  # fmt: skip

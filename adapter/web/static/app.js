@@ -280,11 +280,16 @@ async function jobView() {
 async function workersView() {
   const workers = await api("workers");
   return h("section", {}, h("h2", { text: "Workers" }), workers.length ? h("table", {},
-    h("thead", {}, h("tr", {}, ["Worker", "Queues", "Running jobs"].map((t) => h("th", { text: t })))),
-    h("tbody", {}, workers.map((w) => h("tr", {}, h("td", { text: w.hostname }),
+    h("thead", {}, h("tr", {}, ["Worker", "Queues", "Running jobs", "Heartbeat"].map((t) =>
+      h("th", { text: t })))),
+    h("tbody", {}, workers.map((w) => h("tr", { "data-worker": w.hostname },
+      h("td", {}, w.hostname, w.answering ? null : [" ", h("span", { class: "badge state-FAILED",
+        text: "not answering" })]),
       h("td", { text: w.queues.join(", ") || "–" }),
       h("td", {}, w.runningJobs.length ? w.runningJobs.map((id) => [h("a", {
-        href: `?view=job&id=${encodeURIComponent(id)}`, text: id.slice(0, 8) }), " "]) : "none")))))
+        href: `?view=job&id=${encodeURIComponent(id)}`, text: id.slice(0, 8) }), " "]) : "none"),
+      h("td", { class: "num", text: w.heartbeatAgeS === null ? "–" :
+        `${human(w.heartbeatAgeS * 1000)} ago` })))))
     : h("p", { class: "muted", text: "No worker answered." }));
 }
 
