@@ -35,7 +35,7 @@ from adapter.errors import (
     UnknownJobError,
 )
 from adapter.web.actions import Action, available
-from adapter.web.auth import TOKEN_COOKIE, Auth, csrf_problem, who
+from adapter.web.auth import TOKEN_COOKIE, Auth, csrf_problem, is_loopback, who
 from adapter.web.jobs import Redaction
 from adapter.web.overview import WorkerSource
 
@@ -73,6 +73,7 @@ def create_app(
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     shown_urls: dict[str, str] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """Return the dashboard app for ``strategy`` (an InspectableJobQueueStrategy).
 
@@ -85,7 +86,9 @@ def create_app(
         redact_keys: job data and result keys whose values are never shown.
         poll_interval_s: the page's default refresh interval.
         shown_urls: name -> URL shown on the page (masked here with ``mask_url``).
-        extra_routes: more routes served behind the same login (e.g. ``/metrics``).
+        extra_routes: more routes served behind the same login.
+        allowed_hosts: the ``Host`` names accepted (``"*"``: any); default: any with a login,
+            loopback names only without one (so a DNS-rebinding page cannot reach it).
     """
     from adapter.masking import mask_url
     from adapter.web.api import routes
@@ -104,7 +107,7 @@ def create_app(
     )
     app = Starlette(
         routes=[*routes(), *extra_routes],
-        middleware=[Middleware(_Guard, auth=auth, dashboard=dashboard)],
+        middleware=[Middleware(_Guard, auth=auth, dashboard=dashboard, hosts=allowed_hosts)],
         exception_handlers={
             ApiError: _error_reply,
             JobQueueError: _error_reply,
@@ -167,10 +170,13 @@ async def _error_reply(request: Request, exc: Exception) -> Response:
 class _Guard:
     """Login for every request; read-only and CSRF checks for every POST."""
 
-    def __init__(self, app: ASGIApp, auth: Auth | None, dashboard: Dashboard) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: Auth | None, dashboard: Dashboard, hosts: Sequence[str] | None
+    ) -> None:
         self.app = app
         self.auth = auth
         self.dashboard = dashboard
+        self.hosts = None if hosts is None else {host.lower() for host in hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -178,6 +184,9 @@ class _Guard:
             return
         send = _with_headers(send)
         request = Request(scope, receive)
+        if not self._host_allowed(request.url.hostname or ""):
+            await error_json(403, "this Host is not served without a login")(scope, receive, send)
+            return
         user = None
         if self.auth is not None:
             token = request.query_params.get("token")
@@ -204,6 +213,11 @@ class _Guard:
                 await error_json(403, problem)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _host_allowed(self, host: str) -> bool:
+        if self.hosts is None:
+            return self.auth is not None or is_loopback(host)
+        return "*" in self.hosts or host.lower() in self.hosts
 
 
 #: Headers of every reply: no framing (an action cannot be clickjacked), scripts and styles

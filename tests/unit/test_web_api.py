@@ -18,6 +18,9 @@ from adapter.store.memory import MemoryJobStore
 from adapter.web import Auth, check_bind, create_app
 from adapter.web.actions import ACTIONS, available
 
+#: Where the test clients reach the app: a loopback address, as ``jobqueue dashboard`` binds.
+LOCAL = "http://127.0.0.1:8025"
+
 
 class NoWorkers:
     """A worker source with no worker."""
@@ -38,7 +41,7 @@ def strategy() -> Iterator[CeleryJobQueueStrategy]:
 
 def make_client(strategy: CeleryJobQueueStrategy, **options: Any) -> TestClient:
     options.setdefault("workers", NoWorkers())
-    return TestClient(create_app(strategy, **options), base_url="http://127.0.0.1:8025")
+    return TestClient(create_app(strategy, **options), base_url=LOCAL)
 
 
 def csrf(client: TestClient) -> dict[str, str]:
@@ -340,7 +343,7 @@ def test_scheduled_tasks_are_listed_and_run_where_there_is_a_scheduler(
     strategy: CeleryJobQueueStrategy,
 ) -> None:
     scheduled = WithScheduler(strategy)
-    client = TestClient(create_app(scheduled, workers=NoWorkers()))
+    client = TestClient(create_app(scheduled, workers=NoWorkers()), base_url=LOCAL)
     assert "run-now" in {a["name"] for a in client.get("/api/meta").json()["actions"]}
     assert client.get("/api/schedules").json() == [{"id": "nightly", "enabled": True}]
     client.post("/api/schedules/nightly/run-now", headers=csrf(client))
@@ -351,7 +354,7 @@ def test_without_those_methods_there_is_no_paused_flag_and_no_schedule(
     strategy: CeleryJobQueueStrategy,
 ) -> None:
     stored(strategy, id="a")
-    client = TestClient(create_app(WithoutControls(strategy), workers=NoWorkers()))
+    client = TestClient(create_app(WithoutControls(strategy), workers=NoWorkers()), base_url=LOCAL)
     assert "paused" not in client.get("/api/queues").json()[0]
     assert client.get("/api/schedules").json() == []
     reply = client.post("/api/queues/mail/pause", headers=csrf(client))
@@ -379,3 +382,15 @@ def test_workers_show_their_heartbeat_age_and_silent_ones_are_listed() -> None:
         {"hostname": "w2@host", "queues": [], "runningJobs": [],
          "heartbeatAgeS": 60.0, "answering": False},
     ]  # fmt: skip
+
+
+def test_without_a_login_only_loopback_host_names_are_served(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    app = create_app(strategy, workers=NoWorkers())
+    rebound = TestClient(app, base_url="http://attacker.example:8025")  # DNS rebinding
+    assert rebound.get("/api/meta").status_code == 403
+    for base in ("http://localhost:8025", "http://[::1]:8025", "http://127.0.0.1:8025"):
+        assert TestClient(app, base_url=base).get("/api/meta").status_code == 200
+    behind_a_proxy = create_app(strategy, workers=NoWorkers(), allowed_hosts=["jobs.example"])
+    assert TestClient(behind_a_proxy, base_url="http://jobs.example").get("/").status_code == 200

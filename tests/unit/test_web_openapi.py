@@ -32,7 +32,7 @@ def _app() -> Any:
     strategy = CeleryJobQueueStrategy(celery_app, store=MemoryJobStore(), embedded_worker=False)
     for state in (JobState.PENDING, JobState.FAILED, JobState.COMPLETED):
         strategy.store.insert(Job(id=state.value, queue_name="mail", state=state, data={"n": 1}))
-    return create_app(strategy, workers=NoWorkers())
+    return create_app(strategy, workers=NoWorkers(), allowed_hosts=["*"])  # its test client
 
 
 APP = _app()
