@@ -138,6 +138,7 @@ def test_filter_watch_progress_and_cancel_in_the_browser(
     assert page.input_value("select[name=queue]") == mixed
     assert page.input_value("select[name=state]") == "FAILED"
     assert page.locator("tr[data-job]").count() == 1
+    shot(page, "jobs")
 
     page.goto(f"{dashboard}?view=job&id={running.id}")
     page.wait_for_selector('section[data-state="RUNNING"]', timeout=SHOWN_MS)

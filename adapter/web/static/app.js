@@ -65,6 +65,9 @@ function human(ms) {
   return `${Math.floor(s / 86400)} d ${Math.round((s % 86400) / 3600)} h`;
 }
 
+// Ids are UUIDv7: their start is the creation time, so the end tells jobs apart.
+function shortId(id) { return id.length > 12 ? "…" + id.slice(-10) : id; }
+
 function badge(state) { return h("span", { class: `badge state-${state}`, text: state }); }
 
 function bar(progress) {
@@ -209,7 +212,7 @@ async function jobsView() {
     h("td", {}, h("input", { type: "checkbox", checked: selected.has(job.id),
       onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); } })),
     h("td", {}, h("a", { href: `?view=job&id=${encodeURIComponent(job.id)}`,
-      text: job.id.slice(0, 8) })),
+      text: shortId(job.id), title: job.id })),
     h("td", { text: job.queueName }), h("td", {}, badge(job.state)),
     h("td", { class: "num", text: `${job.attempts}/${job.retries + 1}` }),
     h("td", {}, bar(job.progress)), h("td", { text: when(job.createdAt) }),
@@ -287,7 +290,7 @@ async function workersView() {
         text: "not answering" })]),
       h("td", { text: w.queues.join(", ") || "–" }),
       h("td", {}, w.runningJobs.length ? w.runningJobs.map((id) => [h("a", {
-        href: `?view=job&id=${encodeURIComponent(id)}`, text: id.slice(0, 8) }), " "]) : "none"),
+        href: `?view=job&id=${encodeURIComponent(id)}`, text: shortId(id), title: id }), " "]) : "none"),
       h("td", { class: "num", text: w.heartbeatAgeS === null ? "–" :
         `${human(w.heartbeatAgeS * 1000)} ago` })))))
     : h("p", { class: "muted", text: "No worker answered." }));
