@@ -47,14 +47,20 @@ def add_adapter_jobs(
 
 
 def send_raw_tasks(
-    app: Celery, queue: str, wire: dict[str, object], first: int, count: int, ids: list[str]
+    app: Celery,
+    queue: str,
+    wire: dict[str, object],
+    first: int,
+    count: int,
+    ids: list[str],
+    task_name: str = RAW_TASK_NAME,
 ) -> float:
     """Send ``count`` raw tasks with the adapter's payload shape; return the seconds it took."""
     started = time.perf_counter()
     for index in range(first, first + count):
         task_id = str(uuid.uuid4())
         payload = {**wire, "id": task_id, "data": job_data(index)}
-        app.send_task(RAW_TASK_NAME, args=[payload], task_id=task_id, queue=queue)
+        app.send_task(task_name, args=[payload], task_id=task_id, queue=queue)
         ids.append(task_id)
     return time.perf_counter() - started
 

@@ -29,6 +29,8 @@ BROKER_URLS = {
 RESULT_URL = "redis://127.0.0.1:6379/12"
 #: Name of the raw Celery no-op task.
 RAW_TASK_NAME = "bench.noop"
+#: The raw no-op task with Celery's default acknowledgement (early), for the batch comparison.
+RAW_DEFAULT_TASK_NAME = "bench.noop_default"
 #: Prefix of the Redis keys the result backend writes, one per task id.
 RESULT_KEY_PREFIX = "celery-task-meta-"
 
@@ -40,6 +42,10 @@ ENV_RESULT = "BENCH_RESULT_URL"
 ENV_ADAPTER_QUEUE = "BENCH_ADAPTER_QUEUE"
 #: How many queues the worker starts (``<queue>-0`` ...), for ``bench/many_queues.py``.
 ENV_QUEUE_COUNT = "BENCH_QUEUE_COUNT"
+#: Batch size the worker starts the adapter queue with (``start(..., batch=N)``), if set.
+ENV_BATCH = "BENCH_BATCH"
+#: Set by ``bench/profile_drain.py``: pool children turn off the profiler they inherit.
+ENV_PROFILING = "BENCH_PROFILING"
 #: File the worker writes the wall-clock time of ``worker_ready`` to.
 ENV_READY_FILE = "BENCH_READY_FILE"
 
@@ -66,6 +72,16 @@ class RunNames:
         return f"bench-raw-{self.tag}"
 
     @property
+    def batch_queue_name(self) -> str:
+        """The adapter's high-throughput (batch) queue name."""
+        return f"bench-batch-{self.tag}"
+
+    @property
+    def raw_default_queue(self) -> str:
+        """The celery queue of the raw tasks run with Celery's default settings."""
+        return f"bench-raw-default-{self.tag}"
+
+    @property
     def warm_queue_name(self) -> str:
         """The adapter queue name used to warm up connections before timing."""
         return f"bench-warm-{self.tag}"
@@ -80,6 +96,8 @@ class RunNames:
         return [
             self.adapter_celery_queue,
             self.raw_queue,
+            f"jobs.{self.batch_queue_name}",
+            self.raw_default_queue,
             f"jobs.{self.warm_queue_name}",
             self.raw_warm_queue,
         ]

@@ -46,11 +46,18 @@ class WorkerFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class DrainResult:
-    """Seconds from worker spawn until all jobs were done, and until the first one was."""
+    """Seconds from worker spawn until all jobs were done, and until the first one was.
+
+    ``main_cpu_s``: CPU seconds (user + system, ``/proc/<pid>/stat``) the worker's main
+    process spent between the first job done and the last: its start-up is left out.
+    ``pool_cpu_s``: the same for its pool children (those alive at both readings).
+    """
 
     jobs: int
     seconds: float
     first_done_seconds: float
+    main_cpu_s: float = 0.0
+    pool_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -62,12 +69,45 @@ class DrainResult:
         """Jobs per second after the first job was done (start-up excluded)."""
         return (self.jobs - 1) / max(self.seconds - self.first_done_seconds, 1e-9)
 
+    @property
+    def main_cpu_us_per_job(self) -> float:
+        """Microseconds of the main process's CPU per job, after the first job."""
+        return self.main_cpu_s * 1e6 / max(self.jobs - 1, 1)
 
-def worker_command(queue: str, hostname: str) -> list[str]:
-    """Return the celery worker command line the brief prescribes, consuming ``queue``."""
+    @property
+    def pool_cpu_us_per_job(self) -> float:
+        """Microseconds of the pool children's CPU per job, after the first job."""
+        return self.pool_cpu_s * 1e6 / max(self.jobs - 1, 1)
+
+
+def children_cpu_s(pid: int) -> dict[int, float]:
+    """Return the CPU seconds of each child of ``pid`` (its pool processes), from /proc."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return {}
+    return {int(child): process_cpu_s(int(child)) for child in children}
+
+
+def process_cpu_s(pid: int) -> float:
+    """Return the CPU seconds (utime + stime) process ``pid`` has used, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_command(queue: str, hostname: str, prefetch_multiplier: int = 1) -> list[str]:
+    """Return the celery worker command line the brief prescribes, consuming ``queue``.
+
+    ``prefetch_multiplier`` 4 is Celery's default (the project's settings say 1).
+    """
     return [
         CELERY_SCRIPT, "-A", "bench.workers", "worker",
         "-P", "prefork", "-c", "2", "-Q", queue, "-n", hostname,
+        "--prefetch-multiplier", str(prefetch_multiplier),
         "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING",
     ]  # fmt: skip
 
@@ -112,14 +152,22 @@ def drain(
     """Start the worker and poll ``probe`` until all ``jobs`` are done."""
     started = time.perf_counter()
     first: float | None = None
+    first_cpu, first_pool = 0.0, dict[int, float]()
     with running_worker(command, env) as process:
         while True:
             any_done, all_done = probe()
             now = time.perf_counter() - started
             if any_done and first is None:
-                first = now
+                first, first_cpu = now, process_cpu_s(process.pid)
+                first_pool = children_cpu_s(process.pid)
             if all_done:
-                return DrainResult(jobs, now, first if first is not None else now)
+                main_cpu = process_cpu_s(process.pid) - first_cpu
+                pool = children_cpu_s(process.pid)
+                pool_cpu = sum(
+                    cpu - first_pool[pid] for pid, cpu in pool.items() if pid in first_pool
+                )
+                first_s = first if first is not None else now
+                return DrainResult(jobs, now, first_s, main_cpu, pool_cpu)
             if process.poll() is not None:
                 raise WorkerFailed(f"worker exited with code {process.returncode}")
             if now > timeout:

@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.worker.strategy import default
 
 from adapter.celery.envelope import (
+    PROCESS_HEADER,
     QUEUE_HEADER,
     malformed_reason,
     message_headers,
@@ -43,6 +44,9 @@ from adapter.data import check_data_size
 from adapter.errors import InvalidJobMessageError, JobQueueError
 from adapter.job import Job, validate_queue_name
 
+if TYPE_CHECKING:
+    from adapter.celery.batching import Batcher
+
 logger = logging.getLogger(__name__)
 
 #: Message properties a rerouted message keeps (the rest belong to the transport).
@@ -53,11 +57,17 @@ class Admission:
     """Decides, in the worker's consumer, whether a job message reaches the pool."""
 
     def __init__(
-        self, recorder: DeadLetterRecorder, registry: ProcessRegistry, max_data_bytes: int
+        self,
+        recorder: DeadLetterRecorder,
+        registry: ProcessRegistry,
+        max_data_bytes: int,
+        batcher: Batcher | None = None,
     ) -> None:
+        """``batcher`` takes the admitted messages of batch queues (``adapter.celery.batching``)."""
         self._recorder = recorder
         self._registry = registry
         self._max_data_bytes = max_data_bytes
+        self._batcher = batcher
 
     def strategy(self) -> Callable[..., Any]:
         """Return a Celery task ``Strategy`` that admits each message before Celery's own runs."""
@@ -66,7 +76,17 @@ class Admission:
             handle = default(task, app, consumer, **options)
 
             def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
-                if self.admit(message, consumer):
+                token = self.admit(message, consumer)
+                batcher = self._batcher
+                if token and batcher is not None and batcher.batched():
+                    queue_name = routed_queue_name(message.delivery_info)
+                    if queue_name is not None and batcher.size_of(queue_name) > 1:
+                        batcher.hold(message, queue_name, token, consumer)
+                        return None
+                if token:
+                    # The request Celery builds copies these headers: the pool learns which
+                    # process runs the job from the look-up made here, once per message.
+                    message.headers[PROCESS_HEADER] = token
                     return handle(message, body, *args, **kwargs)
                 return None
 
@@ -74,25 +94,28 @@ class Admission:
 
         return strategy
 
-    def admit(self, message: Any, consumer: Any) -> bool:
-        """True when ``message`` goes to the pool; False: dead-lettered, routed or handed back."""
+    def admit(self, message: Any, consumer: Any) -> str:
+        """The process token when ``message`` goes to the pool (``ProcessRegistry.token_for``).
+
+        "" when it does not: dead-lettered, routed or handed back.
+        """
         arrival = routed_queue_name(message.delivery_info)
         reason = malformed_reason(message) or self._oversize(message)
         if reason is None and arrival is None:
             self._route(message, consumer)
-            return False
+            return ""
         if reason is None:
             header = message_headers(message).get(QUEUE_HEADER)
             if header is not None and header != arrival:
                 reason = f"header {QUEUE_HEADER} names queue {header!r}, not {arrival!r}"
         if reason is not None:
             self._recorder.take(message, reason, consumer)
-            return False
+            return ""
         assert arrival is not None
-        if not self._registry.token_for(arrival):
+        token = self._registry.token_for(arrival)
+        if not token:
             self._hand_back(message, arrival, consumer)
-            return False
-        return True
+        return token
 
     def _oversize(self, message: Any) -> str | None:
         """Why the job data is too large, or None; the body length bounds it, cheaply."""

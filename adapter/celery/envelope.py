@@ -8,9 +8,9 @@ service, a shell script) that sends exactly this gets its job run like one ``add
 - **Queue**: the message is published with routing key ``jobs.<queue name>``, the celery
   queue of the job's queue name (``adapter.celery.routing.celery_queue``); the adapter sends it
   through the default exchange, and declares the queue bound to a direct exchange of the same
-  name. Header ``adapter_queue`` (``QUEUE_HEADER``) repeats the queue name so the worker can
-  pick the process before it decodes the body; without it, the routing key without ``jobs.``
-  is used (``message_queue_name``). The job's ``queueName`` in the body is the one it runs on.
+  name. Header ``adapter_queue`` (``QUEUE_HEADER``) repeats the queue name; a worker
+  dead-letters a message whose header names another queue than the job queue it came through.
+  The job's ``queueName`` in the body is the one it runs on.
 - **Content**: ``content-type`` ``application/json`` (``CONTENT_TYPE``; anything else is refused
   unread, pickle above all), ``content-encoding`` ``utf-8``.
 - **Body**: ``[[job], {}, embed]``: one positional argument, the job as Vendure's camelCase JSON
@@ -141,13 +141,6 @@ def routed_queue_name(delivery_info: Mapping[str, Any] | None) -> str | None:
     """Return the queue name of the job queue a message came through, or None if none."""
     routing_key = (delivery_info or {}).get("routing_key")
     return queue_name_of(routing_key) if isinstance(routing_key, str) else None
-
-
-def message_queue_name(
-    headers: Mapping[str, Any], delivery_info: Mapping[str, Any] | None
-) -> str | None:
-    """Return the queue name a job message is for: its header, else its job queue's."""
-    return headers.get(QUEUE_HEADER) or routed_queue_name(delivery_info)
 
 
 def message_headers(message: Any) -> dict[str, Any]:

@@ -16,7 +16,8 @@ each ``basic_consume`` and ``basic_cancel``, so consuming n queues costs n^2 ste
 event loop (10,000 started queues: tens of seconds before the last one was consumed). Here
 the cycle is rebuilt once, before the next BRPOP that reads it. A queue declared without
 waiting for the answer (``nowait``, as the consumer declares many queues) skips kombu's count
-of its messages (a Redis round trip nobody reads). Everything else is kombu's.
+of its messages (a Redis round trip nobody reads). A batch queue's batch is acknowledged in
+one round trip (``QoS.ack_many``). Everything else is kombu's.
 
 An app uses it for ``redis://`` and ``rediss://`` URLs once
 ``adapter.celery.app.use_adapter_transports`` has been called on it; importing this module
@@ -52,6 +53,19 @@ class QoS(redis.QoS):
             self._forget(delivery_tag, "acknowledged")
             return
         super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def ack_many(self, delivery_tags: list[Any]) -> None:
+        """Acknowledge several messages in one Redis round trip (``adapter.celery.batching``)."""
+        if self._detached():
+            for delivery_tag in delivery_tags:
+                self._forget(delivery_tag, "acknowledged")
+            return
+        with self.pipe_or_acquire() as pipe:
+            for delivery_tag in delivery_tags:
+                self._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
+            pipe.execute()
+        for delivery_tag in delivery_tags:
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if self._detached():

@@ -37,6 +37,7 @@ from adapter.celery.app import (
     shown_broker_url,
     use_adapter_transports,
 )
+from adapter.celery.batching import Batcher, BatchRunner, check_batch
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.controls import RevokeCanceller
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
@@ -133,7 +134,9 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         )
         self._registry = ProcessRegistry()
         recorder = DeadLetterRecorder(self._store)
-        admission = Admission(recorder, self._registry, self.max_data_bytes)
+        self._batch_runner = BatchRunner(app, self._registry, self.lifecycle)
+        self._batcher = Batcher(self._batch_runner, recorder.take)
+        admission = Admission(recorder, self._registry, self.max_data_bytes, self._batcher)
         self._task = register_task(app, self._registry, self.lifecycle, recorder, admission)
         register_add_task(app, self)  # adapter.add_job: beat adds jobs by name
         self._publisher = JobPublisher(app, self._task)
@@ -191,10 +194,17 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         self._write_behind.flush()
 
-    def start(self, queue_name: str, process: ProcessFunction) -> None:
+    def start(self, queue_name: str, process: ProcessFunction, *, batch: int | None = None) -> None:
+        """Run ``queue_name``'s jobs with ``process``; ``batch=N``: N at a time per pool call.
+
+        A batch queue is a high-throughput queue (``adapter.celery.batching``).
+        """
         validate_queue_name(queue_name)
+        size = None if batch is None else check_batch(queue_name, batch)
         if not callable(process):
             raise TypeError(f"process must be callable, got {process!r}")
+        if size is not None:
+            self._batcher.set_size(queue_name, size)
         active = _cli_launch.get()
         if isinstance(active, frozenset) and queue_name not in active:
             logger.info(
@@ -368,6 +378,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         stopped = self._embedded.stop()
         self._reaper.stop()
+        self._batch_runner.close()
         try:
             self.flush()
             self.metrics.close()

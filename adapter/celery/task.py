@@ -30,7 +30,6 @@ from adapter.celery.envelope import (
     args_repr,
     job_args,
     job_of,
-    message_queue_name,
 )
 from adapter.celery.gate import MustWait, hand_back
 from adapter.celery.poison import DeadLetterRecorder
@@ -72,17 +71,10 @@ def register_task(
     """
 
     class JobRequest(Request):  # type: ignore[misc]
-        """Tells the pool which process runs the job, as this (parent) process knows it.
+        """A job's request: a hard time limit and a cancelled attempt in the job's terms.
 
-        Set when the message is received: Celery replaces ``execute_using_pool`` in the
-        subclass it builds per task, so ``__init__`` is the hook that always runs here.
+        Which process runs the job is told to the pool by ``admission`` (``PROCESS_HEADER``).
         """
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            request = self._request_dict
-            queue_name = message_queue_name(request, self.delivery_info)
-            request[PROCESS_HEADER] = registry.token_for(queue_name) if queue_name else ""
 
         def on_timeout(self, soft: bool, timeout: float) -> None:
             """A hard time limit is a failed attempt, retried while retries remain.

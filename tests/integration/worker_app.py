@@ -135,9 +135,10 @@ PROCESSES = {
     "stepping": stepping,
 }
 
+_batch = int(os.environ.get("TEST_BATCH") or 0) or None  # every queue a batch queue of that size
 for spec in filter(None, os.environ.get("TEST_QUEUES", "").split(",")):
     queue_name, _, process_name = spec.partition("=")
-    strategy.start(queue_name, PROCESSES[process_name or "echo"])
+    strategy.start(queue_name, PROCESSES[process_name or "echo"], batch=_batch)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -18,8 +18,8 @@ from adapter.celery.envelope import (
     TASK_NAME,
     dead_letter,
     malformed_reason,
-    message_queue_name,
     request_body,
+    routed_queue_name,
     stored_job_due,
     stored_task_id,
 )
@@ -53,7 +53,8 @@ def test_a_built_message_reads_back_as_the_same_job_on_its_queue(app: Celery) ->
     job = make_job(queue_name=f"mail-{uuid.uuid4().hex}", data={"to": "a@example.com"})
     message = sent_and_received(app, job)
     assert malformed_reason(message) is None
-    assert message_queue_name(message.headers, message.delivery_info) == job.queue_name
+    assert message.headers[QUEUE_HEADER] == job.queue_name
+    assert routed_queue_name(message.delivery_info) == job.queue_name
     (wire_job,), kwargs, _embed = json.loads(message.body)
     assert Job.from_wire(wire_job) == job and kwargs == {}
     assert (message.headers["task"], message.headers["id"]) == (TASK_NAME, job.id)
@@ -94,23 +95,18 @@ def test_each_malformed_envelope_is_refused_with_its_reason(
     assert found is not None and reason in found
 
 
-def test_the_queue_header_names_the_queue_whatever_the_routing_key() -> None:
-    headers = {QUEUE_HEADER: "mail"}
-    assert message_queue_name(headers, {"routing_key": "somewhere-else"}) == "mail"
-
-
-def test_without_the_header_the_job_queue_names_the_queue() -> None:
-    assert message_queue_name({}, {"routing_key": celery_queue("video.resize")}) == "video.resize"
+def test_a_job_queue_names_the_queue_a_message_came_through() -> None:
+    assert routed_queue_name({"routing_key": celery_queue("video.resize")}) == "video.resize"
 
 
 @pytest.mark.parametrize(
     "delivery_info",
     [None, {}, {"routing_key": None}, {"routing_key": 7}, {"routing_key": "celery"}],
 )
-def test_a_message_off_any_job_queue_without_the_header_has_no_queue_name(
+def test_a_message_off_any_job_queue_has_no_queue_name(
     delivery_info: dict[str, Any] | None,
 ) -> None:
-    assert message_queue_name({}, delivery_info) is None
+    assert routed_queue_name(delivery_info) is None
 
 
 def test_a_dead_letter_keeps_the_routing_key_task_headers_and_body() -> None:
