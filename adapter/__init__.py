@@ -12,6 +12,10 @@ Retries::
 
     BackoffStrategy, constant_backoff, exponential_backoff
 
+Scheduled tasks and retention (``adapter.scheduling``, ``adapter.retention``)::
+
+    ScheduledTask, ScheduledRun, ScheduledTaskInfo, RetentionRule
+
 Importing ``adapter`` imports neither celery nor kombu: ``CeleryJobQueueStrategy`` is imported
 on first use (PEP 562), so ``from adapter import Job`` stays light and changes nothing in the
 program. Settings are listed in ``adapter.settings``.
@@ -37,10 +41,13 @@ from adapter.errors import (
     JobResultTimeoutError,
     ProcessNotImportableError,
     PublishError,
+    ScheduleError,
     StoreError,
 )
 from adapter.job import SETTLED_STATES, Job, JobState
 from adapter.listing import JobList, JobListOptions
+from adapter.retention import RetentionRule
+from adapter.scheduling import ScheduledRun, ScheduledTask, ScheduledTaskInfo
 from adapter.service import ErrorHandler, JobQueue, JobQueueInfo, JobQueueService
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
@@ -84,6 +91,11 @@ __all__ = [
     "JobUpdate",
     "ProcessNotImportableError",
     "PublishError",
+    "RetentionRule",
+    "ScheduleError",
+    "ScheduledRun",
+    "ScheduledTask",
+    "ScheduledTaskInfo",
     "SqlJobBufferStorage",
     "StoreError",
     "SubscribableJob",

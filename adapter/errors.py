@@ -88,3 +88,7 @@ class UnknownJobError(JobQueueError, LookupError):
 
 class JobNotRetryableError(JobQueueError, ValueError):
     """Raised by ``retry_job`` for a job that is not FAILED or CANCELLED; names its state."""
+
+
+class ScheduleError(JobQueueError, ValueError):
+    """Raised when a scheduled task, its schedule or a retention rule is invalid or unknown."""

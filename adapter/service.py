@@ -33,6 +33,7 @@ from adapter.bulk import checked_batch
 from adapter.control import UNCHANGED, ControllableStrategy, Unchanged, controllable
 from adapter.errors import JobQueueError
 from adapter.job import Job, validate_queue_name
+from adapter.scheduling.service import ScheduledTasks
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
 from adapter.subscribable import JobFinder, SubscribableJob
 from adapter.transaction import on_commit
@@ -159,7 +160,7 @@ class JobQueue:
         return [_subscribable(job, self._strategy) for job in results]
 
 
-class JobQueueService:
+class JobQueueService(ScheduledTasks):
     """Creates the queues of this process and starts those it should run."""
 
     def __init__(

@@ -136,6 +136,12 @@ def _count(raw: object) -> int:
     return value
 
 
+def _retention_rules(raw: object) -> tuple[Any, ...]:
+    from adapter.retention import parse_rules  # it imports the cron libraries
+
+    return parse_rules(raw)
+
+
 BROKER_URL: Setting[str] = Setting(
     "broker_url", ("ADAPTER_BROKER_URL", "CELERY_BROKER_URL"), "URL", "filesystem://",
     "Celery's broker: amqp://, redis:// or filesystem:// (the embedded default, no server)",
@@ -198,6 +204,38 @@ HEALTH_HOST: Setting[str] = Setting(
     "the address /health listens on: 0.0.0.0 for probes from other machines (Kubernetes)",
     _name,
 )  # fmt: skip
+SCHEDULER: Setting[bool] = Setting(
+    "adapter_scheduler", ("ADAPTER_SCHEDULER",), "true or false", True,
+    "the app's workers run its scheduled tasks (adapter.scheduling); false: none runs them",
+    _flag,
+)  # fmt: skip
+SCHEDULE_POLL_INTERVAL: Setting[float] = Setting(
+    "adapter_schedule_poll_interval", ("ADAPTER_SCHEDULE_POLL_INTERVAL",), "seconds > 0", 1.0,
+    "how often each worker looks for due ticks: a tick starts at most this late",
+    _positive_seconds,
+)  # fmt: skip
+SCHEDULE_LEASE: Setting[float] = Setting(
+    "adapter_schedule_lease", ("ADAPTER_SCHEDULE_LEASE",), "seconds > 0", 30.0,
+    "a run's lease, renewed every third of it: a run whose worker died blocks ticks this long",
+    _positive_seconds,
+)  # fmt: skip
+SCHEDULE_HISTORY: Setting[int] = Setting(
+    "adapter_schedule_history", ("ADAPTER_SCHEDULE_HISTORY",), "count > 0", 100,
+    "finished runs kept per scheduled task, newest first",
+    _positive_count,
+)  # fmt: skip
+RETENTION: Setting[tuple[Any, ...]] = Setting(
+    "adapter_retention", ("ADAPTER_RETENTION",), "rules", (),
+    "settled jobs to remove: QUEUE:STATE:KEEP:MAX_AGE;... (*:COMPLETED:1000:7d), see "
+    "adapter.retention; empty: none",
+    _retention_rules,
+)  # fmt: skip
+RETENTION_SCHEDULE: Setting[str] = Setting(
+    "adapter_retention_schedule", ("ADAPTER_RETENTION_SCHEDULE",), "cron", "0 */2 * * *",
+    "when the workers apply adapter_retention (Vendure cleans jobs every 2 hours)",
+    _name,
+)  # fmt: skip
+
 
 
 def _names(raw: object) -> tuple[str, ...]:
@@ -248,6 +286,12 @@ SETTINGS: tuple[Setting[Any], ...] = (
     JOB_RESULTS,
     HEALTH_PORT,
     HEALTH_HOST,
+    SCHEDULER,
+    SCHEDULE_POLL_INTERVAL,
+    SCHEDULE_LEASE,
+    SCHEDULE_HISTORY,
+    RETENTION,
+    RETENTION_SCHEDULE,
 )
 
 
@@ -266,6 +310,12 @@ class AdapterSettings:
     job_results: bool = JOB_RESULTS.default
     health_port: int | None = HEALTH_PORT.default
     health_host: str = HEALTH_HOST.default
+    scheduler: bool = SCHEDULER.default
+    schedule_poll_interval: float = SCHEDULE_POLL_INTERVAL.default
+    schedule_lease: float = SCHEDULE_LEASE.default
+    schedule_history: int = SCHEDULE_HISTORY.default
+    retention: tuple[Any, ...] = RETENTION.default
+    retention_schedule: str = RETENTION_SCHEDULE.default
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout < 2 * self.heartbeat_interval:
@@ -290,6 +340,12 @@ class AdapterSettings:
             job_results=JOB_RESULTS.read(conf),
             health_port=HEALTH_PORT.read(conf),
             health_host=HEALTH_HOST.read(conf),
+            scheduler=SCHEDULER.read(conf),
+            schedule_poll_interval=SCHEDULE_POLL_INTERVAL.read(conf),
+            schedule_lease=SCHEDULE_LEASE.read(conf),
+            schedule_history=SCHEDULE_HISTORY.read(conf),
+            retention=RETENTION.read(conf),
+            retention_schedule=RETENTION_SCHEDULE.read(conf),
         )
 
     def job_store_url(self) -> str:

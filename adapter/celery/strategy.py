@@ -37,6 +37,7 @@ from adapter.celery.app import (
     shown_broker_url,
     use_adapter_transports,
 )
+from adapter.celery.background import WorkerThreads
 from adapter.celery.batching import Batcher, BatchRunner, check_batch
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.controls import RevokeCanceller
@@ -73,6 +74,7 @@ from adapter.listing import JobList, JobListOptions
 from adapter.metrics.recorder import MetricsRecorder
 from adapter.metrics.storage import metrics_storage
 from adapter.running import RunningJobs
+from adapter.scheduling.scheduler import Scheduler
 from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
 from adapter.store.changes import Watch
@@ -119,7 +121,8 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             else open_store(str(store or store_url_for(app.conf)))
         )
         self.backoff_strategy = backoff_strategy or constant_backoff()
-        self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
+        settings = AdapterSettings.from_conf(app.conf)
+        self.max_data_bytes = settings.max_data_bytes
         self.liveness = Liveness.from_conf(app.conf)
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
         self.metrics = MetricsRecorder(metrics_storage(self._store))  # adapter.metrics
@@ -145,10 +148,16 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._publisher,
             OrphanRecovery(app, self._store, self._publisher, self.liveness),
         )
+        #: The app's scheduled tasks (``adapter.scheduling``): its workers run them.
+        self.scheduler = Scheduler.from_settings(self._store, settings)
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._on_consumer_bind, on_unbind=self._on_consumer_unbind
         )
         self._pauses = PauseFollower(self.queues, self._consumer, self._registry)
+        #: What a worker runs beside its consumer, started and stopped with it.
+        self._threads = WorkerThreads(
+            self._reaper, self._pauses, self.scheduler if settings.scheduler else None
+        )
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder, self._revokes))
@@ -378,6 +387,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         stopped = self._embedded.stop()
         self._reaper.stop()
+        self.scheduler.stop()
         self._batch_runner.close()
         try:
             self.flush()
@@ -400,12 +410,10 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         return cancelled
 
     def _on_consumer_bind(self) -> None:
-        self._reaper.start()
-        self._pauses.start()
+        self._threads.start()
 
     def _on_consumer_unbind(self) -> None:
-        self._reaper.stop()
-        self._pauses.stop()
+        self._threads.stop()
 
     def _runs_embedded_worker(self) -> bool:
         return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()
