@@ -237,7 +237,6 @@ RETENTION_SCHEDULE: Setting[str] = Setting(
 )  # fmt: skip
 
 
-
 def _names(raw: object) -> tuple[str, ...]:
     if isinstance(raw, str):
         raw = raw.split(",")

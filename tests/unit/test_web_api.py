@@ -11,7 +11,7 @@ import pytest
 from celery import Celery
 from starlette.testclient import TestClient
 
-from adapter import CeleryJobQueueStrategy
+from adapter import CeleryJobQueueStrategy, ScheduledTask
 from adapter.errors import ConfigurationError
 from adapter.job import Job, JobState
 from adapter.store.memory import MemoryJobStore
@@ -278,44 +278,10 @@ def test_retry_one_job_a_selection_and_every_job_matching(
     assert matching.json()["changed"] == 0  # both already re-run
 
 
-class TaskInfo:
-    """A scheduled task as a scheduler lists it."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return it as camelCase JSON."""
-        return {"id": "nightly", "enabled": True}
-
-
-class Scheduler:
-    """A scheduler with one task, recording the runs asked for."""
-
-    def __init__(self) -> None:
-        self.runs: list[str] = []
-
-    def tasks(self) -> list[TaskInfo]:
-        """Return the one task."""
-        return [TaskInfo()]
-
-    def run_now(self, task_id: str) -> None:
-        """Record a run of ``task_id``."""
-        self.runs.append(task_id)
-
-
-class WithScheduler:
-    """The wrapped strategy plus a scheduler (the sched branch adds the real one)."""
-
-    def __init__(self, inner: CeleryJobQueueStrategy) -> None:
-        self.inner = inner
-        self.scheduler = Scheduler()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 class WithoutControls:
-    """The wrapped strategy without pausing: a strategy that cannot pause queues."""
+    """The wrapped strategy without pausing and scheduling (a strategy of another kind)."""
 
-    HIDDEN = frozenset({"pause_queue", "resume_queue", "queue_controls"})
+    HIDDEN = frozenset({"pause_queue", "resume_queue", "queue_controls", "scheduler"})
 
     def __init__(self, inner: CeleryJobQueueStrategy) -> None:
         self.inner = inner
@@ -339,15 +305,15 @@ def test_a_queue_is_paused_and_resumed_and_the_overview_says_so(
     assert client.get("/api/queues").json()[0]["paused"] is False
 
 
-def test_scheduled_tasks_are_listed_and_run_where_there_is_a_scheduler(
-    strategy: CeleryJobQueueStrategy,
-) -> None:
-    scheduled = WithScheduler(strategy)
-    client = TestClient(create_app(scheduled, workers=NoWorkers()), base_url=LOCAL)
+def test_scheduled_tasks_are_listed_and_run_now(strategy: CeleryJobQueueStrategy) -> None:
+    strategy.scheduler.add(ScheduledTask(id="nightly", schedule="0 3 * * *", execute=print))
+    client = make_client(strategy)
     assert "run-now" in {a["name"] for a in client.get("/api/meta").json()["actions"]}
-    assert client.get("/api/schedules").json() == [{"id": "nightly", "enabled": True}]
-    client.post("/api/schedules/nightly/run-now", headers=csrf(client))
-    assert scheduled.scheduler.runs == ["nightly"]
+    [task] = client.get("/api/schedules").json()
+    assert (task["id"], task["enabled"]) == ("nightly", True)
+    assert client.post("/api/schedules/nightly/run-now", headers=csrf(client)).json()["done"]
+    unknown = client.post("/api/schedules/weekly/run-now", headers=csrf(client))
+    assert unknown.status_code == 400 and "no scheduled task 'weekly'" in unknown.json()["error"]
 
 
 def test_without_those_methods_there_is_no_paused_flag_and_no_schedule(
