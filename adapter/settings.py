@@ -249,6 +249,40 @@ RETENTION_SCHEDULE: Setting[str] = Setting(
 )  # fmt: skip
 
 
+def _names(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
+        raise TypeError("must be comma-separated names")
+    return tuple(item.strip() for item in raw if item.strip())
+
+
+# The dashboard's settings (``jobqueue dashboard``, adapter.web) are read from the environment
+# by the command only: they are not Celery settings, so a token never lands in a Celery conf.
+DASHBOARD_TOKEN: Setting[str | None] = Setting(
+    "adapter_dashboard_token", ("ADAPTER_DASHBOARD_TOKEN",), "secret", None,
+    "the bearer token the dashboard requires (as --token, kept out of the process list)",
+    _name,
+)  # fmt: skip
+DASHBOARD_REDACT_KEYS: Setting[tuple[str, ...]] = Setting(
+    "adapter_dashboard_redact_keys", ("ADAPTER_DASHBOARD_REDACT_KEYS",), "names", (),
+    "job data and result keys (any depth, any case) whose values the dashboard never shows",
+    _names,
+)  # fmt: skip
+DASHBOARD_HOST: Setting[str] = Setting(
+    "adapter_dashboard_host", ("ADAPTER_DASHBOARD_HOST",), "address", "127.0.0.1",
+    "the address the dashboard listens on; another than loopback needs a token or basic auth",
+    _name,
+)  # fmt: skip
+DASHBOARD_PORT: Setting[int] = Setting(
+    "adapter_dashboard_port", ("ADAPTER_DASHBOARD_PORT",), "TCP port", 8025,
+    "the port the dashboard listens on", _port,
+)  # fmt: skip
+#: Settings of ``jobqueue dashboard`` only (not in a Celery app's configuration).
+DASHBOARD_SETTINGS: tuple[Setting[Any], ...] = (
+    DASHBOARD_TOKEN, DASHBOARD_REDACT_KEYS, DASHBOARD_HOST, DASHBOARD_PORT,
+)  # fmt: skip
+
 #: Every setting, in the order the documentation lists them.
 SETTINGS: tuple[Setting[Any], ...] = (
     BROKER_URL,

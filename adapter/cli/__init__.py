@@ -19,6 +19,9 @@
     jobqueue schedules                 scheduled tasks: last and next run, running, enabled
     jobqueue schedules run ID          ask for a run now  (also: enable ID, disable ID)
     jobqueue check                     dangerous settings  [--longest-job 2h]
+    jobqueue dashboard                 the dashboard and HTTP admin API [--host 127.0.0.1]
+                                       [--port 8025] [--token T | --basic-auth U:P]
+                                       [--read-only] [--redact KEY]... [--interval 2]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
                                        [--graceful-timeout 20] [--health-port PORT]
@@ -49,7 +52,7 @@ from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
 from adapter.celery.strategy import launched_by_cli
 from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
-from adapter.cli import commands, controls
+from adapter.cli import commands, controls, dashboard
 from adapter.cli.demo import run_demo
 from adapter.cli.schedules import schedules as run_schedules
 from adapter.errors import JobQueueError
@@ -253,6 +256,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", parents=[common], help="dangerous settings")
     check.add_argument("--longest-job", help="longest job or retry delay, e.g. 2h")
     check.set_defaults(run=commands.check)
+    dashboard.add_parser(sub, common)
     worker = sub.add_parser("worker", help="a Celery worker for the queues MODULE starts")
     worker.add_argument("module", help="MODULE[:ATTR] that builds the strategy and starts queues")
     worker.add_argument("--queues", help="comma-separated queue names to run (default: all)")

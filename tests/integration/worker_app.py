@@ -124,6 +124,16 @@ def stubborn(job: Job) -> str:
     return "ran for a minute"
 
 
+def stepping(job: Job) -> str:
+    """Raise the progress by 1 each second up to 99 (at most two minutes), until cancelled."""
+    began = time.monotonic()
+    while time.monotonic() < began + 120:
+        job.raise_if_cancelled()
+        job.set_progress(min(99, int(time.monotonic() - began) + 1))
+        time.sleep(0.1)
+    return "stepped"
+
+
 PROCESSES = {
     "echo": echo,
     "slow": slow_first_attempt,
@@ -134,6 +144,7 @@ PROCESSES = {
     "logged": logged,
     "mixed": mixed,
     "stubborn": stubborn,
+    "stepping": stepping,
 }
 
 _batch = int(os.environ.get("TEST_BATCH") or 0) or None  # every queue a batch queue of that size
