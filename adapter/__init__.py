@@ -12,6 +12,10 @@ Retries::
 
     BackoffStrategy, constant_backoff, exponential_backoff
 
+Scheduled tasks and retention (``adapter.scheduling``, ``adapter.retention``)::
+
+    ScheduledTask, ScheduledRun, ScheduledTaskInfo, RetentionRule
+
 Importing ``adapter`` imports neither celery nor kombu: ``CeleryJobQueueStrategy`` is imported
 on first use (PEP 562), so ``from adapter import Job`` stays light and changes nothing in the
 program. Settings are listed in ``adapter.settings``.
@@ -35,12 +39,16 @@ from adapter.errors import (
     JobFailedError,
     JobQueueError,
     JobResultTimeoutError,
+    JobTimeLimitError,
     ProcessNotImportableError,
     PublishError,
+    ScheduleError,
     StoreError,
 )
 from adapter.job import SETTLED_STATES, Job, JobState
 from adapter.listing import JobList, JobListOptions
+from adapter.retention import RetentionRule
+from adapter.scheduling import ScheduledRun, ScheduledTask, ScheduledTaskInfo
 from adapter.service import ErrorHandler, JobQueue, JobQueueInfo, JobQueueService
 from adapter.store import JobStore, open_store
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy
@@ -81,9 +89,15 @@ __all__ = [
     "JobResultTimeoutError",
     "JobState",
     "JobStore",
+    "JobTimeLimitError",
     "JobUpdate",
     "ProcessNotImportableError",
     "PublishError",
+    "RetentionRule",
+    "ScheduleError",
+    "ScheduledRun",
+    "ScheduledTask",
+    "ScheduledTaskInfo",
     "SqlJobBufferStorage",
     "StoreError",
     "SubscribableJob",

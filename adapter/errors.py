@@ -50,7 +50,8 @@ class JobCancelledError(JobQueueError):
 
 
 class JobTimeLimitError(JobQueueError):
-    """Raised into a job's record when Celery's hard time limit stopped an attempt."""
+    """Raised when an attempt ran out of its timeout (``adapter.deadlines``) or hit Celery's
+    hard time limit: by ``job.raise_if_cancelled()``, and recorded as the attempt's error."""
 
 
 class JobFailedError(JobQueueError):
@@ -88,3 +89,7 @@ class UnknownJobError(JobQueueError, LookupError):
 
 class JobNotRetryableError(JobQueueError, ValueError):
     """Raised by ``retry_job`` for a job that is not FAILED or CANCELLED; names its state."""
+
+
+class ScheduleError(JobQueueError, ValueError):
+    """Raised when a scheduled task, its schedule or a retention rule is invalid or unknown."""

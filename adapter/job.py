@@ -223,6 +223,8 @@ class Job(BaseModel):
     )
 
     _progress_listeners: list[ProgressListener] = PrivateAttr(default_factory=list)
+    #: Set when the running attempt ran out of time (``adapter.deadlines``).
+    _stop_error: JobQueueError | None = PrivateAttr(default=None)
 
     if not TYPE_CHECKING:  # hidden from mypy, whose pydantic plugin types ``Job(...)``'s fields
 
@@ -357,9 +359,23 @@ class Job(BaseModel):
         self.apply(CANCEL)
 
     def raise_if_cancelled(self) -> None:
-        """Raise JobCancelledError if the job was cancelled (call it between steps of work)."""
+        """Raise JobCancelledError if the job was cancelled (call it between steps of work).
+
+        Once the attempt ran out of time, raise its JobTimeLimitError (``time_out``).
+        """
         if self.state == JobState.CANCELLED:
             raise JobCancelledError(f"job {self.id} was cancelled")
+        if self._stop_error is not None:
+            raise self._stop_error
+
+    def time_out(self, err: JobQueueError) -> None:
+        """Tell the running process its attempt is out of time: it should stop (``err``)."""
+        self._stop_error = err
+
+    @property
+    def timed_out(self) -> JobQueueError | None:
+        """The error of an attempt that ran out of time, or None."""
+        return self._stop_error
 
     def defer(self) -> None:
         """Send a RUNNING job back to PENDING with attempts reset, for another worker."""

@@ -18,6 +18,9 @@ progress           the progress is recorded while the job is unsettled
 process returns    ``complete(result)``: COMPLETED (a job cancelled meanwhile stays CANCELLED)
 process raises     ``fail(error)``: RETRYING after the backoff while retries remain, else
                    FAILED (a job cancelled meanwhile stays CANCELLED)
+timeout            the process is told (``adapter.deadlines``); the attempt fails with
+                   "timed out after N s" however it ends; after the grace the watchdog
+                   records that failure and stops the process where the pool can
 cancel             ``CANCEL``; a running process is told (``adapter.running``); Celery's
                    ``revoke`` of a job's id cancels it too (``adapter.celery.controls``)
 purge              ``PURGE``: the waiting jobs of a purged celery queue are CANCELLED with
@@ -180,28 +183,35 @@ class Lifecycle:
             return None
         return claimed
 
-    def attempt(self, job: Job, process: Callable[[Job], Any]) -> Outcome:
+    def attempt(
+        self, job: Job, process: Callable[[Job], Any], timeout: float | None = None
+    ) -> Outcome:
         """Run ``process`` on the claimed ``job`` and record the outcome.
 
+        With ``timeout`` (seconds) the process is told to stop once it runs out of time, and the
+        attempt fails with the timeout error however it ends (``adapter.deadlines``).
         StoreError when the outcome could not be recorded after every retry (the process ran;
         the broker should deliver the job again).
         """
-        return self.attempt_many([job], process)[0]
+        return self.attempt_many([job], process, timeout)[0]
 
-    def attempt_many(self, jobs: Sequence[Job], process: Callable[[Job], Any]) -> list[Outcome]:
+    def attempt_many(
+        self, jobs: Sequence[Job], process: Callable[[Job], Any], timeout: float | None = None
+    ) -> list[Outcome]:
         """Run ``process`` on each claimed job in turn, then record every outcome in one write.
 
         Every job is watched (cancel notices, heartbeats) from the start of the batch until the
         write, so a job waiting for its turn keeps its claim alive; one cancelled meanwhile
-        does not run. StoreError when the outcomes could not be recorded after every retry (the
-        processes ran; the broker should deliver the jobs again).
+        does not run. ``timeout`` (seconds) bounds each job from its own start. StoreError
+        when the outcomes could not be recorded after every retry (the processes ran; the
+        broker should deliver the jobs again).
         """
         decided: list[tuple[Job, Exception | None, Outcome | None]] = []
         for job in jobs:  # until the outcomes are recorded: cancel notices, heartbeats
             self._running.watch(job)
         try:
             for job in jobs:
-                decided.append(self._run(job, process))
+                decided.append(self._run(job, process, timeout))
             unsettled = [job for job, _, early in decided if early is None]
             written = iter(self.record_many(unsettled) if unsettled else [])
             return [early or self._outcome(job, err, next(written)) for job, err, early in decided]
@@ -210,7 +220,7 @@ class Lifecycle:
                 self._running.unwatch(job)
 
     def _run(
-        self, job: Job, process: Callable[[Job], Any]
+        self, job: Job, process: Callable[[Job], Any], timeout: float | None
     ) -> tuple[Job, Exception | None, Outcome | None]:
         """Run one attempt and decide its outcome: the job, its error, and its ``Outcome`` when
         it needs no write (cancelled while it ran)."""
@@ -223,11 +233,20 @@ class Lifecycle:
         if job.state == JobState.CANCELLED:  # cancelled while it waited for its turn
             logger.info("job %s was cancelled before it ran; not running it", job.id)
             return job, None, Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
+        if timeout is not None:
+            running.watch(job, timeout)  # its deadline counts from its own start
         try:
             result = call_process(process, job)
             ensure_json(result, root="result")
         except Exception as err:  # a process may raise anything: it is a failed attempt
-            return job, err, self._decide(job, None, err)
+            if running.abandoned(job):  # its timeout was recorded by the watchdog
+                return job, err, Outcome(OutcomeKind.SETTLED_ELSEWHERE, job, error=err)
+            failure = job.timed_out or err
+            return job, failure, self._decide(job, None, failure)
+        if running.abandoned(job):
+            return job, None, Outcome(OutcomeKind.SETTLED_ELSEWHERE, job)
+        if job.timed_out is not None:  # returned after the notice: still out of time
+            return job, job.timed_out, self._decide(job, None, job.timed_out)
         return job, None, self._decide(job, result, None)
 
     def _decide(self, job: Job, result: Any, err: Exception | None) -> Outcome | None:
@@ -262,6 +281,21 @@ class Lifecycle:
     def failed(self, job: Job, err: Exception) -> Outcome:
         """The process raised ``err``: RETRYING after the backoff, or FAILED."""
         return self._decide(job, None, err) or self._outcome(job, err, self.record(job))
+
+    def stopped(self, job_id: str, err: Exception, *, claim_waiting: bool) -> Outcome | None:
+        """An attempt of ``job_id`` was stopped from outside (a time limit, a timeout): fail it.
+
+        Only a RUNNING job is failed (``failed``: RETRYING or FAILED); with ``claim_waiting``
+        a job stopped before its claim is claimed first, so the attempt counts. A process still
+        running here records nothing more (``RunningJobs.abandon``). None: nothing to record.
+        """
+        job = self.store.get(job_id)
+        if job is not None and claim_waiting and job.state in STARTABLE_STATES:
+            job = self.claim(job)
+        if job is None or job.state != JobState.RUNNING:
+            return None
+        self._running.abandon(job_id)
+        return self.failed(job, err)
 
     def record(self, job: Job) -> bool:
         """Write an attempt's outcome; False when the job was settled elsewhere.

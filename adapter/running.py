@@ -17,6 +17,10 @@ run there:
   ``set_progress`` calls therefore costs a few writes per second, not one per call; the
   outcome's write carries the final progress.
 
+- **Timeouts.** A job watched with a timeout is told when it runs out of time
+  (``job.time_out``, ``adapter.deadlines``), within ``PROGRESS_WRITE_S``. A job whose
+  attempt was recorded as timed out by the watchdog (``abandon``) records no outcome of its own.
+
 Jobs that finish within one poll interval cost no store query at all: a claim is a beat.
 """
 
@@ -27,6 +31,7 @@ import os
 import threading
 import time
 
+from adapter.deadlines import Deadlines, timeout_error
 from adapter.errors import JobQueueError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import Job, JobState
@@ -58,14 +63,17 @@ class RunningJobs:
         self._running: dict[str, Job] = {}
         self._progress: dict[str, float] = {}  # latest progress not written yet, per job
         self._progress_written: dict[str, float] = {}  # when each job's last one was written
+        self._deadlines = Deadlines()
+        self._abandoned: set[int] = set()  # id() of attempts recorded by the watchdog
         self._wake = threading.Event()
         self._thread_pid = 0
 
-    def watch(self, job: Job) -> None:
-        """Start watching ``job`` while its process runs here."""
+    def watch(self, job: Job, timeout: float | None = None) -> None:
+        """Start watching ``job`` while its process runs here (for ``timeout`` s at most)."""
         with self._lock:
             was_idle = not self._running
             self._running[job.id or ""] = job
+            self._deadlines.add(job.id or "", timeout, time.monotonic())
             if self._thread_pid != os.getpid():  # first job here, or a forked child's first
                 self._thread_pid = os.getpid()
                 self._wake = threading.Event()
@@ -76,9 +84,25 @@ class RunningJobs:
     def unwatch(self, job: Job) -> None:
         """Stop watching ``job`` (its outcome's write carries its progress)."""
         with self._lock:
+            self._abandoned.discard(id(job))
+            if self._running.get(job.id or "") is not job:
+                return  # an abandoned attempt ending after its retry started here
             self._running.pop(job.id or "", None)
             self._progress.pop(job.id or "", None)
             self._progress_written.pop(job.id or "", None)
+            self._deadlines.remove(job.id or "")
+
+    def abandon(self, job_id: str) -> None:
+        """The attempt running ``job_id`` here was recorded as timed out: record nothing more."""
+        with self._lock:
+            job = self._running.get(job_id)
+            if job is not None:
+                self._abandoned.add(id(job))
+
+    def abandoned(self, job: Job) -> bool:
+        """True when this attempt of ``job`` was recorded elsewhere (``abandon``)."""
+        with self._lock:
+            return id(job) in self._abandoned
 
     def progressed(self, job: Job) -> None:
         """``job`` (watched) reported progress: write it now, or keep it for the next round."""
@@ -124,8 +148,12 @@ class RunningJobs:
             time.sleep(min(PROGRESS_WRITE_S, self._poll_interval))
             with self._lock:
                 running = dict(self._running)
+                overdue = self._deadlines.overdue(time.monotonic())
             if not running:
                 continue
+            for job_id, seconds in overdue:
+                logger.warning("job %s ran out of its %gs: telling it to stop", job_id, seconds)
+                running[job_id].time_out(timeout_error(seconds))
             try:
                 self._write_progress()
                 now = time.monotonic()

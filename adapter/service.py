@@ -33,6 +33,7 @@ from adapter.bulk import checked_batch
 from adapter.control import UNCHANGED, ControllableStrategy, Unchanged, controllable
 from adapter.errors import JobQueueError
 from adapter.job import Job, validate_queue_name
+from adapter.scheduling.service import ScheduledTasks
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
 from adapter.subscribable import JobFinder, SubscribableJob
 from adapter.transaction import on_commit
@@ -102,25 +103,35 @@ class JobQueue:
                 self._started = False
 
     def add(
-        self, data: Any = None, retries: int = 0, transaction: object | None = None
+        self,
+        data: Any = None,
+        retries: int = 0,
+        transaction: object | None = None,
+        timeout: float | None = None,
     ) -> SubscribableJob:
         """Add a job with ``data``; it is attempted at most ``retries`` + 1 times.
 
         Returns the job as published, in state PENDING. A job a buffer collected comes back
         with id ``"buffered"``. With ``transaction`` (a SQLAlchemy Session or a Django
         connection) the job gets its final id now but is published only once that transaction
-        commits, and never if it rolls back.
+        commits, and never if it rolls back. ``timeout``: seconds each attempt may run
+        (``adapter.deadlines``); not for a job a buffer collects (ValueError).
         """
         job = Job(queue_name=self._name, data=data, retries=retries)
         collectors = self._buffers.collectors(job)
+        add: Callable[..., Any] = self._strategy.add
+        if timeout is not None:
+            add = functools.partial(_timed(self._strategy).add, timeout=timeout)
+        if collectors and timeout is not None:
+            raise ValueError("timeout: a buffer collects this job; give its queue a timeout")
         if collectors:
             publish: Callable[[], object] = functools.partial(self._buffers.store, collectors, job)
             added = job.model_copy(update={"id": BUFFERED_JOB_ID})
         elif transaction is not None:
             added = job.model_copy(update={"id": str(uuid.uuid4())})
-            publish = functools.partial(self._strategy.add, added.snapshot())
+            publish = functools.partial(add, added.snapshot())
         else:
-            return _subscribable(self._strategy.add(job), self._strategy)
+            return _subscribable(add(job), self._strategy)
         if transaction is None:
             publish()
         else:
@@ -159,7 +170,7 @@ class JobQueue:
         return [_subscribable(job, self._strategy) for job in results]
 
 
-class JobQueueService:
+class JobQueueService(ScheduledTasks):
     """Creates the queues of this process and starts those it should run."""
 
     def __init__(
@@ -201,17 +212,21 @@ class JobQueueService:
         *,
         concurrency: int | Unchanged | None = UNCHANGED,
         rate_limit: str | Unchanged | None = UNCHANGED,
+        timeout: float | None = None,
     ) -> JobQueue:
         """Create the queue ``prefix + name``; start it now if the service runs and it is active.
 
         ``concurrency`` and ``rate_limit``, when given, are stored as the queue's cluster-wide
-        limits (``adapter.control``; a strategy that cannot keep them raises).
+        limits (``adapter.control``; a strategy that cannot keep them raises). ``timeout``:
+        seconds each attempt of its jobs may run (``adapter.deadlines``).
         """
         queue_name = validate_queue_name(self._prefix + name)
         if concurrency is not UNCHANGED or rate_limit is not UNCHANGED:
             controllable(self.strategy).set_queue_limits(
                 queue_name, concurrency=concurrency, rate_limit=rate_limit
             )
+        if timeout is not None:
+            _timed(self.strategy).set_queue_timeout(queue_name, timeout)
         if self._error_handlers:
             process = _reporting_errors(process, self._error_handlers)
         queue = JobQueue(queue_name, process, self.strategy, self._buffers)
@@ -283,6 +298,13 @@ class JobQueueService:
 
     def _is_active(self, queue_name: str) -> bool:
         return not self._active_queues or queue_name in self._active_queues
+
+
+def _timed(strategy: JobQueueStrategy) -> Any:
+    """Return ``strategy`` if it takes timeouts (``CeleryJobQueueStrategy`` does)."""
+    if not callable(getattr(strategy, "set_queue_timeout", None)):
+        raise TypeError(f"timeout: {type(strategy).__name__} has no timeouts")
+    return strategy
 
 
 def _subscribable(job: Job, strategy: JobQueueStrategy) -> SubscribableJob:

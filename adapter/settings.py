@@ -136,6 +136,12 @@ def _count(raw: object) -> int:
     return value
 
 
+def _retention_rules(raw: object) -> tuple[Any, ...]:
+    from adapter.retention import parse_rules  # it imports the cron libraries
+
+    return parse_rules(raw)
+
+
 BROKER_URL: Setting[str] = Setting(
     "broker_url", ("ADAPTER_BROKER_URL", "CELERY_BROKER_URL"), "URL", "filesystem://",
     "Celery's broker: amqp://, redis:// or filesystem:// (the embedded default, no server)",
@@ -193,10 +199,88 @@ HEALTH_PORT: Setting[int | None] = Setting(
     "where each worker of the app answers GET /health (unset: no endpoint; 0: any free port)",
     _port,
 )  # fmt: skip
+JOB_TIMEOUT: Setting[float | None] = Setting(
+    "adapter_job_timeout", ("ADAPTER_JOB_TIMEOUT",), "seconds > 0", None,
+    "the longest a job attempt may run, for queues and jobs without their own timeout "
+    "(unset: no limit); the job is told to stop, then stopped after adapter_stop_grace",
+    _positive_seconds,
+)  # fmt: skip
+STOP_GRACE: Setting[float] = Setting(
+    "adapter_stop_grace", ("ADAPTER_STOP_GRACE",), "seconds > 0", 5.0,
+    "how long a timed-out or cancelled running job has to stop by itself before it is "
+    "stopped by force (prefork: its pool process is replaced)",
+    _positive_seconds,
+)  # fmt: skip
 HEALTH_HOST: Setting[str] = Setting(
     "adapter_health_host", ("ADAPTER_HEALTH_HOST",), "address", "127.0.0.1",
     "the address /health listens on: 0.0.0.0 for probes from other machines (Kubernetes)",
     _name,
+)  # fmt: skip
+SCHEDULER: Setting[bool] = Setting(
+    "adapter_scheduler", ("ADAPTER_SCHEDULER",), "true or false", True,
+    "the app's workers run its scheduled tasks (adapter.scheduling); false: none runs them",
+    _flag,
+)  # fmt: skip
+SCHEDULE_POLL_INTERVAL: Setting[float] = Setting(
+    "adapter_schedule_poll_interval", ("ADAPTER_SCHEDULE_POLL_INTERVAL",), "seconds > 0", 1.0,
+    "how often each worker looks for due ticks: a tick starts at most this late",
+    _positive_seconds,
+)  # fmt: skip
+SCHEDULE_LEASE: Setting[float] = Setting(
+    "adapter_schedule_lease", ("ADAPTER_SCHEDULE_LEASE",), "seconds > 0", 30.0,
+    "a run's lease, renewed every third of it: a run whose worker died blocks ticks this long",
+    _positive_seconds,
+)  # fmt: skip
+SCHEDULE_HISTORY: Setting[int] = Setting(
+    "adapter_schedule_history", ("ADAPTER_SCHEDULE_HISTORY",), "count > 0", 100,
+    "finished runs kept per scheduled task, newest first",
+    _positive_count,
+)  # fmt: skip
+RETENTION: Setting[tuple[Any, ...]] = Setting(
+    "adapter_retention", ("ADAPTER_RETENTION",), "rules", (),
+    "settled jobs to remove: QUEUE:STATE:KEEP:MAX_AGE;... (*:COMPLETED:1000:7d), see "
+    "adapter.retention; empty: none",
+    _retention_rules,
+)  # fmt: skip
+RETENTION_SCHEDULE: Setting[str] = Setting(
+    "adapter_retention_schedule", ("ADAPTER_RETENTION_SCHEDULE",), "cron", "0 */2 * * *",
+    "when the workers apply adapter_retention (Vendure cleans jobs every 2 hours)",
+    _name,
+)  # fmt: skip
+
+
+def _names(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
+        raise TypeError("must be comma-separated names")
+    return tuple(item.strip() for item in raw if item.strip())
+
+
+# The dashboard's settings (``jobqueue dashboard``, adapter.web) are read from the environment
+# by the command only: they are not Celery settings, so a token never lands in a Celery conf.
+DASHBOARD_TOKEN: Setting[str | None] = Setting(
+    "adapter_dashboard_token", ("ADAPTER_DASHBOARD_TOKEN",), "secret", None,
+    "the bearer token the dashboard requires (as --token, kept out of the process list)",
+    _name,
+)  # fmt: skip
+DASHBOARD_REDACT_KEYS: Setting[tuple[str, ...]] = Setting(
+    "adapter_dashboard_redact_keys", ("ADAPTER_DASHBOARD_REDACT_KEYS",), "names", (),
+    "job data and result keys (any depth, any case) whose values the dashboard never shows",
+    _names,
+)  # fmt: skip
+DASHBOARD_HOST: Setting[str] = Setting(
+    "adapter_dashboard_host", ("ADAPTER_DASHBOARD_HOST",), "address", "127.0.0.1",
+    "the address the dashboard listens on; another than loopback needs a token or basic auth",
+    _name,
+)  # fmt: skip
+DASHBOARD_PORT: Setting[int] = Setting(
+    "adapter_dashboard_port", ("ADAPTER_DASHBOARD_PORT",), "TCP port", 8025,
+    "the port the dashboard listens on", _port,
+)  # fmt: skip
+#: Settings of ``jobqueue dashboard`` only (not in a Celery app's configuration).
+DASHBOARD_SETTINGS: tuple[Setting[Any], ...] = (
+    DASHBOARD_TOKEN, DASHBOARD_REDACT_KEYS, DASHBOARD_HOST, DASHBOARD_PORT,
 )  # fmt: skip
 
 #: Every setting, in the order the documentation lists them.
@@ -213,6 +297,14 @@ SETTINGS: tuple[Setting[Any], ...] = (
     JOB_RESULTS,
     HEALTH_PORT,
     HEALTH_HOST,
+    SCHEDULER,
+    SCHEDULE_POLL_INTERVAL,
+    SCHEDULE_LEASE,
+    SCHEDULE_HISTORY,
+    RETENTION,
+    RETENTION_SCHEDULE,
+    JOB_TIMEOUT,
+    STOP_GRACE,
 )
 
 
@@ -231,6 +323,14 @@ class AdapterSettings:
     job_results: bool = JOB_RESULTS.default
     health_port: int | None = HEALTH_PORT.default
     health_host: str = HEALTH_HOST.default
+    scheduler: bool = SCHEDULER.default
+    schedule_poll_interval: float = SCHEDULE_POLL_INTERVAL.default
+    schedule_lease: float = SCHEDULE_LEASE.default
+    schedule_history: int = SCHEDULE_HISTORY.default
+    retention: tuple[Any, ...] = RETENTION.default
+    retention_schedule: str = RETENTION_SCHEDULE.default
+    job_timeout: float | None = JOB_TIMEOUT.default
+    stop_grace: float = STOP_GRACE.default
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout < 2 * self.heartbeat_interval:
@@ -255,6 +355,14 @@ class AdapterSettings:
             job_results=JOB_RESULTS.read(conf),
             health_port=HEALTH_PORT.read(conf),
             health_host=HEALTH_HOST.read(conf),
+            scheduler=SCHEDULER.read(conf),
+            schedule_poll_interval=SCHEDULE_POLL_INTERVAL.read(conf),
+            schedule_lease=SCHEDULE_LEASE.read(conf),
+            schedule_history=SCHEDULE_HISTORY.read(conf),
+            retention=RETENTION.read(conf),
+            retention_schedule=RETENTION_SCHEDULE.read(conf),
+            job_timeout=JOB_TIMEOUT.read(conf),
+            stop_grace=STOP_GRACE.read(conf),
         )
 
     def job_store_url(self) -> str:

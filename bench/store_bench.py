@@ -249,23 +249,29 @@ def run_store(name: str, count: int, runs: int, seed: int, analyze: bool = True)
             ids: list[str] = []
             source = sampled(make_jobs(count, seed), max(count // 1000, 1), ids)
             started = time.perf_counter()
-            store: JobStore
-            if name == "redis":
-                store = RedisJobStore(target.url, prefix=target.prefix)
-                store.get("creates-the-schema-key")
-                client = redis.Redis.from_url(target.url)
-                load_redis(client, RedisKeys(target.prefix), source)
-                client.close()
-            else:
-                store = SqlJobStore(target.url)
-                store.get("creates-the-table")
-                load_sql(target.url, source, analyze)
+            store = fill(name, target, source, analyze)
             load_s = time.perf_counter() - started
             many, one = measure(store, ids, runs, seed)
             store.close()
         finally:
             target.remove()
     return Report(name, count, load_s, many, one)
+
+
+def fill(name: str, target: Target, source: Iterator[Job], analyze: bool = True) -> JobStore:
+    """Open the store of kind ``name`` at ``target`` and bulk-load ``source`` into it."""
+    store: JobStore
+    if name == "redis":
+        store = RedisJobStore(target.url, prefix=target.prefix)
+        store.get("creates-the-schema-key")
+        client = redis.Redis.from_url(target.url)
+        load_redis(client, RedisKeys(target.prefix), source)
+        client.close()
+    else:
+        store = SqlJobStore(target.url)
+        store.get("creates-the-table")
+        load_sql(target.url, source, analyze)
+    return store
 
 
 def open_target(name: str, folder: str) -> Target:

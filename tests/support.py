@@ -134,14 +134,26 @@ def postgres_schema(postgres_url: str, label: str) -> Iterator[str]:
         admin.dispose()
 
 
-def sent_and_received(app: Celery, job: Job) -> Message:
+def sent_and_received(app: Celery, job: Job, timeout: float | None = None) -> Message:
     """Build ``job``'s message, send it as ``JobPublisher`` does and take it off its queue."""
     name = celery_queue(job.queue_name)
     with app.producer_or_acquire() as producer:
         app.amqp.send_task_message(
-            producer, TASK_NAME, build(app.amqp, job, job_args(job)), queue=name
+            producer, TASK_NAME, build(app.amqp, job, job_args(job), timeout=timeout), queue=name
         )
     with app.connection_for_read() as connection:
         message = Queue(name, routing_key=name)(connection).get(no_ack=True)  # type: ignore[no-untyped-call]
     assert isinstance(message, Message)
     return message
+
+
+@contextlib.contextmanager
+def memory_strategy(name: str) -> Iterator[CeleryJobQueueStrategy]:
+    """A strategy on kombu's in-memory broker and a fresh memory store: no server."""
+    app = Celery(name, broker="memory://", set_as_current=False)
+    made = CeleryJobQueueStrategy(app, store=f"memory://{uuid.uuid4().hex}")
+    try:
+        yield made
+    finally:
+        made.destroy()
+        app.close()

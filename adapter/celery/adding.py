@@ -25,6 +25,7 @@ from adapter.bulk import checked_batch
 from adapter.celery.publish import JobPublisher
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import check_data_size
+from adapter.deadlines import check_timeout
 from adapter.errors import BulkPublishError, DuplicateJobError, PublishError
 from adapter.job import Job, added_fields, check_fields
 from adapter.metrics.recorder import MetricsRecorder, NoMetrics
@@ -68,14 +69,18 @@ class JobAdder:
         self._write_behind.write_waiting()
         return self._store
 
-    def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
+    def add(
+        self, job: Job, *, idempotency_key: str | None = None, timeout: float | None = None
+    ) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
         A job without an id gets a new one, a UUIDv7. The key (unique per queue) becomes the
         job's id instead, so adding it again, from any process, publishes nothing and returns
         the job as it is now. A field out of its range (``adapter.job.FIELD_RANGES``) raises
-        InvalidJobError or InvalidQueueNameError, and nothing is published.
+        InvalidJobError or InvalidQueueNameError, and nothing is published. ``timeout`` (seconds
+        per attempt, in the message: ``adapter.deadlines``) must be > 0 (ValueError naming it).
         """
+        timeout = check_timeout(timeout)
         check_fields(job)  # again: the job may have changed since it was built
         check_data_size(job.data, self.max_data_bytes)
         job_id = job.id or _new_job_id()
@@ -88,7 +93,7 @@ class JobAdder:
         if job.id is None and idempotency_key is None:
             # A fresh id is in no store yet: publish first, then record the job in the next
             # batch instead of paying a store round trip per add.
-            self._publisher.publish(added)
+            self._publisher.publish(added, timeout=timeout)
             self._write_behind.add(added)
             self._metrics.added([added])
             return SubscribableJob.wrap(added, self._finder)
@@ -100,7 +105,7 @@ class JobAdder:
                 raise
             return existing  # another process added the same key first
         try:
-            self._publisher.publish(added)
+            self._publisher.publish(added, timeout=timeout)
         except PublishError:
             assert added.id is not None
             self._stored().delete(added.id)

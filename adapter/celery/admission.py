@@ -33,6 +33,8 @@ from celery.worker.strategy import default
 from adapter.celery.envelope import (
     PROCESS_HEADER,
     QUEUE_HEADER,
+    TIMEOUT_FIELD,
+    TIMEOUT_HEADER,
     malformed_reason,
     message_headers,
     routed_queue_name,
@@ -41,6 +43,7 @@ from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.routing import celery_queue
 from adapter.data import check_data_size
+from adapter.deadlines import Timeouts
 from adapter.errors import InvalidJobMessageError, JobQueueError
 from adapter.job import Job, validate_queue_name
 
@@ -62,12 +65,15 @@ class Admission:
         registry: ProcessRegistry,
         max_data_bytes: int,
         batcher: Batcher | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
-        """``batcher`` takes the admitted messages of batch queues (``adapter.celery.batching``)."""
+        """``batcher`` takes the admitted messages of batch queues (``adapter.celery.batching``);
+        ``timeouts`` resolves each admitted attempt's timeout (``adapter.deadlines``)."""
         self._recorder = recorder
         self._registry = registry
         self._max_data_bytes = max_data_bytes
         self._batcher = batcher
+        self._timeouts = timeouts
 
     def strategy(self) -> Callable[..., Any]:
         """Return a Celery task ``Strategy`` that admits each message before Celery's own runs."""
@@ -85,8 +91,13 @@ class Admission:
                         return None
                 if token:
                     # The request Celery builds copies these headers: the pool learns which
-                    # process runs the job from the look-up made here, once per message.
+                    # process runs the job from the look-up made here, once per message, and
+                    # the watchdog (this process) the attempt's timeout.
                     message.headers[PROCESS_HEADER] = token
+                    if self._timeouts is not None:
+                        own = message.headers.get(TIMEOUT_HEADER)
+                        queue_name = routed_queue_name(message.delivery_info)
+                        message.headers[TIMEOUT_FIELD] = self._timeouts.resolve(queue_name, own)
                     return handle(message, body, *args, **kwargs)
                 return None
 

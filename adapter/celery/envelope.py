@@ -25,6 +25,9 @@ service, a shell script) that sends exactly this gets its job run like one ``add
   them. The adapter sets ``argsrepr`` to ``[job <id> on '<queue name>']`` (headers and
   properties; ``args_repr``), so Flower and ``celery events`` never show the job data, and
   ``kwargsrepr`` to ``{}``; a worker reads neither.
+- **Timeout** (optional): header ``adapter_timeout`` (``TIMEOUT_HEADER``), seconds > 0, the
+  job's own time limit per attempt (``add(job, timeout=...)``; ``adapter.deadlines``); kept by
+  its retries. A bad value is ignored (the queue's timeout applies).
 - **Retry**: a failed attempt with retries left is sent again by Celery's ``Task.retry``, same
   task id, with the job as it is after that attempt as the argument (``job_args``) and the
   same ``argsrepr``/``kwargsrepr`` as the first message (``args_repr``).
@@ -35,7 +38,7 @@ A worker refuses a message on a job queue whose envelope is malformed (``malform
 or whose job is invalid (``job_of``): it is kept as a dead letter (``dead_letter``; on
 RabbitMQ the message itself, with header ``x-adapter-dead-letter-reason``), never run. The
 worker adds ``adapter_process`` (``PROCESS_HEADER``) to a request it hands its pool; a producer
-never sets it.
+never sets it, nor ``adapter_timeout_s`` (``TIMEOUT_FIELD``), the timeout it resolved.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ TASK_NAME = "adapter.run_job"
 QUEUE_HEADER = "adapter_queue"
 #: Request field a worker parent sets to tell the pool which process runs the job.
 PROCESS_HEADER = "adapter_process"
+#: Optional message header: the job's own timeout per attempt, in seconds.
+TIMEOUT_HEADER = "adapter_timeout"
+#: Request field a worker parent sets to the attempt's resolved timeout (None: none).
+TIMEOUT_FIELD = "adapter_timeout_s"
 #: Header added to a dead-lettered message kept on RabbitMQ: why it was not run.
 DEAD_LETTER_REASON_HEADER = "x-adapter-dead-letter-reason"
 #: The only content type a job message may have.
@@ -81,18 +88,29 @@ def args_repr(job: Job) -> dict[str, str]:
     return {"argsrepr": f"[job {job.id} on {job.queue_name!r}]", "kwargsrepr": KWARGS_REPR}
 
 
-def build(amqp: Any, job: Job, args: list[Any], **options: Any) -> Any:
+def build(
+    amqp: Any, job: Job, args: list[Any], *, timeout: float | None = None, **options: Any
+) -> Any:
     """Return Celery's task message (``app.amqp.create_task_message``) that runs ``job``.
 
     ``args`` come from ``job_args`` (the router has seen them); ``options`` are Celery's
-    ``create_task_message`` options. The message carries the queue header and, as
-    ``apply_async`` sends them, ``argsrepr``/``kwargsrepr`` among its properties too.
+    ``create_task_message`` options. The message carries the queue header (and the job's
+    own ``timeout``, if given) and, as ``apply_async`` sends them, ``argsrepr``/``kwargsrepr``
+    among its properties too.
     """
     reprs = args_repr(job)
     message = amqp.create_task_message(job.id, TASK_NAME, args, {}, **reprs, **options)
     message.headers[QUEUE_HEADER] = job.queue_name
+    if timeout is not None:
+        message.headers[TIMEOUT_HEADER] = timeout
     message.properties.update(reprs)
     return message
+
+
+def retry_headers(request: Any) -> dict[str, Any]:
+    """Return the ``headers`` option of a retry of ``request``: the job's own timeout, kept."""
+    timeout = getattr(request, TIMEOUT_HEADER, None)
+    return {} if timeout is None else {"headers": {TIMEOUT_HEADER: timeout}}
 
 
 def job_of(wire_job: Any, task_id: str) -> Job:

@@ -22,6 +22,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Reject
 
+from adapter.celery.envelope import TIMEOUT_HEADER
 from adapter.celery.publish import JobPublisher
 from adapter.control import CONTROLS_TTL_S, Admission
 from adapter.errors import JobQueueError, PublishError
@@ -109,10 +110,12 @@ class GatedLifecycle(Lifecycle):
         """A queue that may have controls claims each job through the gate."""
         return not self.controlled.may_control(queue_name)
 
-    def attempt(self, job: Job, process: Callable[[Job], Any]) -> Outcome:
+    def attempt(
+        self, job: Job, process: Callable[[Job], Any], timeout: float | None = None
+    ) -> Outcome:
         """Run the attempt, then free its concurrency slot."""
         try:
-            return super().attempt(job, process)
+            return super().attempt(job, process, timeout)
         finally:
             self._release(job)
 
@@ -134,7 +137,11 @@ def hand_back(task: Task, job: Job, waiting: MustWait) -> Exception:
     Ignore acknowledges it; when the broker refuses the new message, Reject requeues this one.
     """
     try:
-        JobPublisher(task.app, task).publish(job, countdown=waiting.admission.wait_s)
+        JobPublisher(task.app, task).publish(  # the job's own timeout kept (its header)
+            job,
+            countdown=waiting.admission.wait_s,
+            timeout=getattr(task.request, TIMEOUT_HEADER, None),
+        )
     except PublishError as err:
         logger.warning("job %s: %s; could not hand it back (%s)", job.id, waiting, err)
         rejected: Exception = Reject(str(err), requeue=True)

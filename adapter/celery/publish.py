@@ -48,13 +48,16 @@ class JobPublisher:
         self._app = app
         self._task = task
 
-    def publish(self, job: Job, countdown: float | None = None) -> None:
+    def publish(
+        self, job: Job, countdown: float | None = None, timeout: float | None = None
+    ) -> None:
         """Send the message that runs ``job`` (``countdown`` seconds from now, if given).
 
+        ``timeout``: the job's own timeout per attempt (``adapter.deadlines``), if any.
         PublishError when the broker refuses it.
         """
         try:
-            self._send(job, countdown)
+            self._send(job, countdown, timeout)
         except Exception as err:  # the broker's errors vary by transport
             raise PublishError(f"could not publish job to queue {job.queue_name!r}: {err}") from err
 
@@ -101,12 +104,14 @@ class JobPublisher:
             return (0 if batched else sent), err  # of a failed pipeline none is known sent
         return sent, None
 
-    def _send(self, job: Job, countdown: float | None) -> None:
-        message, options = self._prepare(job, countdown)
+    def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
+        message, options = self._prepare(job, countdown, timeout)
         with self._app.producer_or_acquire() as producer:
             self._send_message(producer, message, options)
 
-    def _prepare(self, job: Job, countdown: float | None) -> tuple[Any, dict[str, Any]]:
+    def _prepare(
+        self, job: Job, countdown: float | None, timeout: float | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """Return the message that runs ``job`` and the options ``send_task_message`` takes."""
         app, amqp = self._app, self._app.amqp
         args = job_args(job)
@@ -128,6 +133,7 @@ class JobPublisher:
             amqp,
             job,
             args,
+            timeout=timeout,
             reply_to=app.thread_oid,
             countdown=countdown,
             expires=options.pop("expires", None),

@@ -37,6 +37,7 @@ from adapter.celery.app import (
     shown_broker_url,
     use_adapter_transports,
 )
+from adapter.celery.background import WorkerThreads
 from adapter.celery.batching import Batcher, BatchRunner, check_batch
 from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.controls import RevokeCanceller
@@ -55,9 +56,11 @@ from adapter.celery.registry import ProcessRegistry
 from adapter.celery.results import mark_revoked
 from adapter.celery.routing import celery_queue, queue_name_of
 from adapter.celery.task import register_task
+from adapter.celery.watchdog import Watchdog
 from adapter.celery.write_behind import WriteBehind
 from adapter.control import UNCHANGED, QueueControl, Unchanged
 from adapter.dead_letter import DeadLetter
+from adapter.deadlines import Timeouts
 from adapter.errors import (
     BrokerError,
     ConfigurationError,
@@ -73,6 +76,7 @@ from adapter.listing import JobList, JobListOptions
 from adapter.metrics.recorder import MetricsRecorder
 from adapter.metrics.storage import metrics_storage
 from adapter.running import RunningJobs
+from adapter.scheduling.scheduler import Scheduler
 from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
 from adapter.store.changes import Watch
@@ -119,7 +123,9 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             else open_store(str(store or store_url_for(app.conf)))
         )
         self.backoff_strategy = backoff_strategy or constant_backoff()
-        self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
+        settings = AdapterSettings.from_conf(app.conf)
+        self.max_data_bytes = settings.max_data_bytes
+        self.timeouts = Timeouts(settings.job_timeout, settings.stop_grace)
         self.liveness = Liveness.from_conf(app.conf)
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
         self.metrics = MetricsRecorder(metrics_storage(self._store))  # adapter.metrics
@@ -136,8 +142,12 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         recorder = DeadLetterRecorder(self._store)
         self._batch_runner = BatchRunner(app, self._registry, self.lifecycle)
         self._batcher = Batcher(self._batch_runner, recorder.take)
-        admission = Admission(recorder, self._registry, self.max_data_bytes, self._batcher)
-        self._task = register_task(app, self._registry, self.lifecycle, recorder, admission)
+        admission = Admission(
+            recorder, self._registry, self.max_data_bytes, self._batcher, self.timeouts
+        )
+        self._task = register_task(
+            app, self._registry, self.lifecycle, recorder, admission, self.timeouts
+        )
         register_add_task(app, self)  # adapter.add_job: beat adds jobs by name
         self._publisher = JobPublisher(app, self._task)
         self._reaper = Reaper(
@@ -145,10 +155,20 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._publisher,
             OrphanRecovery(app, self._store, self._publisher, self.liveness),
         )
+        #: The app's scheduled tasks (``adapter.scheduling``): its workers run them.
+        self.scheduler = Scheduler.from_settings(self._store, settings)
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._on_consumer_bind, on_unbind=self._on_consumer_unbind
         )
         self._pauses = PauseFollower(self.queues, self._consumer, self._registry)
+        self._watchdog = Watchdog(self._consumer, self._task, self.lifecycle, self.timeouts)
+        #: What a worker runs beside its consumer, started and stopped with it.
+        self._threads = WorkerThreads(
+            self._reaper,
+            self._pauses,
+            self._watchdog,
+            self.scheduler if settings.scheduler else None,
+        )
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder, self._revokes))
@@ -174,12 +194,22 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._write_behind.write_waiting()
         return self._store
 
-    def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
+    def add(
+        self, job: Job, *, idempotency_key: str | None = None, timeout: float | None = None
+    ) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
-        See ``adapter.celery.adding.JobAdder.add``.
+        ``timeout``: seconds each attempt may run (``adapter.deadlines``). See
+        ``adapter.celery.adding.JobAdder.add``.
         """
-        return self._adder.add(job, idempotency_key=idempotency_key)
+        return self._adder.add(job, idempotency_key=idempotency_key, timeout=timeout)
+
+    def set_queue_timeout(self, queue_name: str, timeout: float | None) -> None:
+        """Give each attempt of ``queue_name``'s jobs ``timeout`` seconds (None: the default).
+
+        Set it where the jobs run (the worker's module): a worker reads it per message.
+        """
+        self.timeouts.set_queue(validate_queue_name(queue_name), timeout)
 
     def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
         """Publish many new jobs at once (``adapter.celery.adding.JobAdder.add_many``)."""
@@ -378,6 +408,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         stopped = self._embedded.stop()
         self._reaper.stop()
+        self.scheduler.stop()
         self._batch_runner.close()
         try:
             self.flush()
@@ -400,12 +431,10 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         return cancelled
 
     def _on_consumer_bind(self) -> None:
-        self._reaper.start()
-        self._pauses.start()
+        self._threads.start()
 
     def _on_consumer_unbind(self) -> None:
-        self._reaper.stop()
-        self._pauses.stop()
+        self._threads.stop()
 
     def _runs_embedded_worker(self) -> bool:
         return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()

@@ -27,25 +27,27 @@ from adapter.celery.envelope import (
     PROCESS_HEADER,
     QUEUE_HEADER,
     TASK_NAME,
+    TIMEOUT_FIELD,
+    TIMEOUT_HEADER,
     args_repr,
     job_args,
     job_of,
+    retry_headers,
 )
 from adapter.celery.gate import MustWait, hand_back
 from adapter.celery.poison import DeadLetterRecorder
-from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
 from adapter.celery.results import CANCELLED_REASON, CancelledAttempt, progress_reporter
+from adapter.celery.watchdog import killed_for_timeout, record_stopped
+from adapter.deadlines import Timeouts
 from adapter.errors import (
     InvalidJobMessageError,
     JobDataError,
     JobFailedError,
-    JobQueueError,
     JobTimeLimitError,
     StoreError,
     WrongQueueError,
 )
-from adapter.forksafe import no_fork
 from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 from adapter.settings import AdapterSettings
@@ -63,11 +65,12 @@ def register_task(
     lifecycle: Lifecycle,
     recorder: DeadLetterRecorder,
     admission: Admission,
+    timeouts: Timeouts,
 ) -> Task:
     """Register ``adapter.run_job`` on ``app`` and return it.
 
     ``admission`` sees each message in the consumer first; ``recorder`` takes what the pool
-    refuses.
+    refuses; ``timeouts`` gives each attempt its timeout.
     """
 
     class JobRequest(Request):  # type: ignore[misc]
@@ -83,7 +86,11 @@ def register_task(
             would stay RUNNING until the reaper counted it as a lost worker's.
             """
             if not soft and not worker_state.should_terminate:
-                _time_limit_hit(self.task, lifecycle, self.id, timeout)
+                err = JobTimeLimitError(f"stopped by the hard time limit ({timeout:g}s)")
+                record_stopped(
+                    self.task, lifecycle, self.id, err, claim_waiting=True,
+                    job_timeout=self._request_dict.get(TIMEOUT_HEADER),
+                )  # fmt: skip
             super().on_timeout(soft, timeout)
 
         def on_failure(self, exc_info: Any, *args: Any, **kwargs: Any) -> Any:
@@ -97,6 +104,9 @@ def register_task(
                 exc = exc.exc
             if isinstance(exc, CancelledAttempt) and not self._already_revoked:
                 self._announce_revoked(CANCELLED_REASON, False, None, False)
+                return None
+            if killed_for_timeout(self, exc):  # recorded and acknowledged by the watchdog
+                worker_state.task_ready(self)
                 return None
             return super().on_failure(exc_info, *args, **kwargs)
 
@@ -153,31 +163,13 @@ def _run(
         raise _not_run(lifecycle, job)
     claimed.on("progress", progress_reporter(task))
     try:
-        outcome = lifecycle.attempt(claimed, process)
+        outcome = lifecycle.attempt(claimed, process, getattr(task.request, TIMEOUT_FIELD, None))
     except StoreError as err:
         # Hand the message back rather than acknowledge a job whose outcome is unrecorded:
         # it runs again (at least once) instead of staying RUNNING for ever.
         logger.error("job %s: could not record its outcome: %s; handing it back", job.id, err)
         raise Reject(f"could not record the outcome of job {job.id}: {err}", requeue=True) from err
     return _tell_celery(task, lifecycle, outcome)
-
-
-def _time_limit_hit(task: Task, lifecycle: Lifecycle, job_id: str, timeout: float) -> None:
-    """Record the attempt of ``job_id`` stopped by the hard time limit; publish its retry."""
-    err = JobTimeLimitError(f"stopped by the hard time limit ({timeout:g}s)")
-    try:
-        with no_fork():  # the prefork pool's parent: store connections must not fork mid-call
-            job = lifecycle.store.get(job_id)
-            if job is not None and job.state in {JobState.PENDING, JobState.RETRYING}:
-                job = lifecycle.claim(job)  # stopped before its claim: still an attempt
-            running = job is not None and job.state == JobState.RUNNING
-            outcome = lifecycle.failed(job, err) if job is not None and running else None
-        if outcome is not None and outcome.kind == OutcomeKind.RETRY and outcome.job is not None:
-            JobPublisher(task.app, task).publish(outcome.job, countdown=outcome.retry_in_s)
-    except JobQueueError as lost:  # the reaper hands it back once its heartbeat is stale
-        logger.error("job %s: %s, and it could not be recorded: %s", job_id, err, lost)
-        return
-    logger.error("job %s: %s", job_id, err)
 
 
 def _refuse(task: Task, recorder: DeadLetterRecorder, wire_job: Any, reason: str) -> NoReturn:
@@ -193,7 +185,11 @@ def _tell_celery(task: Task, lifecycle: Lifecycle, outcome: Outcome) -> Any:
         return None
     if outcome.kind == OutcomeKind.RETRY:
         raise task.retry(
-            args=job_args(job), countdown=outcome.retry_in_s, exc=err, **args_repr(job)
+            args=job_args(job),
+            countdown=outcome.retry_in_s,
+            exc=err,
+            **args_repr(job),
+            **retry_headers(task.request),
         ) from err
     if outcome.kind == OutcomeKind.FAILED:
         raise _failure(job) from (None if isinstance(err, JobDataError) else err)

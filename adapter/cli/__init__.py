@@ -16,7 +16,12 @@
     jobqueue pause|resume QUEUE        start no new job of QUEUE on any worker / start again
     jobqueue limit QUEUE               cluster-wide limits [--concurrency N|none]
                                                           [--rate N/s|N/m|N/h|none]
+    jobqueue schedules                 scheduled tasks: last and next run, running, enabled
+    jobqueue schedules run ID          ask for a run now  (also: enable ID, disable ID)
     jobqueue check                     dangerous settings  [--longest-job 2h]
+    jobqueue dashboard                 the dashboard and HTTP admin API [--host 127.0.0.1]
+                                       [--port 8025] [--token T | --basic-auth U:P]
+                                       [--read-only] [--redact KEY]... [--interval 2]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
                                        [--graceful-timeout 20] [--health-port PORT]
@@ -47,8 +52,9 @@ from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
 from adapter.celery.strategy import launched_by_cli
 from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
-from adapter.cli import commands, controls
+from adapter.cli import commands, controls, dashboard
 from adapter.cli.demo import run_demo
+from adapter.cli.schedules import schedules as run_schedules
 from adapter.errors import JobQueueError
 from adapter.job import JobState
 from adapter.listing import MAX_SKIP, MAX_TAKE
@@ -241,9 +247,16 @@ def _parser() -> argparse.ArgumentParser:
     dead.set_defaults(run=commands.dead_letters)
     reap = sub.add_parser("reap", parents=[common], help="hand back jobs of lost workers now")
     reap.set_defaults(run=commands.reap)
+    schedules = sub.add_parser(
+        "schedules", parents=[common], help="scheduled tasks: list; run, enable, disable one"
+    )
+    schedules.add_argument("action", nargs="?", choices=["run", "enable", "disable"])
+    schedules.add_argument("id", nargs="?", help="the scheduled task's id")
+    schedules.set_defaults(run=run_schedules)
     check = sub.add_parser("check", parents=[common], help="dangerous settings")
     check.add_argument("--longest-job", help="longest job or retry delay, e.g. 2h")
     check.set_defaults(run=commands.check)
+    dashboard.add_parser(sub, common)
     worker = sub.add_parser("worker", help="a Celery worker for the queues MODULE starts")
     worker.add_argument("module", help="MODULE[:ATTR] that builds the strategy and starts queues")
     worker.add_argument("--queues", help="comma-separated queue names to run (default: all)")

@@ -21,13 +21,13 @@ from adapter.cli.render import (
     job_details,
     job_json,
     job_rows,
-    parse_duration,
     progress_bar,
     table,
 )
 from adapter.control import QueueControl
 from adapter.errors import JobQueueError
 from adapter.job import Job, JobState, utcnow
+from adapter.retention import parse_duration
 
 #: ``watch`` exit code per final state.
 WATCH_EXIT = {JobState.COMPLETED: 0, JobState.FAILED: 1, JobState.CANCELLED: 3}

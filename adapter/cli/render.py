@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from adapter.job import Job, JobState
 
 #: Characters in a progress bar.
 BAR_WIDTH = 20
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Return ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"1w"`` or ``"1h30m"`` as a timedelta."""
-    parts = _DURATION.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h, 7d)")
-    return sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
 
 
 def progress_bar(progress: float) -> str:

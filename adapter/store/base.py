@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapter.dead_letter import DeadLetter
 from adapter.errors import WrongQueueError
@@ -30,6 +30,9 @@ from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.patterns import match_budget
 from adapter.store.changes import Watch, unnotified_watch
+
+if TYPE_CHECKING:
+    from adapter.store.schedules import ScheduleStore
 
 #: Fields a worker may change after ``add``; ``update`` writes them all (one list for all stores).
 MUTABLE_FIELDS = (
@@ -239,6 +242,11 @@ class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore):
 
     The transitions of ``adapter.job`` have one method each here, written once over ``apply``.
     """
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """Scheduled-task state and retention, kept beside the jobs (``store.schedules``)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no scheduled tasks")
 
     def cancel(self, job_id: str) -> Job | None:
         """Settle an unsettled job as CANCELLED; return the job as stored now, or None."""

@@ -16,6 +16,7 @@ Every write of a job's state or progress wakes its watches (``adapter.store.chan
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from adapter.job import START, Job, JobState, Transition, utcnow
 from adapter.listing import JobList, JobListOptions, list_jobs
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeHub, Watch
+from adapter.store.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,12 @@ class MemoryJobStore(JobStore):
         self._records: dict[str, _Record] = {}
         self._dead_letters: deque[DeadLetter] = deque()
         self._changes = ChangeHub()
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        from adapter.store.memory_schedules import MemoryScheduleStore
+
+        return MemoryScheduleStore(self)
 
     def insert(self, job: Job) -> None:
         with self._lock:

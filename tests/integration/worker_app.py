@@ -113,6 +113,27 @@ def mixed(job: Job) -> str:
     return "ok"
 
 
+def stubborn(job: Job) -> str:
+    """Ignore every notice to stop: append a line to ``ticks_file`` every 0.1 s for a minute."""
+    deadline = time.monotonic() + 60
+    with open(job.data["ticks_file"], "a") as ticks:
+        while time.monotonic() < deadline:
+            ticks.write(f"attempt {job.attempts} pid {os.getpid()}\n")
+            ticks.flush()
+            time.sleep(0.1)
+    return "ran for a minute"
+
+
+def stepping(job: Job) -> str:
+    """Raise the progress by 1 each second up to 99 (at most two minutes), until cancelled."""
+    began = time.monotonic()
+    while time.monotonic() < began + 120:
+        job.raise_if_cancelled()
+        job.set_progress(min(99, int(time.monotonic() - began) + 1))
+        time.sleep(0.1)
+    return "stepped"
+
+
 PROCESSES = {
     "echo": echo,
     "slow": slow_first_attempt,
@@ -122,6 +143,8 @@ PROCESSES = {
     "crash": crash,
     "logged": logged,
     "mixed": mixed,
+    "stubborn": stubborn,
+    "stepping": stepping,
 }
 
 _batch = int(os.environ.get("TEST_BATCH") or 0) or None  # every queue a batch queue of that size

@@ -16,9 +16,11 @@ from adapter.celery.envelope import (
     CONTENT_TYPE,
     QUEUE_HEADER,
     TASK_NAME,
+    TIMEOUT_HEADER,
     dead_letter,
     malformed_reason,
     request_body,
+    retry_headers,
     routed_queue_name,
     stored_job_due,
     stored_task_id,
@@ -159,3 +161,17 @@ def test_another_queues_or_an_unreadable_unacknowledged_message_has_no_due_time(
     raw: Any,
 ) -> None:
     assert stored_job_due(raw) is None
+
+
+def test_a_jobs_own_timeout_travels_in_a_header_and_a_retry_keeps_it(app: Celery) -> None:
+    job = make_job(queue_name=f"mail-{uuid.uuid4().hex}")
+    message = sent_and_received(app, job, timeout=2.5)
+    assert message.headers[TIMEOUT_HEADER] == 2.5
+    assert TIMEOUT_HEADER not in sent_and_received(app, job).headers
+
+    @dataclass
+    class Request:
+        adapter_timeout: float | None = 2.5
+
+    assert retry_headers(Request()) == {"headers": {TIMEOUT_HEADER: 2.5}}
+    assert retry_headers(Request(None)) == {}

@@ -44,6 +44,7 @@ exact, but it reads every candidate job, so it is refused (``InvalidListOptionsE
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ from adapter.store.redis.layout import (
     transition_spec,
 )
 from adapter.store.redis.scripts import RedisScripts
+from adapter.store.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +300,12 @@ class RedisJobStore(JobStore):
     def delete(self, job_id: str) -> None:
         with self._talking() as (_, scripts):
             scripts.delete(args=[self.keys.prefix, job_id])
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        from adapter.store.redis.schedules import RedisScheduleStore
+
+        return RedisScheduleStore(self._talking, self.keys)
 
     def watch(self, job_id: str) -> Watch:
         return self._changes.watch(job_id)

@@ -13,6 +13,7 @@ SQLite's readers poll.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from adapter.job import (
 from adapter.listing import JobList, JobListOptions
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeListener, Watch
+from adapter.store.schedules import ScheduleStore
 from adapter.store.sql.engine import ProcessEngine
 from adapter.store.sql.migrate import upgrade_schema
 from adapter.store.sql.query import JobListQuery
@@ -109,6 +111,12 @@ class SqlJobStore(JobStore):
             from adapter.store.sql.changes import change_listener
 
             self._changes = change_listener(self._db.sa_url, self.url)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        from adapter.store.sql.schedules import SqlScheduleStore
+
+        return SqlScheduleStore(self._db.sa_url.render_as_string(hide_password=False))
 
     def watch(self, job_id: str) -> Watch:
         if self._changes is None:
