@@ -76,3 +76,7 @@ class BulkPublishError(PublishError):
         super().__init__(message)
         #: Indexes of the jobs whose messages were sent (and are recorded) before the failure.
         self.published = published
+
+
+class JobNotWaitingError(JobQueueError):
+    """The job has started, settled or is unknown: it can no longer be rescheduled."""

@@ -26,14 +26,16 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferService, JobBufferStorage
 from adapter.bulk import checked_batch
 from adapter.errors import JobQueueError
-from adapter.job import Job, validate_queue_name
+from adapter.job import Job, utcnow, validate_queue_name
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
 from adapter.subscribable import JobFinder, SubscribableJob
+from adapter.timing import Timing
 from adapter.transaction import on_commit
 
 logger = logging.getLogger(__name__)
@@ -99,16 +101,30 @@ class JobQueue:
                 self._started = False
 
     def add(
-        self, data: Any = None, retries: int = 0, transaction: object | None = None
+        self,
+        data: Any = None,
+        retries: int = 0,
+        transaction: object | None = None,
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: float | None = None,
     ) -> SubscribableJob:
         """Add a job with ``data``; it is attempted at most ``retries`` + 1 times.
 
         Returns the job as published, in state PENDING. A job a buffer collected comes back
         with id ``"buffered"``. With ``transaction`` (a SQLAlchemy Session or a Django
         connection) the job gets its final id now but is published only once that transaction
-        commits, and never if it rolls back.
+        commits, and never if it rolls back. ``delay``/``run_at``, ``priority``,
+        ``unique_key`` and ``debounce``: when and how often it runs (``adapter.timing``).
         """
-        job = Job(queue_name=self._name, data=data, retries=retries)
+        timing = Timing(delay, run_at, priority, unique_key, debounce)
+        job = timing.apply(Job(queue_name=self._name, data=data, retries=retries))
+        if debounce is not None:  # the waiting job with the key takes this data: the strategy's
+            added = self._strategy.add(job, debounce=debounce)  # type: ignore[call-arg]
+            return _subscribable(added, self._strategy)
         collectors = self._buffers.collectors(job)
         if collectors:
             publish: Callable[[], object] = functools.partial(self._buffers.store, collectors, job)
@@ -125,16 +141,27 @@ class JobQueue:
         return _subscribable(added, self._strategy)
 
     def add_many(
-        self, datas: Iterable[Any], retries: int = 0, transaction: object | None = None
+        self,
+        datas: Iterable[Any],
+        retries: int = 0,
+        transaction: object | None = None,
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
     ) -> list[SubscribableJob]:
         """Add one job per item of ``datas``, all published at once (``strategy.add_many``).
 
         As ``add`` for each job, in order: buffers collect theirs first, and with
         ``transaction`` the jobs get their ids now and are published once it commits. Every
         job is checked before any is added: a bad one raises, naming its index (``jobs[3]``).
+        ``delay``/``run_at`` and ``priority`` apply to every job, as in ``add``.
         """
+        timing = Timing(delay, run_at, priority)
+        now = utcnow()
         jobs = checked_batch(
-            Job(queue_name=self._name, data=data, retries=retries) for data in datas
+            timing.apply(Job(queue_name=self._name, data=data, retries=retries), now)
+            for data in datas
         )
         results: list[Job] = []
         publish: list[Job] = []

@@ -129,6 +129,14 @@ def _flag(raw: object) -> bool:
     raise ValueError(f"true or false, not {raw!r}")
 
 
+def _names(raw: object) -> frozenset[str]:
+    parts = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(parts, list | tuple | set | frozenset):
+        raise TypeError(f"comma-separated names or a list, not {type(raw).__name__}")
+    names = frozenset(str(part).strip() for part in parts) - {""}
+    return names
+
+
 def _count(raw: object) -> int:
     value = int(_number(raw, int))
     if value < 0:
@@ -198,6 +206,12 @@ HEALTH_HOST: Setting[str] = Setting(
     "the address /health listens on: 0.0.0.0 for probes from other machines (Kubernetes)",
     _name,
 )  # fmt: skip
+PRIORITY_QUEUES: Setting[frozenset[str]] = Setting(
+    "adapter_priority_queues", ("ADAPTER_PRIORITY_QUEUES",), "queue names, or *", frozenset(),
+    "RabbitMQ: the job queues declared with x-max-priority, so priority orders them (a queue "
+    "that exists without it must be deleted first: RabbitMQ refuses to redeclare it)",
+    _names,
+)  # fmt: skip
 
 #: Every setting, in the order the documentation lists them.
 SETTINGS: tuple[Setting[Any], ...] = (
@@ -213,6 +227,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     JOB_RESULTS,
     HEALTH_PORT,
     HEALTH_HOST,
+    PRIORITY_QUEUES,
 )
 
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -44,6 +44,7 @@ from adapter.celery.envelope import TASK_NAME
 from adapter.celery.health import health_step
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.poison import DeadLetterRecorder
+from adapter.celery.promoter import Promoter
 from adapter.celery.publish import JobPublisher
 from adapter.celery.purge import purge_messages
 from adapter.celery.reaper import Reaper
@@ -56,6 +57,8 @@ from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     BrokerError,
     ConfigurationError,
+    InvalidJobError,
+    JobNotWaitingError,
 )
 from adapter.job import (
     Job,
@@ -71,6 +74,7 @@ from adapter.store import JobStore, open_store
 from adapter.store.changes import Watch
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
+from adapter.timing import Timing
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +130,11 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._publisher,
             OrphanRecovery(app, self._store, self._publisher, self.liveness),
         )
+        self._promoter = Promoter(self._store, self._publisher)  # delayed jobs, when due
         self._consumer = ConsumerHandle(
-            self._registry, on_bind=self._reaper.start, on_unbind=self._reaper.stop
+            self._registry,
+            on_bind=self._start_worker_threads,
+            on_unbind=self._stop_worker_threads,
         )
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
@@ -147,16 +154,53 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._write_behind.write_waiting()
         return self._store
 
-    def add(self, job: Job, *, idempotency_key: str | None = None) -> SubscribableJob:
+    def add(
+        self,
+        job: Job,
+        *,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: float | None = None,
+    ) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
-        See ``adapter.celery.adding.JobAdder.add``.
+        ``delay`` seconds or ``run_at``: not started before then; ``priority`` 0-9, higher
+        first; ``unique_key``: while a job with it waits, return that job; ``debounce``
+        seconds (with a key): the waiting job takes this data and starts that much later.
+        See ``adapter.timing`` and ``adapter.celery.adding.JobAdder.add``.
         """
-        return self._adder.add(job, idempotency_key=idempotency_key)
+        timing = Timing(delay, run_at, priority, unique_key, debounce)
+        return self._adder.add(job, idempotency_key=idempotency_key, timing=timing)
 
-    def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
+    def add_many(
+        self,
+        jobs: Iterable[Job],
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+    ) -> list[SubscribableJob]:
         """Publish many new jobs at once (``adapter.celery.adding.JobAdder.add_many``)."""
-        return self._adder.add_many(jobs)
+        return self._adder.add_many(jobs, Timing(delay, run_at, priority))
+
+    def reschedule_job(self, job_id: str, run_at: datetime) -> Job:
+        """Move a job that has not started yet to ``run_at`` (naive: UTC); return it.
+
+        JobNotWaitingError when the job is unknown, running or settled.
+        """
+        if not isinstance(run_at, datetime):
+            raise InvalidJobError(f"run_at must be a datetime, got {run_at!r}")
+        moved = self.store.mark_due(job_id, run_at if run_at.tzinfo else run_at.replace(tzinfo=UTC))
+        if moved is None:
+            found = self.store.get(job_id)
+            state = "unknown" if found is None else found.state.value
+            raise JobNotWaitingError(
+                f"job {job_id} is {state}: only a job that has not started can be rescheduled"
+            )
+        return moved
 
     def flush(self) -> None:
         """Write now the jobs added here whose batch is not in the store yet.
@@ -310,6 +354,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         stopped = self._embedded.stop()
         self._reaper.stop()
+        self._promoter.stop()
         try:
             self.flush()
         finally:
@@ -328,6 +373,15 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
                 queue_name,
             )
         return cancelled
+
+    def _start_worker_threads(self) -> None:
+        """A consumer started here: hand back lost workers' jobs, publish due delayed jobs."""
+        self._reaper.start()
+        self._promoter.start()
+
+    def _stop_worker_threads(self) -> None:
+        self._reaper.stop()
+        self._promoter.stop()
 
     def _runs_embedded_worker(self) -> bool:
         return self._embedded_wanted and _cli_launch.get() is False and not _inside_celery_cli()

@@ -30,6 +30,7 @@ from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.patterns import match_budget
 from adapter.store.changes import Watch, unnotified_watch
+from adapter.store.scheduling import SchedulingStore
 
 #: Fields a worker may change after ``add``; ``update`` writes them all (one list for all stores).
 MUTABLE_FIELDS = (
@@ -90,6 +91,8 @@ class WorkerStore(ABC):
         None when the job must not run: it is settled (for example cancelled), or, with
         ``busy_after``, it is RUNNING with a heartbeat since then (alive on another worker:
         this delivery is a duplicate). Without ``busy_after`` a RUNNING job is claimed.
+        A waiting job whose ``ready_at`` is after now is not started either: it is due-marked
+        again (``adapter.store.scheduling``), and a START clears the job's due mark.
         A job stored for another queue than ``job.queue_name`` is left as it is:
         WrongQueueError (``wrong_queue``), so a message cannot take another queue's job.
         """
@@ -208,7 +211,7 @@ class DeadLetterStore(ABC):
         """Return the latest ``take`` dead letters, newest first."""
 
 
-class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore):
+class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore, SchedulingStore):
     """Persists jobs by id: the whole contract, which every backend implements.
 
     The transitions of ``adapter.job`` have one method each here, written once over ``apply``.
