@@ -152,15 +152,18 @@ class JobAdder:
             SubscribableJob.wrap(job, self._finder, **added_fields(job.id or _new_job_id()))
             for job in batch
         ]
-        # Jobs with ready_at are recorded only: the promoter publishes them at their time.
+        # Jobs with ready_at are recorded now and only: the promoter publishes them when due
+        # (the store is their only copy, so not left to the write-behind).
+        delayed = [Job.model_construct(**dict(job)) for job in added if job.ready_at is not None]
+        if delayed:
+            self._stored().insert_many(delayed)
         ready = [index for index, job in enumerate(added) if job.ready_at is None]
         try:
             self._publisher.publish_many([added[index] for index in ready])
         except BulkPublishError as err:  # its indexes count the ready jobs only
-            delayed = [job for job in added if job.ready_at is not None]
-            self._write_behind.add(*(added[ready[index]] for index in err.published), *delayed)
+            self._write_behind.add(*(added[ready[index]] for index in err.published))
             raise
-        self._write_behind.add(*added)
+        self._write_behind.add(*(added[index] for index in ready))
         return added
 
     def _check_ids_free(self, batch: list[Job]) -> None:

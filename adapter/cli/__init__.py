@@ -6,6 +6,7 @@
                                                           [--skip N] [--sort FIELD[:asc|desc]]
     jobqueue show ID                   one job, every field
     jobqueue cancel ID                 cancel a job that has not settled
+    jobqueue reschedule ID WHEN        move a job not started yet (ISO time, or 10m from now)
     jobqueue purge QUEUE               cancel a queue's waiting jobs, delete their messages
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
@@ -210,6 +211,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["watch"].add_argument(
         "--timeout", type=_seconds, default=None, help="give up after SECONDS (exit 4)"
     )
+    moved = sub.add_parser("reschedule", parents=[common], help="move a job not started yet")
+    moved.add_argument("id")
+    moved.add_argument("when", help="ISO time (naive: UTC), or from now: 90s, 15m, 2h")
+    moved.set_defaults(run=commands.reschedule)
     purge = sub.add_parser(
         "purge", parents=[common], help="cancel a queue's waiting jobs, delete their messages"
     )

@@ -1,11 +1,12 @@
 """The job store contract: where each job's state lives, so it can be looked up any time.
 
 A store is written by producers (``add``) and by workers (``claim``, ``set_progress``,
-``update``, ``apply``), from many processes at once. The contract comes in four parts, one
+``update``, ``apply``), from many processes at once. The contract comes in five parts, one
 per concern, so a collaborator can ask for the part it uses: ``ProducerStore`` (records added
 jobs), ``WorkerStore`` (an attempt's writes and the transitions of ``adapter.job``),
-``InspectionStore`` (Vendure's inspection queries) and ``DeadLetterStore``. ``JobStore`` is
-all four; backends (``sql/``, ``redis/``, ``memory``) fill in its abstract methods.
+``InspectionStore`` (Vendure's inspection queries), ``DeadLetterStore`` and
+``SchedulingStore`` (delayed and unique jobs, ``adapter.store.scheduling``). ``JobStore`` is
+all five; backends (``sql/``, ``redis/``, ``memory``) fill in its abstract methods.
 
 Two rules hold for every backend:
 
