@@ -5,9 +5,11 @@
   all, ``*``) are, by producers and workers alike. RabbitMQ refuses to declare an existing
   queue with other arguments (PRECONDITION_FAILED): delete the queue (its waiting messages go)
   before naming it there. Ten levels.
-- Redis: kombu keeps one list per priority step and reads lower numbers first, so the job's
-  priority is sent reversed (9 - priority). With kombu's default ``priority_steps`` [0, 3, 6,
-  9] that is four levels: 7-9, 4-6, 1-3 and 0; ``broker_transport_options["priority_steps"] =
+- Redis: the same number; kombu keeps one list per priority step, and the adapter's Redis
+  transport (``adapter.celery.redis_transport``) reads the highest step first (stock kombu
+  reads the lowest first: a worker without the adapter's transport would run them in reverse).
+  Priority 0 stays in the queue's own list. With kombu's default ``priority_steps`` [0, 3, 6,
+  9] that is four levels: 9, 6-8, 3-5 and 0-2; ``broker_transport_options["priority_steps"] =
   list(range(10))`` gives ten.
 - ``filesystem://`` and ``memory://``: no priority; messages go first in, first out.
 """
@@ -25,9 +27,7 @@ from adapter.settings import PRIORITY_QUEUES
 
 def broker_priority(driver_type: str, priority: int) -> int | None:
     """Return the message priority of a job's ``priority`` on a transport, or None (none)."""
-    if driver_type == "redis":
-        return MAX_PRIORITY - priority
-    if driver_type == "amqp":
+    if driver_type in ("amqp", "redis"):
         return priority or None  # 0 is what no priority means: the message apply_async sends
     return None
 

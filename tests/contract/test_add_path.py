@@ -19,7 +19,6 @@ from celery.signals import after_task_publish, before_task_publish
 
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
-from adapter.celery.priority import broker_priority
 from adapter.celery.routing import celery_queue
 from adapter.store import JobStore
 
@@ -46,11 +45,6 @@ def published() -> Iterator[dict[str, list[dict[str, Any]]]]:
         after_task_publish.disconnect(after)
 
 
-def _driver(strategy: CeleryJobQueueStrategy) -> str:
-    with strategy.app.connection_for_write() as connection:
-        return str(connection.transport.driver_type)
-
-
 def test_add_publishes_the_message_apply_async_would_send(
     strategy: CeleryJobQueueStrategy, queue: str
 ) -> None:
@@ -65,7 +59,6 @@ def test_add_publishes_the_message_apply_async_would_send(
             headers={QUEUE_HEADER: queue},
             argsrepr=f"[job {job.id} on {queue!r}]",
             kwargsrepr="{}",
-            priority=broker_priority(_driver(strategy), job.priority),  # Redis: reversed
         )
         [_, by_celery] = seen[str(job.id)]
     assert added == by_celery
