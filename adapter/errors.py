@@ -69,6 +69,10 @@ class InvalidJobError(JobQueueError, ValueError):
     """Raised when a job field is outside its range (``adapter.job.FIELD_RANGES``); names both."""
 
 
+class InvalidQueueControlError(JobQueueError, ValueError):
+    """Raised when a queue control has a bad value, or the strategy cannot keep controls."""
+
+
 class BulkPublishError(PublishError):
     """Raised when the broker refused a message of ``add_many``; ``published`` lists the sent."""
 
@@ -76,6 +80,14 @@ class BulkPublishError(PublishError):
         super().__init__(message)
         #: Indexes of the jobs whose messages were sent (and are recorded) before the failure.
         self.published = published
+
+
+class UnknownJobError(JobQueueError, LookupError):
+    """Raised when an operation names a job id the store does not hold."""
+
+
+class JobNotRetryableError(JobQueueError, ValueError):
+    """Raised by ``retry_job`` for a job that is not FAILED or CANCELLED; names its state."""
 
 
 class JobNotWaitingError(JobQueueError):

@@ -43,6 +43,7 @@ from adapter.backoff import BackoffStrategy
 from adapter.data import ensure_json
 from adapter.errors import StoreError
 from adapter.job import CANCEL, DEFER, LOSE, PURGE, STARTABLE_STATES, Job, JobState, utcnow
+from adapter.metrics.recorder import MetricsRecorder, NoMetrics
 from adapter.processes import call_process
 from adapter.running import RunningJobs
 from adapter.settings import (
@@ -121,8 +122,10 @@ class Lifecycle:
         running: RunningJobs,
         *,
         record_retry_delays: Sequence[float] = RECORD_RETRY_DELAYS_S,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or NoMetrics()  # counts what this table decides
         self.liveness = liveness
         self._backoff = backoff
         self._running = running
@@ -141,6 +144,7 @@ class Lifecycle:
         if claimed is None:
             logger.info("job %s is settled or running elsewhere; not running it again", job.id)
             return None
+        self.metrics.started(claimed)
         if self.liveness.lost_too_often(claimed):
             claimed.fail(
                 f"started {claimed.attempts} times without finishing: its worker was lost each "
@@ -211,21 +215,28 @@ class Lifecycle:
                 time.sleep(delay)
         return self._written(job, self.store.update(job))
 
-    @staticmethod
-    def _written(job: Job, written: bool) -> bool:
-        if not written:
+    def _written(self, job: Job, written: bool) -> bool:
+        if written:
+            self.metrics.recorded(job)
+        else:
             logger.info(
                 "job %s was settled elsewhere; its %s outcome is not recorded", job.id, job.state
             )
         return written
 
     def cancel(self, job_id: str) -> Job | None:
-        """Cancel an unsettled job (``CANCEL``); a process running it is told within a poll."""
-        return self.store.cancel(job_id)
+        """Cancel an unsettled job (``CANCEL``); a process running it is told within a poll.
+
+        Returns the job as stored now (unchanged when it was settled), or None.
+        """
+        changed = self.cancel_many([job_id])
+        return changed[0] if changed else self.store.get(job_id)
 
     def cancel_many(self, job_ids: Sequence[str]) -> list[Job]:
         """Cancel the unsettled jobs among ``job_ids`` (other ids are skipped); return them."""
-        return self.store.apply(CANCEL, job_ids)
+        cancelled = self.store.apply(CANCEL, job_ids)
+        self.metrics.cancelled(cancelled)
+        return cancelled
 
     def purged(self, queue_name: str, before: datetime) -> list[Job]:
         """Cancel the jobs of ``queue_name`` waiting since before ``before``; return them.
@@ -249,7 +260,9 @@ class Lifecycle:
             if len(page.items) < PURGE_PAGE:
                 break
         reason = f"cancelled: the messages of queue {queue_name!r} were purged from the broker"
-        return self.store.apply(PURGE, waiting, given={"error": reason})
+        cancelled = self.store.apply(PURGE, waiting, given={"error": reason})
+        self.metrics.cancelled(cancelled)
+        return cancelled
 
     def defer(self, job_ids: Sequence[str]) -> list[Job]:
         """Shutdown: send these RUNNING jobs back to PENDING for another worker."""
@@ -261,6 +274,7 @@ class Lifecycle:
         lost = self.store.apply(
             LOSE, None, stale_before=self.liveness.alive_since(), given={"error": reason}
         )
+        self.metrics.reaped(lost)
         for job in lost:
             logger.warning("job %s on %r: %s", job.id, job.queue_name, reason)
         return lost

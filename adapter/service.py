@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferService, JobBufferStorage
 from adapter.bulk import checked_batch
+from adapter.control import UNCHANGED, ControllableStrategy, Unchanged, controllable
 from adapter.errors import JobQueueError
 from adapter.job import Job, utcnow, validate_queue_name
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
@@ -57,6 +58,8 @@ class JobQueueInfo:
 
     name: str
     running: bool
+    #: Paused in the store: no worker starts its jobs (``pause_queue``).
+    paused: bool = False
 
 
 class JobQueue:
@@ -218,9 +221,24 @@ class JobQueueService:
         """True between ``start()`` and ``stop()``."""
         return self._started
 
-    def create_queue(self, name: str, process: ProcessFunction) -> JobQueue:
-        """Create the queue ``prefix + name``; start it now if the service runs and it is active."""
+    def create_queue(
+        self,
+        name: str,
+        process: ProcessFunction,
+        *,
+        concurrency: int | Unchanged | None = UNCHANGED,
+        rate_limit: str | Unchanged | None = UNCHANGED,
+    ) -> JobQueue:
+        """Create the queue ``prefix + name``; start it now if the service runs and it is active.
+
+        ``concurrency`` and ``rate_limit``, when given, are stored as the queue's cluster-wide
+        limits (``adapter.control``; a strategy that cannot keep them raises).
+        """
         queue_name = validate_queue_name(self._prefix + name)
+        if concurrency is not UNCHANGED or rate_limit is not UNCHANGED:
+            controllable(self.strategy).set_queue_limits(
+                queue_name, concurrency=concurrency, rate_limit=rate_limit
+            )
         if self._error_handlers:
             process = _reporting_errors(process, self._error_handlers)
         queue = JobQueue(queue_name, process, self.strategy, self._buffers)
@@ -249,10 +267,30 @@ class JobQueueService:
             queue.stop()
 
     def get_job_queues(self) -> list[JobQueueInfo]:
-        """Return every created queue and whether this process runs it."""
+        """Return every created queue, whether this process runs it and whether it is paused."""
         with self._lock:
             queues = list(self._queues)
-        return [JobQueueInfo(name=queue.name, running=queue.started) for queue in queues]
+        controls = (
+            self.strategy.queue_controls()
+            if isinstance(self.strategy, ControllableStrategy)
+            else {}
+        )
+        return [
+            JobQueueInfo(
+                name=queue.name,
+                running=queue.started,
+                paused=queue.name in controls and controls[queue.name].paused,
+            )
+            for queue in queues
+        ]
+
+    def pause_queue(self, name: str) -> None:
+        """Pause the queue ``prefix + name`` on every worker (stored; adds still succeed)."""
+        controllable(self.strategy).pause_queue(validate_queue_name(self._prefix + name))
+
+    def resume_queue(self, name: str) -> None:
+        """Resume the queue ``prefix + name``: its waiting jobs run."""
+        controllable(self.strategy).resume_queue(validate_queue_name(self._prefix + name))
 
     def add_buffer(self, buffer: JobBuffer) -> None:
         """Register ``buffer``; raise ConfigurationError if its id is taken."""

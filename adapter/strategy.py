@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from adapter import rerun
 from adapter.bulk import checked_batch
 from adapter.job import Job
-from adapter.listing import JobList, JobListOptions
+from adapter.listing import MAX_TAKE, JobList, JobListOptions
 
 ProcessFunction = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
 
@@ -74,3 +75,30 @@ class InspectableJobQueueStrategy(JobQueueStrategy):
     @abstractmethod
     def cancel_job(self, job_id: str) -> Job | None:
         """Cancel a job that has not settled; return it as it is now, or None if unknown."""
+
+    def retry_job(self, job_id: str) -> Job:
+        """Re-run a FAILED or CANCELLED job as a new job whose ``retried_from`` is ``job_id``.
+
+        Returns the new job. UnknownJobError for an unknown id, JobNotRetryableError for a job
+        in another state (``adapter.rerun``); the original is left as it is.
+        """
+        return self.add(rerun.retry_job(job_id, self.find_one))
+
+    def retry_jobs(
+        self,
+        options: JobListOptions | Mapping[str, Any] | None = None,
+        *,
+        limit: int = rerun.MAX_RETRY_JOBS,
+    ) -> int:
+        """Re-run every FAILED or CANCELLED job matching ``options``' filter; return how many.
+
+        At most ``limit`` jobs, oldest first; a job that already has a re-run is skipped.
+        """
+        reruns = rerun.reruns_matching(options, self, limit)
+        for start in range(0, len(reruns), MAX_TAKE):
+            self.add_many(reruns[start : start + MAX_TAKE])
+        return len(reruns)
+
+    def retries_of(self, job_id: str) -> list[Job]:
+        """Return the jobs that re-run ``job_id`` (their ``retried_from``), oldest first."""
+        return rerun.retries_of(job_id, self)

@@ -27,6 +27,7 @@ from adapter.celery.write_behind import WriteBehind
 from adapter.data import check_data_size
 from adapter.errors import BulkPublishError, DuplicateJobError, InvalidJobError, PublishError
 from adapter.job import Job, added_fields, check_fields
+from adapter.metrics.recorder import MetricsRecorder, NoMetrics
 from adapter.store import JobStore
 from adapter.subscribable import SubscribableJob
 from adapter.timing import NO_TIMING, Timing
@@ -53,8 +54,10 @@ class JobAdder:
         max_data_bytes: int,
         *,
         finder: Finder,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         """``finder`` looks jobs up and is what returned jobs read their updates from."""
+        self._metrics = metrics or NoMetrics()
         self._store = store
         self._publisher = publisher
         self._write_behind = write_behind
@@ -95,6 +98,7 @@ class JobAdder:
             # batch instead of paying a store round trip per add.
             self._publisher.publish(added)
             self._write_behind.add(added)
+            self._metrics.added([added])
             return SubscribableJob.wrap(added, self._finder)
         try:
             self._stored().insert(added)
@@ -109,6 +113,7 @@ class JobAdder:
             assert added.id is not None
             self._stored().delete(added.id)
             raise
+        self._metrics.added([added])
         return SubscribableJob.wrap(added, self._finder)
 
     def _add_scheduled(self, added: Job, *, replace: bool) -> SubscribableJob:
@@ -161,9 +166,12 @@ class JobAdder:
         try:
             self._publisher.publish_many([added[index] for index in ready])
         except BulkPublishError as err:  # its indexes count the ready jobs only
-            self._write_behind.add(*(added[ready[index]] for index in err.published))
+            sent = [added[ready[index]] for index in err.published]
+            self._write_behind.add(*sent)
+            self._metrics.added(sent)
             raise
         self._write_behind.add(*(added[index] for index in ready))
+        self._metrics.added(added)
         return added
 
     def _check_ids_free(self, batch: list[Job]) -> None:

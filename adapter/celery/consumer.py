@@ -64,6 +64,8 @@ class ConsumerHandle:
         self._wake_timer: Any = None
         self._warned = False
         self.selection = QueueSelection()
+        #: Queues paused in the store, not consumed (``adapter.celery.pausing`` keeps it).
+        self.paused: frozenset[str] = frozenset()
         self._app: Any = None
         self.ready = threading.Event()
 
@@ -144,7 +146,7 @@ class ConsumerHandle:
         # message delivered earlier (RabbitMQ delivers at once) would find no callback. The
         # queues are read then too: one started meanwhile (at worker_ready) is kept.
         def consume_registered() -> None:
-            queue_names = [q for q in self._registry.queue_names() if self.selection.selects(q)]
+            queue_names = [q for q in self._registry.queue_names() if self._selects(q)]
             wanted = set(queue_names)
             for queue in list(consumer.task_consumer.queues):
                 name = queue_name_of(queue.name)
@@ -161,7 +163,11 @@ class ConsumerHandle:
 
     def _wanted(self, queue_name: str) -> bool:
         """True while ``queue_name`` is started here and selected by the worker."""
-        return bool(self._registry.token_for(queue_name)) and self.selection.selects(queue_name)
+        return bool(self._registry.token_for(queue_name)) and self._selects(queue_name)
+
+    def _selects(self, queue_name: str) -> bool:
+        """True when the operator selects ``queue_name`` and it is not paused."""
+        return self.selection.selects(queue_name) and queue_name not in self.paused
 
     def unbind(self) -> None:
         """Forget the consumer when it stops."""
@@ -174,7 +180,7 @@ class ConsumerHandle:
 
     def add(self, queue_name: str) -> None:
         """Make the running consumer take jobs of ``queue_name``, if the worker selects it."""
-        if self.selection.selects(queue_name):
+        if self._selects(queue_name):
             self._apply(lambda consumer: _add_queue(consumer, queue_name))
 
     def cancel(self, queue_name: str) -> None:

@@ -36,8 +36,10 @@ from typing import Any, ClassVar, Protocol
 from celery import Celery, bootsteps
 
 from adapter.celery.routing import queue_name_of
-from adapter.errors import ConfigurationError
+from adapter.errors import ConfigurationError, JobQueueError
+from adapter.metrics import render
 from adapter.settings import HEALTH_PORT, AdapterSettings
+from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +119,15 @@ class HealthServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], check: HealthCheck) -> None:
-        """Listen on ``address`` (port 0: any free port); ``serve`` starts answering."""
+    def __init__(
+        self, address: tuple[str, int], check: HealthCheck, store: JobStore | None = None
+    ) -> None:
+        """Listen on ``address`` (port 0: any free port); ``serve`` starts answering.
+
+        With ``store``, ``GET /metrics`` answers its metrics (``adapter.metrics.render``).
+        """
         self.check = check
+        self.store = store
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _HealthHandler)
 
@@ -157,13 +165,27 @@ class _HealthHandler(BaseHTTPRequestHandler):
     server: HealthServer
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") != "/health":
+        path = self.path.rstrip("/")
+        if path == "/metrics" and self.server.store is not None:
+            self._metrics(self.server.store)
+            return
+        if path != "/health":
             self.send_error(404)
             return
         code, answer = self.server.check.status()
-        body = json.dumps(answer).encode()
+        self._reply(code, json.dumps(answer).encode(), "application/json")
+
+    def _metrics(self, store: JobStore) -> None:
+        try:
+            body, content_type = render(store)
+        except JobQueueError as err:  # no prometheus_client, or the store is unreachable
+            self._reply(503, f"{err}\n".encode(), "text/plain; charset=utf-8")
+            return
+        self._reply(200, body, content_type)
+
+    def _reply(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -186,8 +208,11 @@ def _close_in_child() -> None:
     _open_servers.clear()
 
 
-def health_step(handle: RunningConsumer) -> type[bootsteps.StartStopStep]:
-    """Return a worker bootstep class serving ``/health`` when the app's setting asks for it."""
+def health_step(
+    handle: RunningConsumer, store: JobStore | None = None
+) -> type[bootsteps.StartStopStep]:
+    """Return a worker bootstep serving ``/health`` (and ``/metrics`` of ``store``) when the
+    app's setting asks for it."""
 
     class AdapterHealth(bootsteps.StartStopStep):  # type: ignore[misc]
         """Serves GET /health on ``adapter_health_host:adapter_health_port``."""
@@ -204,7 +229,7 @@ def health_step(handle: RunningConsumer) -> type[bootsteps.StartStopStep]:
                 return
             address = (settings.health_host, settings.health_port)
             try:
-                self._server = HealthServer(address, HealthCheck(worker.app, handle))
+                self._server = HealthServer(address, HealthCheck(worker.app, handle), store)
             except OSError as err:
                 raise ConfigurationError(
                     f"cannot serve /health on {address[0]}:{address[1]} "

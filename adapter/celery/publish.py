@@ -34,11 +34,12 @@ from typing import Any
 
 from celery import Celery, Task
 
-from adapter.celery.envelope import TASK_NAME, build, job_args
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
 from adapter.celery.routing import celery_queue
 from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
+from adapter.tracing import producer_span
 
 
 class JobPublisher:
@@ -146,4 +147,6 @@ class JobPublisher:
         )
         if hash(options["queue"]) in producer.connection.declared_entities:
             options["declare"] = []  # declared on this connection: skip kombu's re-check
-        self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+        headers = message.headers  # a span per message, its context in the headers (if on)
+        with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
+            self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)

@@ -41,8 +41,11 @@ from adapter.celery.consumer import ConsumerHandle, queue_control_step
 from adapter.celery.controls import RevokeCanceller
 from adapter.celery.embedded import EmbeddedWorker, prepare_filesystem_broker
 from adapter.celery.envelope import TASK_NAME
+from adapter.celery.gate import GatedLifecycle
 from adapter.celery.health import health_step
+from adapter.celery.observability import listen, metrics_step
 from adapter.celery.orphans import OrphanRecovery
+from adapter.celery.pausing import PauseFollower
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.promoter import Promoter
 from adapter.celery.publish import JobPublisher
@@ -53,6 +56,7 @@ from adapter.celery.results import mark_revoked
 from adapter.celery.routing import celery_queue, queue_name_of
 from adapter.celery.task import register_task
 from adapter.celery.write_behind import WriteBehind
+from adapter.control import UNCHANGED, QueueControl, Unchanged
 from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     BrokerError,
@@ -66,12 +70,15 @@ from adapter.job import (
     utcnow,
     validate_queue_name,
 )
-from adapter.lifecycle import Lifecycle, Liveness
+from adapter.lifecycle import Liveness
 from adapter.listing import JobList, JobListOptions
+from adapter.metrics.recorder import MetricsRecorder
+from adapter.metrics.storage import metrics_storage
 from adapter.running import RunningJobs
 from adapter.settings import AdapterSettings
 from adapter.store import JobStore, open_store
 from adapter.store.changes import Watch
+from adapter.store.queues import queue_store_for
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
 from adapter.timing import Timing
@@ -118,7 +125,16 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self.max_data_bytes = AdapterSettings.from_conf(app.conf).max_data_bytes
         self.liveness = Liveness.from_conf(app.conf)
         running = RunningJobs(self._store, heartbeat_interval=self.liveness.heartbeat_interval)
-        self.lifecycle = Lifecycle(self._store, self.liveness, self.backoff_strategy, running)
+        self.metrics = MetricsRecorder(metrics_storage(self._store))  # adapter.metrics
+        self.queues = queue_store_for(self._store)  # pause, concurrency, rate limits
+        self.lifecycle = GatedLifecycle(
+            self.queues,
+            self._store,
+            self.liveness,
+            self.backoff_strategy,
+            running,
+            metrics=self.metrics,
+        )
         self._registry = ProcessRegistry()
         recorder = DeadLetterRecorder(self._store)
         admission = Admission(recorder, self._registry, self.max_data_bytes)
@@ -132,20 +148,26 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         )
         self._promoter = Promoter(self._store, self._publisher)  # delayed jobs, when due
         self._consumer = ConsumerHandle(
-            self._registry,
-            on_bind=self._start_worker_threads,
-            on_unbind=self._stop_worker_threads,
+            self._registry, on_bind=self._on_consumer_bind, on_unbind=self._on_consumer_unbind
         )
+        self._pauses = PauseFollower(self.queues, self._consumer, self._registry)
         self._consumer.follow_worker_flags(app)
         self._revokes = RevokeCanceller(app, self.lifecycle)
         app.steps["consumer"].add(queue_control_step(self._consumer, recorder, self._revokes))
-        app.steps["worker"].add(health_step(self._consumer))  # GET /health, when set
+        app.steps["worker"].add(health_step(self._consumer, self._store))  # /health, /metrics
+        app.steps["worker"].add(metrics_step(self.metrics))  # adapter_workers_up
+        listen()
         listen_for_purges(app, self._cancel_purged)
         self._embedded = EmbeddedWorker(app, self._consumer, concurrency)
         self._embedded_wanted = embedded_worker
         self._write_behind = WriteBehind(self._store)
         self._adder = JobAdder(
-            self._store, self._publisher, self._write_behind, self.max_data_bytes, finder=self
+            self._store,
+            self._publisher,
+            self._write_behind,
+            self.max_data_bytes,
+            finder=self,
+            metrics=self.metrics,
         )
 
     @property
@@ -250,6 +272,40 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         if self._registry.remove(queue_name, process):
             self._consumer.cancel(queue_name)
             logger.info("stopped queue %r", queue_name)
+
+    def pause_queue(self, queue_name: str) -> QueueControl:
+        """Pause ``queue_name`` on every worker: no new job starts, adds wait (stored)."""
+        return self._controlled(self.queues.set_control(queue_name, paused=True))
+
+    def resume_queue(self, queue_name: str) -> QueueControl:
+        """Resume a paused ``queue_name``: its waiting jobs run."""
+        return self._controlled(self.queues.set_control(queue_name, paused=False))
+
+    def set_queue_limits(
+        self,
+        queue_name: str,
+        *,
+        concurrency: int | Unchanged | None = UNCHANGED,
+        rate_limit: str | Unchanged | None = UNCHANGED,
+    ) -> QueueControl:
+        """Set cluster-wide limits of ``queue_name`` (None: unlimited), stored, from now on.
+
+        ``concurrency``: jobs RUNNING at once across all workers; ``rate_limit``: starts in any
+        window, ``"N/s"``, ``"N/m"`` or ``"N/h"`` (``adapter.control``).
+        """
+        changed = self.queues.set_control(
+            queue_name, concurrency=concurrency, rate_limit=rate_limit
+        )
+        return self._controlled(changed)
+
+    def queue_controls(self) -> dict[str, QueueControl]:
+        """Return the stored controls of every queue that has some."""
+        return self.queues.controls()
+
+    def _controlled(self, changed: QueueControl) -> QueueControl:
+        """A control changed here: this process's jobs see it at once, others within 0.5 s."""
+        self.lifecycle.controlled.forget()
+        return changed
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         """Return, per queue with stored jobs, how many jobs are in each state."""
@@ -357,6 +413,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         self._promoter.stop()
         try:
             self.flush()
+            self.metrics.close()
         finally:
             if stopped:
                 self._store.close()
@@ -374,13 +431,15 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             )
         return cancelled
 
-    def _start_worker_threads(self) -> None:
+    def _on_consumer_bind(self) -> None:
         """A consumer started here: hand back lost workers' jobs, publish due delayed jobs."""
         self._reaper.start()
+        self._pauses.start()
         self._promoter.start()
 
-    def _stop_worker_threads(self) -> None:
+    def _on_consumer_unbind(self) -> None:
         self._reaper.stop()
+        self._pauses.stop()
         self._promoter.stop()
 
     def _runs_embedded_worker(self) -> bool:

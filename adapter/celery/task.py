@@ -25,12 +25,14 @@ from celery.worker.request import Request
 from adapter.celery.admission import Admission, refusal
 from adapter.celery.envelope import (
     PROCESS_HEADER,
+    QUEUE_HEADER,
     TASK_NAME,
     args_repr,
     job_args,
     job_of,
     message_queue_name,
 )
+from adapter.celery.gate import MustWait, hand_back
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.publish import JobPublisher
 from adapter.celery.registry import ProcessRegistry
@@ -48,6 +50,7 @@ from adapter.forksafe import no_fork
 from adapter.job import Job, JobState
 from adapter.lifecycle import Lifecycle, Outcome, OutcomeKind
 from adapter.settings import AdapterSettings
+from adapter.tracing import consumer_span
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +109,9 @@ def register_task(
             return super().on_failure(exc_info, *args, **kwargs)
 
     def run_job(task: Task, wire_job: Any = None) -> Any:
-        return _run(task, wire_job, registry, lifecycle, recorder)
+        request = task.request  # an attempt's span (if tracing is on), child of its add's
+        with consumer_span(str(request.id), getattr(request, QUEUE_HEADER, None), request):
+            return _run(task, wire_job, registry, lifecycle, recorder)
 
     return app.task(
         name=TASK_NAME,
@@ -145,6 +150,8 @@ def _run(
         raise Reject(f"queue {job.queue_name!r} is not started here", requeue=True)
     try:
         claimed = lifecycle.claim(job)
+    except MustWait as waiting:  # a paused or limited queue (adapter.celery.gate)
+        raise hand_back(task, job, waiting) from None
     except WrongQueueError as err:
         _refuse(task, recorder, wire_job, str(err))
     except StoreError as err:

@@ -6,12 +6,17 @@
                                                           [--skip N] [--sort FIELD[:asc|desc]]
     jobqueue show ID                   one job, every field
     jobqueue cancel ID                 cancel a job that has not settled
+    jobqueue retry ID                  re-run a FAILED or CANCELLED job as a new, linked job
+    jobqueue retry --queue Q --state failed   the same for every match [--limit N]
     jobqueue reschedule ID WHEN        move a job not started yet (ISO time, or 10m from now)
     jobqueue purge QUEUE               cancel a queue's waiting jobs, delete their messages
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
                                                           [--timeout SECONDS: then exit 4]
-    jobqueue queues                    per queue: jobs by state, workers consuming it
+    jobqueue queues                    per queue: jobs by state, workers consuming it, controls
+    jobqueue pause|resume QUEUE        start no new job of QUEUE on any worker / start again
+    jobqueue limit QUEUE               cluster-wide limits [--concurrency N|none]
+                                                          [--rate N/s|N/m|N/h|none]
     jobqueue check                     dangerous settings  [--longest-job 2h]
     jobqueue worker MODULE             a Celery worker for the queues MODULE starts
                                        [--queues A,B] [--pool P] [--concurrency N]
@@ -43,11 +48,12 @@ from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import create_app
 from adapter.celery.strategy import launched_by_cli
 from adapter.celery.worker import DEFAULT_GRACEFUL_TIMEOUT_S, run_worker
-from adapter.cli import commands
+from adapter.cli import commands, controls
 from adapter.cli.demo import run_demo
 from adapter.errors import JobQueueError
 from adapter.job import JobState
 from adapter.listing import MAX_SKIP, MAX_TAKE
+from adapter.rerun import MAX_RETRY_JOBS
 from adapter.settings import HEALTH_HOST, MAX_PORT
 from adapter.store.base import MAX_DEAD_LETTERS
 
@@ -211,6 +217,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["watch"].add_argument(
         "--timeout", type=_seconds, default=None, help="give up after SECONDS (exit 4)"
     )
+    retry = sub.add_parser(
+        "retry", parents=[common], help="re-run FAILED or CANCELLED jobs as new, linked jobs"
+    )
+    retry.add_argument("id", nargs="?", help="the job to re-run")
+    retry.add_argument("--queue", action="append", help="only this queue (repeatable)")
+    retry.add_argument("--state", action="append", type=_state, help="only this state (repeatable)")
+    retry.add_argument("--limit", type=_whole(0, MAX_RETRY_JOBS), default=MAX_RETRY_JOBS)
+    retry.set_defaults(run=commands.retry)
     moved = sub.add_parser("reschedule", parents=[common], help="move a job not started yet")
     moved.add_argument("id")
     moved.add_argument("when", help="ISO time (naive: UTC), or from now: 90s, 15m, 2h")
@@ -226,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     clean.set_defaults(run=commands.clean)
     queues = sub.add_parser("queues", parents=[common], help="jobs by state, workers per queue")
     queues.set_defaults(run=commands.queues)
+    controls.add_parsers(sub, common)
     dead = sub.add_parser("dead-letters", parents=[common], help="messages refused as not jobs")
     dead.add_argument("--take", type=_whole(0, MAX_DEAD_LETTERS), default=20)
     dead.set_defaults(run=commands.dead_letters)

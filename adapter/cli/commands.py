@@ -15,6 +15,7 @@ from typing import TextIO
 from adapter.celery import CeleryJobQueueStrategy
 from adapter.celery.app import shown_broker_url
 from adapter.celery.preflight import check_settings
+from adapter.cli.controls import describe
 from adapter.cli.render import (
     JOB_HEADERS,
     dumps,
@@ -25,6 +26,7 @@ from adapter.cli.render import (
     progress_bar,
     table,
 )
+from adapter.control import QueueControl
 from adapter.errors import JobQueueError
 from adapter.job import Job, JobState, utcnow
 
@@ -72,11 +74,12 @@ def list_jobs(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: T
 
 
 def show(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
-    """``show ID``: every field of one job."""
+    """``show ID``: every field of one job, and the ids of the jobs that re-run it."""
     job = strategy.find_one(args.id)
     if job is None:
         raise JobQueueError(f"no job with id {args.id}")
-    out.write((dumps(job_json(job)) if args.json else job_details(job)) + "\n")
+    fields = {**job_json(job), "retriesOf": [rerun.id for rerun in strategy.retries_of(args.id)]}
+    out.write((dumps(fields) if args.json else job_details(fields)) + "\n")
     return 0
 
 
@@ -94,6 +97,30 @@ def cancel(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
     else:
         out.write(f"job {job.id} is already {job.state.value}; nothing changed\n")
     return 0 if changed else 1
+
+
+def retry(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``retry ID`` or ``retry --queue Q --state failed``: re-run settled jobs as new jobs."""
+    if args.id is not None:
+        if args.queue or args.state:
+            raise JobQueueError("give a job id or --queue/--state filters, not both")
+        job = strategy.retry_job(args.id)
+        strategy.flush()
+        out.write(dumps(job_json(job)) if args.json else f"job {args.id} re-runs as job {job.id}")
+        out.write("\n")
+        return 0
+    if not args.queue and not args.state:
+        raise JobQueueError("give a job id, or --queue and/or --state to retry many jobs")
+    filters: dict[str, object] = {}
+    if args.queue:
+        filters["queueName"] = {"in": args.queue}
+    if args.state:
+        filters["state"] = {"in": args.state}
+    count = strategy.retry_jobs({"filter": filters}, limit=args.limit)
+    strategy.flush()
+    out.write(dumps({"retried": count}) if args.json else f"re-ran {count} job(s) as new jobs")
+    out.write("\n")
+    return 0
 
 
 def reschedule(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
@@ -169,7 +196,8 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
     """``queues``: per queue, jobs by state and the workers consuming it."""
     counts = strategy.queue_counts()
     consumers = strategy.consumers()
-    names = sorted(set(counts) | set(consumers))
+    steered = strategy.queue_controls()
+    names = sorted(set(counts) | set(consumers) | set(steered))
     if args.json:
         out.write(
             dumps(
@@ -177,6 +205,7 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
                     name: {
                         "states": {s.value: n for s, n in counts.get(name, {}).items()},
                         "workers": consumers.get(name, []),
+                        **steered.get(name, QueueControl()).as_dict(),
                     }
                     for name in names
                 }
@@ -184,12 +213,13 @@ def queues(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: Text
             + "\n"
         )
         return 0
-    headers = ["QUEUE", *(state.value for state in JobState), "WORKERS"]
+    headers = ["QUEUE", *(state.value for state in JobState), "WORKERS", "CONTROLS"]
     rows = [
         [
             name,
             *(counts.get(name, {}).get(state, 0) for state in JobState),
             ", ".join(consumers.get(name, [])) or "-",
+            describe(steered.get(name, QueueControl())),
         ]
         for name in names
     ]

@@ -75,9 +75,8 @@ def job_rows(jobs: Sequence[Job]) -> list[list[Any]]:
 JOB_HEADERS = ("ID", "QUEUE", "STATE", "PROGRESS", "ATTEMPTS", "CREATED (UTC)", "DURATION")
 
 
-def job_details(job: Job) -> str:
-    """Return every field of one job, a line each, for ``show``."""
-    fields = job_json(job)
+def job_details(fields: dict[str, Any]) -> str:
+    """Return every field of one job (``job_json`` and more), a line each, for ``show``."""
     width = max(len(key) for key in fields)
     return "\n".join(
         f"{key.ljust(width)}  {json.dumps(value, default=str)}" for key, value in fields.items()

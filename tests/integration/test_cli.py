@@ -110,6 +110,31 @@ def test_dead_letters_are_listed_and_reap_hands_back_a_silent_job(
     assert waiting == 2  # the message of add, and the one reap published
 
 
+def test_retry_reruns_a_cancelled_job_and_show_links_both_ways(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("retry")
+    jobs = [producer.add(Job(queue_name=queue, data=n)) for n in range(3)]
+    for job in jobs:
+        producer.cancel_job(job.id or "")
+    try:
+        one = cli("retry", jobs[0].id or "", "--json")
+        rest = cli("retry", "--queue", queue, "--state", "cancelled")
+        again = cli("retry", "--queue", queue, "--state", "cancelled")
+        pending = cli("retry", json.loads(one.stdout)["id"])
+        shown = cli("show", jobs[0].id or "", "--json")
+    finally:
+        delete_queues(producer, queue)
+    assert one.returncode == 0, one.stderr
+    rerun = json.loads(one.stdout)
+    assert (rerun["retriedFrom"], rerun["state"], rerun["data"]) == (jobs[0].id, "PENDING", 0)
+    assert rest.stdout.strip() == "re-ran 2 job(s) as new jobs"  # jobs[0] already has its re-run
+    assert again.stdout.strip() == "re-ran 0 job(s) as new jobs"
+    assert pending.returncode == 1
+    assert "is PENDING; only a FAILED or CANCELLED job can be retried" in pending.stderr
+    assert json.loads(shown.stdout)["retriesOf"] == [rerun["id"]]
+
+
 def test_errors_print_one_line_and_exit_non_zero(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
@@ -256,3 +281,28 @@ def test_watch_of_a_job_nobody_runs_gives_up_after_its_timeout(
         delete_queues(producer, queue)
     assert result.returncode == 4, (result.stdout, result.stderr)
     assert result.stdout.splitlines()[-1] == "gave up after 1s: the job is PENDING"
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_pause_resume_and_limit_are_stored_and_shown_by_queues(
+    cli: Callable[..., subprocess.CompletedProcess[str]], producer: CeleryJobQueueStrategy
+) -> None:
+    queue = unique_queue("steer")
+    paused = cli("pause", queue)
+    assert (paused.returncode, paused.stdout) == (0, f"{queue}: paused\n"), paused.stderr
+    limited = cli("limit", queue, "--concurrency", "2", "--rate", "100/m", "--json")
+    assert json.loads(limited.stdout)[queue] == {
+        "paused": True,
+        "concurrency": 2,
+        "rateLimit": "100/m",
+    }
+    assert producer.queue_controls()[queue].paused
+    shown = json.loads(cli("queues", "--json").stdout)[queue]
+    assert (shown["paused"], shown["concurrency"], shown["rateLimit"]) == (True, 2, "100/m")
+    assert "paused, concurrency 2, rate 100/m" in cli("queues").stdout
+    bad = cli("limit", queue, "--rate", "5/d")
+    assert bad.returncode == 1 and "rate_limit '5/d'" in bad.stderr
+    assert cli("resume", queue).stdout == f"{queue}: concurrency 2, rate 100/m\n"
+    cleared = cli("limit", queue, "--concurrency", "none", "--rate", "none")
+    assert cleared.stdout == f"{queue}: -\n"
+    assert queue not in producer.queue_controls()

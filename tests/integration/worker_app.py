@@ -3,9 +3,10 @@
 It declares queues the way the README tells users to: build the app from celeryconfig, make
 the strategy, and ``start`` each queue with its process at import time. The environment says
 which queues (TEST_QUEUES, comma-separated), where to report readiness (TEST_READY_FILE),
-which control exchange to use (TEST_CONTROL_EXCHANGE) and, for ``celery beat``, the queue a
-job is added to every second (TEST_BEAT_QUEUE) through ``adapter.add_job`` sent on the celery
-queue TEST_BEAT_ROUTE.
+which control exchange to use (TEST_CONTROL_EXCHANGE), where spans go (TEST_SPAN_FILE, with
+opentelemetry-instrumentation-celery on too when TEST_OTEL_CELERY is set) and, for ``celery
+beat``, the queue a job is added to every second (TEST_BEAT_QUEUE) through ``adapter.add_job``
+sent on the celery queue TEST_BEAT_ROUTE.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from adapter import CeleryJobQueueStrategy, Job, JobQueueError
+
+if os.environ.get("TEST_SPAN_FILE"):  # OpenTelemetry's SDK on, spans to this file
+    from tests.integration.span_file import configure_file_tracing
+
+    configure_file_tracing(
+        os.environ["TEST_SPAN_FILE"], instrument_celery=bool(os.environ.get("TEST_OTEL_CELERY"))
+    )
 
 app = Celery("worker-app")
 app.config_from_object("celeryconfig")

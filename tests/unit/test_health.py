@@ -25,6 +25,8 @@ from adapter.celery.health import (
     health_step,
 )
 from adapter.errors import ConfigurationError
+from adapter.store.memory import MemoryJobStore
+from tests.factories import make_job
 from tests.private_brokers import free_port
 from tests.support import wait_for
 
@@ -182,3 +184,25 @@ def test_a_health_port_in_use_stops_the_worker_with_an_error_naming_it() -> None
         finally:
             step.stop(worker)
             app.close()
+
+
+def test_metrics_are_served_beside_health_when_the_server_has_a_store() -> None:
+    store = MemoryJobStore()
+    store.insert(make_job(queue_name="mail"))
+    app = make_app("memory://")
+    server = HealthServer(("127.0.0.1", 0), HealthCheck(app, Handle()), store)
+    server.serve()
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            content_type, body = answer.headers["Content-Type"], answer.read().decode()
+        assert get(server)[0] == 503  # /health answers as before
+    finally:
+        server.close()
+        app.close()
+    assert content_type.startswith("text/plain; version=")
+    assert 'adapter_jobs{queue="mail",state="PENDING"} 1.0' in body.splitlines()
+
+
+def test_without_a_store_metrics_is_not_found(served: tuple[HealthServer, Handle]) -> None:
+    assert get(served[0], "/metrics")[0] == 404
