@@ -6,13 +6,10 @@ strategy and the service, the promoter's round, reschedule, and the errors namin
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, InvalidJobError, Job, JobState
 from adapter.celery.priority import broker_priority
@@ -20,22 +17,15 @@ from adapter.celery.promoter import Promoter
 from adapter.errors import JobNotWaitingError, PublishError
 from adapter.job import utcnow
 from adapter.service import JobQueueService
-from adapter.store.memory import MemoryJobStore
 from adapter.timing import MAX_DELAY_S, Timing
 from tests.support import messages_waiting, unique_queue
+from tests.unit import test_field_ranges
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def strategy() -> Iterator[CeleryJobQueueStrategy]:
-    """A strategy on kombu's in-memory broker and the memory store, running no worker."""
-    app = Celery(f"timing-{uuid.uuid4().hex[:8]}")
-    app.config_from_object("celeryconfig")
-    app.conf.broker_url = "memory://"
-    made = CeleryJobQueueStrategy(app, store=MemoryJobStore(), embedded_worker=False)
-    yield made
-    made.destroy()
+# A strategy on kombu's in-memory broker and the memory store, running no worker.
+strategy = test_field_ranges.strategy
 
 
 @pytest.mark.parametrize(
