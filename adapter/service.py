@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferService, JobBufferStorage
 from adapter.bulk import checked_batch
 from adapter.control import UNCHANGED, ControllableStrategy, Unchanged, controllable
-from adapter.errors import JobQueueError
+from adapter.errors import InvalidJobError, JobQueueError
 from adapter.job import Job, utcnow, validate_queue_name
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
 from adapter.subscribable import JobFinder, SubscribableJob
@@ -123,6 +123,11 @@ class JobQueue:
         commits, and never if it rolls back. ``delay``/``run_at``, ``priority``,
         ``unique_key`` and ``debounce``: when and how often it runs (``adapter.timing``).
         """
+        if transaction is not None and (unique_key is not None or debounce is not None):
+            raise InvalidJobError(
+                "unique_key and debounce cannot wait for a transaction: the job they return "
+                "is known only when added"
+            )
         timing = Timing(delay, run_at, priority, unique_key, debounce)
         job = timing.apply(Job(queue_name=self._name, data=data, retries=retries))
         if debounce is not None:  # the waiting job with the key takes this data: the strategy's

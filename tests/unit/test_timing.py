@@ -143,3 +143,11 @@ def test_each_broker_reads_the_priority_its_own_way() -> None:
     assert [broker_priority("amqp", p) for p in (0, 5, 9)] == [None, 5, 9]
     assert [broker_priority("redis", p) for p in (0, 5, 9)] == [None, 5, 9]
     assert broker_priority("filesystem", 9) is None
+
+
+def test_the_service_refuses_a_unique_key_waiting_for_a_transaction(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
+    queue = JobQueueService(strategy).create_queue(unique_queue("timing"), lambda job: None)
+    with pytest.raises(InvalidJobError, match="cannot wait for a transaction"):
+        queue.add({"n": 1}, transaction=object(), unique_key="k")
