@@ -9,9 +9,10 @@ whose publish fails is marked due again for the next round.
 
 The delay lives in the store, not in Celery's ETA/countdown (worker memory, and Redis's
 visibility timeout): it survives worker and broker restarts. The time compared is the
-promoter's clock; a worker whose clock runs behind cannot start a job early, as the claim
-compares the job's ``ready_at`` with the claiming worker's clock and hands an early message
-back to the promoter (the job then starts one round later).
+store's clock (``SchedulingStore.now``: Redis ``TIME``, PostgreSQL ``now()``), the same for
+every worker whatever its own clock. The claim compares the job's ``ready_at`` with the
+claiming worker's clock and hands an early message back to the promoter (a worker whose clock
+runs behind starts the job one round later for each such look).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Promoter:
     def promote_once(self) -> list[Job]:
         """Publish the jobs due now (one batch); return them."""
         with no_fork():  # a prefork pool forks its children from this very process
-            due = self._store.take_due(utcnow(), PROMOTE_BATCH)
+            due = self._store.take_due(self._store.now(), PROMOTE_BATCH)
         for job in due:
             try:
                 self._publisher.publish(job)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from datetime import datetime
 
-from adapter.job import STARTABLE_STATES, Job
+from adapter.job import STARTABLE_STATES, Job, utcnow
 
 #: States in which a job holds its unique key and may be promoted: it waits to start.
 WAITING_STATES = STARTABLE_STATES
@@ -33,6 +33,12 @@ WAITING_STATES = STARTABLE_STATES
 
 class SchedulingStore(ABC):
     """Due-marked jobs and unique keys: what delays, debounces and unique adds need."""
+
+    def now(self) -> datetime:
+        """The store's clock, timezone-aware UTC: what the promoters of every worker compare
+        ``ready_at`` with, so a worker whose clock runs ahead publishes nothing early. This
+        default (memory, SQLite: one machine) is this process's clock."""
+        return utcnow()
 
     @abstractmethod
     def take_due(self, now: datetime, limit: int) -> list[Job]:

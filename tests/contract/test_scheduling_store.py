@@ -146,3 +146,10 @@ def test_one_job_per_key_when_many_threads_add_it_at_once(store: JobStore) -> No
         thread.join(timeout=60)
     assert len(ids) == 1
     assert store.find_many({"filter": {"uniqueKey": {"eq": "k"}}}).total_items == 1
+
+
+def test_the_store_s_clock_is_utc_and_now(store: JobStore) -> None:
+    before = utcnow()
+    clock = store.now()
+    assert clock.utcoffset() == timedelta(0)
+    assert before - timedelta(seconds=5) < clock < utcnow() + timedelta(seconds=5)

@@ -81,6 +81,7 @@ from adapter.store.redis.due import DueScripts
 from adapter.store.redis.layout import (
     RedisKeys,
     field_text,
+    from_micros,
     job_from_hash,
     job_hash,
     micros,
@@ -214,6 +215,11 @@ class RedisJobStore(JobStore):
         if recorded:
             logger.info("job %s was not in the store yet; recorded it from its message", job.id)
         return job_from_hash(fields) if fields else None
+
+    def now(self) -> datetime:
+        with self._talking() as (client, _):
+            seconds, microseconds = client.time()
+        return from_micros(int(seconds) * 1_000_000 + int(microseconds))
 
     def take_due(self, now: datetime, limit: int) -> list[Job]:
         args: list[str | int] = [self.keys.prefix, micros(now), limit]

@@ -177,6 +177,12 @@ class SqlJobStore(JobStore):
             return None
         return _job(row)
 
+    def now(self) -> datetime:
+        if self._db.get().dialect.name != "postgresql":
+            return super().now()  # SQLite: a file of this machine, whose clock this is
+        found: datetime = self._run(sa.select(sa.func.timezone("UTC", sa.func.now()))).scalar_one()
+        return found.replace(tzinfo=UTC)
+
     def take_due(self, now: datetime, limit: int) -> list[Job]:
         with self._db.begin() as conn:
             rows = conn.execute(_TAKE_DUE, {"now": _naive(now), "limit": limit}).all()
