@@ -86,11 +86,13 @@ class JobAdder:
         InvalidJobError or InvalidQueueNameError, and nothing is published.
         ``timing`` (``adapter.timing``) sets when it runs; a job with ``ready_at`` is recorded
         and published later by a worker, one with ``unique_key`` may return a waiting job.
-        ``timeout`` (seconds per attempt, in the message: ``adapter.deadlines``) must be > 0
-        (ValueError naming it); a delayed job takes its queue's timeout.
+        ``timeout`` (seconds per attempt: ``adapter.deadlines``) becomes the job's ``timeout``
+        field, stored and carried by every message of the job (ValueError naming it when bad).
         """
         timeout = check_timeout(timeout)
         job = timing.apply(job)
+        if timeout is not None:
+            job = job.model_copy(update={"timeout": timeout})
         check_fields(job)  # again: the job may have changed since it was built
         check_data_size(job.data, self.max_data_bytes)
         job_id = job.id or _new_job_id()
@@ -101,15 +103,11 @@ class JobAdder:
                 return existing
         added = job.as_added(job_id)
         if added.unique_key is not None or added.ready_at is not None:
-            if timeout is not None and added.ready_at is not None:
-                raise InvalidJobError(
-                    "a delayed job takes its queue's timeout, not its own: give no timeout"
-                )
-            return self._add_scheduled(added, replace=timing.replace, timeout=timeout)
+            return self._add_scheduled(added, replace=timing.replace)
         if job.id is None and idempotency_key is None:
             # A fresh id is in no store yet: publish first, then record the job in the next
             # batch instead of paying a store round trip per add.
-            self._publisher.publish(added, timeout=timeout)
+            self._publisher.publish(added)
             self._write_behind.add(added)
             self._metrics.added([added])
             return SubscribableJob.wrap(added, self._finder)
@@ -121,7 +119,7 @@ class JobAdder:
                 raise
             return existing  # another process added the same key first
         try:
-            self._publisher.publish(added, timeout=timeout)
+            self._publisher.publish(added)
         except PublishError:
             assert added.id is not None
             self._stored().delete(added.id)
@@ -129,9 +127,7 @@ class JobAdder:
         self._metrics.added([added])
         return SubscribableJob.wrap(added, self._finder)
 
-    def _add_scheduled(
-        self, added: Job, *, replace: bool, timeout: float | None
-    ) -> SubscribableJob:
+    def _add_scheduled(self, added: Job, *, replace: bool) -> SubscribableJob:
         """Record a unique or delayed job first; publish it now only if it is ready now."""
         store = self._stored()
         if added.unique_key is not None:
@@ -142,7 +138,7 @@ class JobAdder:
             store.insert(added)
         if added.ready_at is None:  # else the promoter publishes it (adapter.store.scheduling)
             try:
-                self._publisher.publish(added, timeout=timeout)
+                self._publisher.publish(added)
             except PublishError:
                 store.delete(str(added.id))
                 raise

@@ -55,10 +55,12 @@ def scheduled_jobs() -> list[Job]:
 
 
 def test_the_fields_round_trip_through_insert_get_and_claim(store: JobStore) -> None:
-    job = make_job(ready_at=PAST, priority=7, unique_key="k-\u00e9", retried_from="earlier")
+    job = make_job(
+        ready_at=PAST, priority=7, unique_key="k-\u00e9", retried_from="earlier", timeout=2.5
+    )
     store.insert(job)
     stored = store.get(str(job.id))
-    assert stored is not None
+    assert stored is not None and stored.timeout == 2.5
     assert (stored.ready_at, stored.priority, stored.unique_key, stored.retried_from) == (
         PAST,
         7,
@@ -69,6 +71,7 @@ def test_the_fields_round_trip_through_insert_get_and_claim(store: JobStore) -> 
     assert claimed is not None and claimed.state is JobState.RUNNING
     assert (claimed.ready_at, claimed.priority, claimed.unique_key) == (PAST, 7, "k-\u00e9")
     assert store.find_many_by_id([str(job.id)])[0].retried_from == "earlier"
+    assert claimed.timeout == 2.5
 
 
 def test_a_job_without_them_reads_back_the_defaults(store: JobStore) -> None:
@@ -82,6 +85,7 @@ def test_a_job_without_them_reads_back_the_defaults(store: JobStore) -> None:
         None,
         None,
     )
+    assert stored.timeout is None
 
 
 def test_an_attempt_s_writes_keep_them(store: JobStore) -> None:

@@ -74,6 +74,7 @@ jobs = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("unique_key", sa.String(MAX_UNIQUE_KEY_LENGTH), nullable=True),
     sa.Column("retried_from", sa.String(64), nullable=True),
+    sa.Column("timeout", sa.Float, nullable=True),
     # Internal, not a job field: when the promoter publishes the job (adapter.store.scheduling).
     sa.Column("due_at", sa.DateTime, nullable=True),
     sa.Index("ix_adapter_job_queue_state_created", "queue_name", "state", "created_at"),
@@ -496,6 +497,7 @@ def _row(job: Job) -> dict[str, Any]:
         "priority": job.priority,
         "unique_key": job.unique_key,
         "retried_from": job.retried_from,
+        "timeout": job.timeout,
         "due_at": _naive(job.ready_at),
     }
 
@@ -519,6 +521,7 @@ def _job(row: Any) -> Job:
         priority=row.priority,
         unique_key=row.unique_key,
         retried_from=row.retried_from,
+        timeout=row.timeout,
     )
 
 
