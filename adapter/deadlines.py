@@ -20,17 +20,18 @@ import math
 import threading
 
 from adapter.errors import JobTimeLimitError
+from adapter.job import MAX_TIMEOUT_S
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
     """Return ``value`` as seconds (None: no timeout); ValueError naming ``name`` otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
-    seconds = float(value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+    seconds = float(value) if isinstance(value, int | float) else math.nan
+    if isinstance(value, bool) or not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
+        raise ValueError(
+            f"{name} must be a number of seconds > 0 and at most {MAX_TIMEOUT_S}, not {value!r}"
+        )
     return seconds
 
 

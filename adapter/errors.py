@@ -93,3 +93,7 @@ class JobNotRetryableError(JobQueueError, ValueError):
 
 class ScheduleError(JobQueueError, ValueError):
     """Raised when a scheduled task, its schedule or a retention rule is invalid or unknown."""
+
+
+class JobNotWaitingError(JobQueueError):
+    """The job has started, settled or is unknown: it can no longer be rescheduled."""

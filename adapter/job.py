@@ -129,6 +129,8 @@ MAX_ATTEMPTS = 2**31 - 1
 MAX_RETRIES = 1_000_000_000
 #: Highest progress, in percent (the lowest is 0).
 MAX_PROGRESS = 100
+#: Longest timeout of one attempt, in seconds (a year).
+MAX_TIMEOUT_S = 365 * 24 * 3600
 #: Highest priority a job may have (the lowest, and the default, is 0); higher starts first.
 MAX_PRIORITY = 9
 #: Longest unique key, in characters (the SQL stores' column is VARCHAR(200)).
@@ -145,6 +147,7 @@ FIELD_RANGES = {
     "attempts": f"an integer from 0 to {MAX_ATTEMPTS}",
     "progress": f"a number from 0 to {MAX_PROGRESS}",
     "priority": f"an integer from 0 to {MAX_PRIORITY}",
+    "timeout": f"a number of seconds above 0 and at most {MAX_TIMEOUT_S}, or None",
     "unique_key": (
         f"a string of 1 to {MAX_UNIQUE_KEY_LENGTH} characters and no control character, or None"
     ),
@@ -217,6 +220,8 @@ class Job(BaseModel):
     unique_key: str | None = Field(
         default=None, min_length=1, max_length=MAX_UNIQUE_KEY_LENGTH, pattern=_NO_CONTROL_CHARS
     )
+    #: Seconds each attempt may run (``adapter.deadlines``); None: its queue's, or none.
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     #: Id of the job this one runs again.
     retried_from: str | None = Field(
         default=None, min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL_CHARS

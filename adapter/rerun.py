@@ -3,8 +3,8 @@
 The original is never changed (a settled job is never rewritten: ``adapter.store.base``). The
 new job carries ``retried_from``, the original's id (``retriedFrom`` on the wire); the other
 direction, the re-runs of a job, is the query ``retriedFrom eq <id>`` (``retries_of``), so no
-settled record has to be written to link them. A re-run keeps the queue, data, retries and
-priority of the original and starts fresh: PENDING, no attempts, no result or error.
+settled record has to be written to link them. A re-run keeps the queue, data, retries,
+priority and timeout of the original and starts fresh: PENDING, no attempts, no result or error.
 
 ``retry_jobs`` re-runs every FAILED or CANCELLED job matching a ``find_many`` filter, at most
 ``MAX_RETRY_JOBS`` per call, oldest first, and skips a job that already has a re-run: pressing
@@ -53,6 +53,7 @@ def rerun_of(job: Job) -> Job:
         data=job.data,
         retries=job.retries,
         priority=job.priority,
+        timeout=job.timeout,
         retried_from=job.id,
     )
 

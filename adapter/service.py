@@ -26,16 +26,19 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from adapter.buffer import InMemoryJobBufferStorage, JobBuffer, JobBufferService, JobBufferStorage
 from adapter.bulk import checked_batch
 from adapter.control import UNCHANGED, ControllableStrategy, Unchanged, controllable
-from adapter.errors import JobQueueError
-from adapter.job import Job, validate_queue_name
+from adapter.deadlines import check_timeout
+from adapter.errors import InvalidJobError, JobQueueError
+from adapter.job import Job, utcnow, validate_queue_name
 from adapter.scheduling.service import ScheduledTasks
 from adapter.strategy import InspectableJobQueueStrategy, JobQueueStrategy, ProcessFunction
 from adapter.subscribable import JobFinder, SubscribableJob
+from adapter.timing import Timing
 from adapter.transaction import on_commit
 
 logger = logging.getLogger(__name__)
@@ -107,6 +110,12 @@ class JobQueue:
         data: Any = None,
         retries: int = 0,
         transaction: object | None = None,
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: float | None = None,
         timeout: float | None = None,
     ) -> SubscribableJob:
         """Add a job with ``data``; it is attempted at most ``retries`` + 1 times.
@@ -114,24 +123,30 @@ class JobQueue:
         Returns the job as published, in state PENDING. A job a buffer collected comes back
         with id ``"buffered"``. With ``transaction`` (a SQLAlchemy Session or a Django
         connection) the job gets its final id now but is published only once that transaction
-        commits, and never if it rolls back. ``timeout``: seconds each attempt may run
-        (``adapter.deadlines``); not for a job a buffer collects (ValueError).
+        commits, and never if it rolls back. ``delay``/``run_at``, ``priority``,
+        ``unique_key`` and ``debounce``: when and how often it runs (``adapter.timing``).
+        ``timeout``: seconds each attempt may run (``adapter.deadlines``), the job's own.
         """
-        job = Job(queue_name=self._name, data=data, retries=retries)
+        if transaction is not None and (unique_key is not None or debounce is not None):
+            raise InvalidJobError(
+                "unique_key and debounce cannot wait for a transaction: the job they return "
+                "is known only when added"
+            )
+        timing = Timing(delay, run_at, priority, unique_key, debounce)
+        timeout = check_timeout(timeout)
+        job = timing.apply(Job(queue_name=self._name, data=data, retries=retries, timeout=timeout))
+        if debounce is not None:  # the waiting job with the key takes this data: the strategy's
+            added = self._strategy.add(job, debounce=debounce)  # type: ignore[call-arg]
+            return _subscribable(added, self._strategy)
         collectors = self._buffers.collectors(job)
-        add: Callable[..., Any] = self._strategy.add
-        if timeout is not None:
-            add = functools.partial(_timed(self._strategy).add, timeout=timeout)
-        if collectors and timeout is not None:
-            raise ValueError("timeout: a buffer collects this job; give its queue a timeout")
         if collectors:
             publish: Callable[[], object] = functools.partial(self._buffers.store, collectors, job)
             added = job.model_copy(update={"id": BUFFERED_JOB_ID})
         elif transaction is not None:
             added = job.model_copy(update={"id": str(uuid.uuid4())})
-            publish = functools.partial(add, added.snapshot())
+            publish = functools.partial(self._strategy.add, added.snapshot())
         else:
-            return _subscribable(add(job), self._strategy)
+            return _subscribable(self._strategy.add(job), self._strategy)
         if transaction is None:
             publish()
         else:
@@ -139,16 +154,31 @@ class JobQueue:
         return _subscribable(added, self._strategy)
 
     def add_many(
-        self, datas: Iterable[Any], retries: int = 0, transaction: object | None = None
+        self,
+        datas: Iterable[Any],
+        retries: int = 0,
+        transaction: object | None = None,
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
     ) -> list[SubscribableJob]:
         """Add one job per item of ``datas``, all published at once (``strategy.add_many``).
 
         As ``add`` for each job, in order: buffers collect theirs first, and with
         ``transaction`` the jobs get their ids now and are published once it commits. Every
         job is checked before any is added: a bad one raises, naming its index (``jobs[3]``).
+        ``delay``/``run_at``, ``priority`` and ``timeout`` apply to every job, as in ``add``.
         """
+        timing = Timing(delay, run_at, priority)
+        timeout = check_timeout(timeout)
+        now = utcnow()
         jobs = checked_batch(
-            Job(queue_name=self._name, data=data, retries=retries) for data in datas
+            timing.apply(
+                Job(queue_name=self._name, data=data, retries=retries, timeout=timeout), now
+            )
+            for data in datas
         )
         results: list[Job] = []
         publish: list[Job] = []

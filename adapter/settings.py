@@ -129,6 +129,14 @@ def _flag(raw: object) -> bool:
     raise ValueError(f"true or false, not {raw!r}")
 
 
+def _names(raw: object) -> frozenset[str]:
+    parts = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(parts, list | tuple | set | frozenset):
+        raise TypeError(f"comma-separated names or a list, not {type(raw).__name__}")
+    names = frozenset(str(part).strip() for part in parts) - {""}
+    return names
+
+
 def _count(raw: object) -> int:
     value = int(_number(raw, int))
     if value < 0:
@@ -249,7 +257,7 @@ RETENTION_SCHEDULE: Setting[str] = Setting(
 )  # fmt: skip
 
 
-def _names(raw: object) -> tuple[str, ...]:
+def _name_list(raw: object) -> tuple[str, ...]:
     if isinstance(raw, str):
         raw = raw.split(",")
     if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
@@ -267,7 +275,7 @@ DASHBOARD_TOKEN: Setting[str | None] = Setting(
 DASHBOARD_REDACT_KEYS: Setting[tuple[str, ...]] = Setting(
     "adapter_dashboard_redact_keys", ("ADAPTER_DASHBOARD_REDACT_KEYS",), "names", (),
     "job data and result keys (any depth, any case) whose values the dashboard never shows",
-    _names,
+    _name_list,
 )  # fmt: skip
 DASHBOARD_HOST: Setting[str] = Setting(
     "adapter_dashboard_host", ("ADAPTER_DASHBOARD_HOST",), "address", "127.0.0.1",
@@ -281,6 +289,14 @@ DASHBOARD_PORT: Setting[int] = Setting(
 #: Settings of ``jobqueue dashboard`` only (not in a Celery app's configuration).
 DASHBOARD_SETTINGS: tuple[Setting[Any], ...] = (
     DASHBOARD_TOKEN, DASHBOARD_REDACT_KEYS, DASHBOARD_HOST, DASHBOARD_PORT,
+)  # fmt: skip
+
+
+PRIORITY_QUEUES: Setting[frozenset[str]] = Setting(
+    "adapter_priority_queues", ("ADAPTER_PRIORITY_QUEUES",), "queue names, or *", frozenset(),
+    "RabbitMQ: the job queues declared with x-max-priority, so priority orders them (a queue "
+    "that exists without it must be deleted first: RabbitMQ refuses to redeclare it)",
+    _names,
 )  # fmt: skip
 
 #: Every setting, in the order the documentation lists them.
@@ -305,6 +321,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     RETENTION_SCHEDULE,
     JOB_TIMEOUT,
     STOP_GRACE,
+    PRIORITY_QUEUES,
 )
 
 

@@ -26,11 +26,12 @@ from adapter.celery.publish import JobPublisher
 from adapter.celery.write_behind import WriteBehind
 from adapter.data import check_data_size
 from adapter.deadlines import check_timeout
-from adapter.errors import BulkPublishError, DuplicateJobError, PublishError
+from adapter.errors import BulkPublishError, DuplicateJobError, InvalidJobError, PublishError
 from adapter.job import Job, added_fields, check_fields
 from adapter.metrics.recorder import MetricsRecorder, NoMetrics
 from adapter.store import JobStore
 from adapter.subscribable import SubscribableJob
+from adapter.timing import NO_TIMING, Timing
 
 #: Namespace of the job ids derived from idempotency keys.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("5b1f7c1e-6a51-4a8e-9d2b-0c7e3f0a9e11")
@@ -70,17 +71,28 @@ class JobAdder:
         return self._store
 
     def add(
-        self, job: Job, *, idempotency_key: str | None = None, timeout: float | None = None
+        self,
+        job: Job,
+        *,
+        idempotency_key: str | None = None,
+        timing: Timing = NO_TIMING,
+        timeout: float | None = None,
     ) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
         A job without an id gets a new one, a UUIDv7. The key (unique per queue) becomes the
         job's id instead, so adding it again, from any process, publishes nothing and returns
         the job as it is now. A field out of its range (``adapter.job.FIELD_RANGES``) raises
-        InvalidJobError or InvalidQueueNameError, and nothing is published. ``timeout`` (seconds
-        per attempt, in the message: ``adapter.deadlines``) must be > 0 (ValueError naming it).
+        InvalidJobError or InvalidQueueNameError, and nothing is published.
+        ``timing`` (``adapter.timing``) sets when it runs; a job with ``ready_at`` is recorded
+        and published later by a worker, one with ``unique_key`` may return a waiting job.
+        ``timeout`` (seconds per attempt: ``adapter.deadlines``) becomes the job's ``timeout``
+        field, stored and carried by every message of the job (ValueError naming it when bad).
         """
         timeout = check_timeout(timeout)
+        job = timing.apply(job)
+        if timeout is not None:
+            job = job.model_copy(update={"timeout": timeout})
         check_fields(job)  # again: the job may have changed since it was built
         check_data_size(job.data, self.max_data_bytes)
         job_id = job.id or _new_job_id()
@@ -90,10 +102,12 @@ class JobAdder:
             if existing is not None:
                 return existing
         added = job.as_added(job_id)
+        if added.unique_key is not None or added.ready_at is not None:
+            return self._add_scheduled(added, replace=timing.replace)
         if job.id is None and idempotency_key is None:
             # A fresh id is in no store yet: publish first, then record the job in the next
             # batch instead of paying a store round trip per add.
-            self._publisher.publish(added, timeout=timeout)
+            self._publisher.publish(added)
             self._write_behind.add(added)
             self._metrics.added([added])
             return SubscribableJob.wrap(added, self._finder)
@@ -105,7 +119,7 @@ class JobAdder:
                 raise
             return existing  # another process added the same key first
         try:
-            self._publisher.publish(added, timeout=timeout)
+            self._publisher.publish(added)
         except PublishError:
             assert added.id is not None
             self._stored().delete(added.id)
@@ -113,7 +127,24 @@ class JobAdder:
         self._metrics.added([added])
         return SubscribableJob.wrap(added, self._finder)
 
-    def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
+    def _add_scheduled(self, added: Job, *, replace: bool) -> SubscribableJob:
+        """Record a unique or delayed job first; publish it now only if it is ready now."""
+        store = self._stored()
+        if added.unique_key is not None:
+            stored, inserted = store.add_unique(added, replace=replace)
+            if not inserted:
+                return SubscribableJob.wrap(stored, self._finder)
+        else:
+            store.insert(added)
+        if added.ready_at is None:  # else the promoter publishes it (adapter.store.scheduling)
+            try:
+                self._publisher.publish(added)
+            except PublishError:
+                store.delete(str(added.id))
+                raise
+        return SubscribableJob.wrap(added, self._finder)
+
+    def add_many(self, jobs: Iterable[Job], timing: Timing = NO_TIMING) -> list[SubscribableJob]:
         """Publish many new jobs at once; return them with their ids, in order, PENDING.
 
         Every job is checked first, as ``add`` checks one: the first bad one raises, naming its
@@ -124,21 +155,33 @@ class JobAdder:
         keys here (use ``add``). BulkPublishError when the broker refuses a message: it names
         that job's index, and the jobs published before it are recorded.
         """
-        batch = checked_batch(jobs, self.max_data_bytes)
+        if timing.unique_key is not None or timing.debounce is not None:
+            raise InvalidJobError("add_many takes no unique_key or debounce: use add")
+        batch = checked_batch((timing.apply(job) for job in jobs), self.max_data_bytes)
         if not batch:
             return []
+        for index, job in enumerate(batch):
+            if job.unique_key is not None:
+                raise InvalidJobError(f"jobs[{index}]: add_many takes no unique_key: use add")
         self._check_ids_free(batch)
         added = [
             SubscribableJob.wrap(job, self._finder, **added_fields(job.id or _new_job_id()))
             for job in batch
         ]
+        # Jobs with ready_at are recorded now and only: the promoter publishes them when due
+        # (the store is their only copy, so not left to the write-behind).
+        delayed = [Job.model_construct(**dict(job)) for job in added if job.ready_at is not None]
+        if delayed:
+            self._stored().insert_many(delayed)
+        ready = [index for index, job in enumerate(added) if job.ready_at is None]
         try:
-            self._publisher.publish_many(added)
-        except BulkPublishError as err:
-            self._write_behind.add(*(added[index] for index in err.published))
-            self._metrics.added(added[index] for index in err.published)
+            self._publisher.publish_many([added[index] for index in ready])
+        except BulkPublishError as err:  # its indexes count the ready jobs only
+            sent = [added[ready[index]] for index in err.published]
+            self._write_behind.add(*sent)
+            self._metrics.added(sent)
             raise
-        self._write_behind.add(*added)
+        self._write_behind.add(*(added[index] for index in ready))
         self._metrics.added(added)
         return added
 

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from adapter.celery.priority import queue_options
 from adapter.celery.routing import celery_queue
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,9 @@ def _consume_batch(consumer: Any, task_consumer: Any, queue_names: Sequence[str]
         if name in selected:
             queue = selected.select_add(selected[name])
         else:
+            options = queue_options(consumer.app.conf, queue_name)  # x-max-priority, if named
             queue = selected.select_add(
-                name, exchange=name, exchange_type="direct", routing_key=name
+                name, exchange=name, exchange_type="direct", routing_key=name, **options
             )
         if not task_consumer.consuming_from(name):
             added.append(queue)

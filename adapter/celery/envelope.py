@@ -101,7 +101,8 @@ def build(
     reprs = args_repr(job)
     message = amqp.create_task_message(job.id, TASK_NAME, args, {}, **reprs, **options)
     message.headers[QUEUE_HEADER] = job.queue_name
-    if timeout is not None:
+    timeout = job.timeout if timeout is None else timeout
+    if timeout is not None:  # for the worker's main process, which reads no body
         message.headers[TIMEOUT_HEADER] = timeout
     message.properties.update(reprs)
     return message

@@ -33,7 +33,7 @@ from kombu.transport.redis import Mutex, MutexHeld
 from adapter.celery.envelope import stored_job_due, stored_task_id
 from adapter.celery.routing import celery_queue
 from adapter.forksafe import no_fork
-from adapter.job import Job, JobState
+from adapter.job import Job, JobState, utcnow
 from adapter.lifecycle import Liveness
 from adapter.store.base import JobStore
 
@@ -133,7 +133,7 @@ def republish_unqueued_jobs(
         lost: list[Job] = []
         for start in range(0, len(unqueued), PAGE):  # still waiting now: not consumed meanwhile
             chunk = store.find_many_by_id(unqueued[start : start + PAGE])
-            lost.extend(job for job in chunk if job.state in _WAITING)
+            lost.extend(job for job in chunk if job.state in _WAITING and not _delayed(job))
     for job in lost:
         logger.warning(
             "job %s on %r is %s but its message is gone from Redis; publishing it again",
@@ -141,6 +141,11 @@ def republish_unqueued_jobs(
         )  # fmt: skip
         publish(job)
     return lost
+
+
+def _delayed(job: Job) -> bool:
+    """True for a delayed job the promoter has not published yet (it has no message)."""
+    return job.ready_at is not None and job.ready_at > utcnow()
 
 
 def _waiting_ids(store: JobStore, created_before: datetime) -> list[str]:

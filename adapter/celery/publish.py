@@ -35,6 +35,7 @@ from typing import Any
 from celery import Celery, Task
 
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
+from adapter.celery.priority import broker_priority, declare_job_queue
 from adapter.celery.routing import celery_queue
 from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
@@ -115,6 +116,7 @@ class JobPublisher:
         """Return the message that runs ``job`` and the options ``send_task_message`` takes."""
         app, amqp = self._app, self._app.amqp
         args = job_args(job)
+        declare_job_queue(app, job.queue_name)  # as workers declare it (x-max-priority)
         options = amqp.router.route(
             {**self._task._get_exec_options(), "queue": celery_queue(job.queue_name)},
             TASK_NAME,
@@ -127,8 +129,7 @@ class JobPublisher:
         if parent:  # a job added by a running task: Flower links the two
             root_id = parent.request.root_id or parent.request.id
             parent_id = parent.request.id
-            if app.conf.task_inherit_parent_priority:
-                options.setdefault("priority", parent.request.delivery_info.get("priority"))
+        options["priority"] = job.priority  # the job's own, as the broker reads it at send
         message = build(
             amqp,
             job,
@@ -147,6 +148,9 @@ class JobPublisher:
         return message, options
 
     def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
+        options["priority"] = broker_priority(
+            producer.connection.transport.driver_type, options["priority"]
+        )
         if hash(options["queue"]) in producer.connection.declared_entities:
             options["declare"] = []  # declared on this connection: skip kombu's re-check
         headers = message.headers  # a span per message, its context in the headers (if on)

@@ -95,10 +95,30 @@ class QoS(redis.QoS):
 
 
 class Channel(PurgeNotifyingChannel, redis.Channel):
-    """A Redis channel with ``QoS`` above; a purge of a job queue cancels its waiting jobs."""
+    """A Redis channel with ``QoS`` above; a purge of a job queue cancels its waiting jobs.
+
+    Higher message priorities are read first, as on RabbitMQ (kombu reads lower ones first):
+    the priority steps are kept highest first, so BRPOP lists the highest step's list first,
+    and priority 0 (no priority) stays in the queue's own list, read last.
+    """
 
     QoS = QoS
     _queue_cycle_stale = False
+    _steps_highest_first: list[int] = sorted(redis.PRIORITY_STEPS, reverse=True)
+
+    @property
+    def priority_steps(self) -> list[int]:
+        """kombu's priority steps (``priority_steps`` transport option), highest first."""
+        return self._steps_highest_first
+
+    @priority_steps.setter
+    def priority_steps(self, steps: list[int]) -> None:
+        self._steps_highest_first = sorted(steps, reverse=True)
+
+    def priority(self, n: int) -> int:
+        """The step whose list holds priority ``n``: the highest step not above it."""
+        steps = self._steps_highest_first
+        return next((step for step in steps if step <= n), steps[-1])
 
     def _update_queue_cycle(self) -> None:
         """Mark the fair cycle stale: it is rebuilt before the next BRPOP, once."""

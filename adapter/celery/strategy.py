@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -49,6 +49,7 @@ from adapter.celery.observability import listen, metrics_step
 from adapter.celery.orphans import OrphanRecovery
 from adapter.celery.pausing import PauseFollower
 from adapter.celery.poison import DeadLetterRecorder
+from adapter.celery.promoter import Promoter
 from adapter.celery.publish import JobPublisher
 from adapter.celery.purge import purge_messages
 from adapter.celery.reaper import Reaper
@@ -64,6 +65,8 @@ from adapter.deadlines import Timeouts
 from adapter.errors import (
     BrokerError,
     ConfigurationError,
+    InvalidJobError,
+    JobNotWaitingError,
 )
 from adapter.job import (
     Job,
@@ -83,6 +86,7 @@ from adapter.store.changes import Watch
 from adapter.store.queues import queue_store_for
 from adapter.strategy import InspectableJobQueueStrategy, ProcessFunction
 from adapter.subscribable import SubscribableJob
+from adapter.timing import Timing
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +161,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         )
         #: The app's scheduled tasks (``adapter.scheduling``): its workers run them.
         self.scheduler = Scheduler.from_settings(self._store, settings)
+        self._promoter = Promoter(self._store, self._publisher)  # delayed jobs, when due
         self._consumer = ConsumerHandle(
             self._registry, on_bind=self._on_consumer_bind, on_unbind=self._on_consumer_unbind
         )
@@ -167,6 +172,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
             self._reaper,
             self._pauses,
             self._watchdog,
+            self._promoter,
             self.scheduler if settings.scheduler else None,
         )
         self._consumer.follow_worker_flags(app)
@@ -195,14 +201,27 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         return self._store
 
     def add(
-        self, job: Job, *, idempotency_key: str | None = None, timeout: float | None = None
+        self,
+        job: Job,
+        *,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: float | None = None,
+        timeout: float | None = None,
     ) -> SubscribableJob:
         """Publish ``job``; with ``idempotency_key``, a repeated add returns the first job.
 
-        ``timeout``: seconds each attempt may run (``adapter.deadlines``). See
-        ``adapter.celery.adding.JobAdder.add``.
+        ``delay`` seconds or ``run_at``: not started before then; ``priority`` 0-9, higher
+        first; ``unique_key``: while a job with it waits, return that job; ``debounce``
+        seconds (with a key): the waiting job takes this data and starts that much later
+        (``adapter.timing``). ``timeout``: seconds each attempt may run (``adapter.deadlines``).
+        See ``adapter.celery.adding.JobAdder.add``.
         """
-        return self._adder.add(job, idempotency_key=idempotency_key, timeout=timeout)
+        timing = Timing(delay, run_at, priority, unique_key, debounce)
+        return self._adder.add(job, idempotency_key=idempotency_key, timing=timing, timeout=timeout)
 
     def set_queue_timeout(self, queue_name: str, timeout: float | None) -> None:
         """Give each attempt of ``queue_name``'s jobs ``timeout`` seconds (None: the default).
@@ -211,9 +230,32 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         """
         self.timeouts.set_queue(validate_queue_name(queue_name), timeout)
 
-    def add_many(self, jobs: Iterable[Job]) -> list[SubscribableJob]:
+    def add_many(
+        self,
+        jobs: Iterable[Job],
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+    ) -> list[SubscribableJob]:
         """Publish many new jobs at once (``adapter.celery.adding.JobAdder.add_many``)."""
-        return self._adder.add_many(jobs)
+        return self._adder.add_many(jobs, Timing(delay, run_at, priority))
+
+    def reschedule_job(self, job_id: str, run_at: datetime) -> Job:
+        """Move a job that has not started yet to ``run_at`` (naive: UTC); return it.
+
+        JobNotWaitingError when the job is unknown, running or settled.
+        """
+        if not isinstance(run_at, datetime):
+            raise InvalidJobError(f"run_at must be a datetime, got {run_at!r}")
+        moved = self.store.mark_due(job_id, run_at if run_at.tzinfo else run_at.replace(tzinfo=UTC))
+        if moved is None:
+            found = self.store.get(job_id)
+            state = "unknown" if found is None else found.state.value
+            raise JobNotWaitingError(
+                f"job {job_id} is {state}: only a job that has not started can be rescheduled"
+            )
+        return moved
 
     def flush(self) -> None:
         """Write now the jobs added here whose batch is not in the store yet.
@@ -409,6 +451,7 @@ class CeleryJobQueueStrategy(InspectableJobQueueStrategy):
         stopped = self._embedded.stop()
         self._reaper.stop()
         self.scheduler.stop()
+        self._promoter.stop()
         self._batch_runner.close()
         try:
             self.flush()

@@ -8,6 +8,7 @@
     jobqueue cancel ID                 cancel a job that has not settled
     jobqueue retry ID                  re-run a FAILED or CANCELLED job as a new, linked job
     jobqueue retry --queue Q --state failed   the same for every match [--limit N]
+    jobqueue reschedule ID WHEN        move a job not started yet (ISO time, or 10m from now)
     jobqueue purge QUEUE               cancel a queue's waiting jobs, delete their messages
     jobqueue clean                     remove settled jobs [--queue Q]... [--older-than 7d]
     jobqueue watch ID                  live progress until the job settles (exit code: its state)
@@ -230,6 +231,10 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--state", action="append", type=_state, help="only this state (repeatable)")
     retry.add_argument("--limit", type=_whole(0, MAX_RETRY_JOBS), default=MAX_RETRY_JOBS)
     retry.set_defaults(run=commands.retry)
+    moved = sub.add_parser("reschedule", parents=[common], help="move a job not started yet")
+    moved.add_argument("id")
+    moved.add_argument("when", help="ISO time (naive: UTC), or from now: 90s, 15m, 2h")
+    moved.set_defaults(run=commands.reschedule)
     purge = sub.add_parser(
         "purge", parents=[common], help="cancel a queue's waiting jobs, delete their messages"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from typing import TextIO
 
 from adapter.celery import CeleryJobQueueStrategy
@@ -119,6 +120,21 @@ def retry(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextI
     strategy.flush()
     out.write(dumps({"retried": count}) if args.json else f"re-ran {count} job(s) as new jobs")
     out.write("\n")
+    return 0
+
+
+def reschedule(args: argparse.Namespace, strategy: CeleryJobQueueStrategy, out: TextIO) -> int:
+    """``reschedule ID WHEN``: move a job that has not started to WHEN (an ISO time, naive
+    is UTC, or a duration from now such as 10m)."""
+    try:
+        when = datetime.fromisoformat(args.when)
+    except ValueError:
+        when = utcnow() + parse_duration(args.when)
+    job = strategy.reschedule_job(args.id, when)
+    if args.json:
+        out.write(dumps(job_json(job)) + "\n")
+    else:
+        out.write(f"job {job.id} starts at {job.ready_at.isoformat() if job.ready_at else ''}\n")
     return 0
 
 

@@ -247,6 +247,14 @@ class Scheduler:
         store.set_enabled(task_id, enabled)
         return next(info for info in self.tasks() if info.id == task_id)
 
+    def enable(self, task_id: str) -> ScheduledTaskInfo:
+        """``update(task_id, enabled=True)``: the dashboard's "Enable"."""
+        return self.update(task_id, enabled=True)
+
+    def disable(self, task_id: str) -> ScheduledTaskInfo:
+        """``update(task_id, enabled=False)``: the dashboard's "Disable"."""
+        return self.update(task_id, enabled=False)
+
     def tasks(self) -> list[ScheduledTaskInfo]:
         """Every registered task with its state in the store, by id."""
         store = self._store()

@@ -1,11 +1,12 @@
 """The job store contract: where each job's state lives, so it can be looked up any time.
 
 A store is written by producers (``add``) and by workers (``claim``, ``set_progress``,
-``update``, ``apply``), from many processes at once. The contract comes in four parts, one
+``update``, ``apply``), from many processes at once. The contract comes in five parts, one
 per concern, so a collaborator can ask for the part it uses: ``ProducerStore`` (records added
 jobs), ``WorkerStore`` (an attempt's writes and the transitions of ``adapter.job``),
-``InspectionStore`` (Vendure's inspection queries) and ``DeadLetterStore``. ``JobStore`` is
-all four; backends (``sql/``, ``redis/``, ``memory``) fill in its abstract methods.
+``InspectionStore`` (Vendure's inspection queries), ``DeadLetterStore`` and
+``SchedulingStore`` (delayed and unique jobs, ``adapter.store.scheduling``). ``JobStore`` is
+all five; backends (``sql/``, ``redis/``, ``memory``) fill in its abstract methods.
 
 Two rules hold for every backend:
 
@@ -30,6 +31,7 @@ from adapter.job import BEAT, CANCEL, DEFER, LOSE, Job, JobState, Transition
 from adapter.listing import JobList, JobListOptions, parse_list_options
 from adapter.patterns import match_budget
 from adapter.store.changes import Watch, unnotified_watch
+from adapter.store.scheduling import SchedulingStore
 
 if TYPE_CHECKING:
     from adapter.store.schedules import ScheduleStore
@@ -96,6 +98,8 @@ class WorkerStore(ABC):
         None when the job must not run: it is settled (for example cancelled), or, with
         ``busy_after``, it is RUNNING with a heartbeat since then (alive on another worker:
         this delivery is a duplicate). Without ``busy_after`` a RUNNING job is claimed.
+        A waiting job whose ``ready_at`` is after now is not started either: it is due-marked
+        again (``adapter.store.scheduling``), and a START clears the job's due mark.
         A job stored for another queue than ``job.queue_name`` is left as it is:
         WrongQueueError (``wrong_queue``), so a message cannot take another queue's job.
         """
@@ -237,7 +241,7 @@ class DeadLetterStore(ABC):
         """Return the latest ``take`` dead letters, newest first."""
 
 
-class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore):
+class JobStore(ProducerStore, WorkerStore, InspectionStore, DeadLetterStore, SchedulingStore):
     """Persists jobs by id: the whole contract, which every backend implements.
 
     The transitions of ``adapter.job`` have one method each here, written once over ``apply``.

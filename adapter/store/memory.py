@@ -33,6 +33,7 @@ from adapter.listing import JobList, JobListOptions, list_jobs
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeHub, Watch
 from adapter.store.schedules import ScheduleStore
+from adapter.store.scheduling import WAITING_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ SCHEME = "memory"
 #: The job fields ``update`` writes: the mutable fields a Job has (``updated_at`` is the store's).
 _WRITTEN = tuple(name for name in MUTABLE_FIELDS if name in Job.model_fields)
 #: Job fields holding times, kept in UTC as the other stores return them.
-_TIMES = ("created_at", "started_at", "settled_at")
+_TIMES = ("created_at", "started_at", "settled_at", "ready_at")
 #: A cutoff every ``updated_at`` is before: a claim without ``busy_after`` takes a RUNNING job.
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
@@ -52,6 +53,8 @@ class _Record:
 
     job: Job
     updated_at: datetime
+    #: When the promoter should publish the job (``adapter.store.scheduling``); None: not due.
+    due: datetime | None = None
 
 
 class MemoryJobStore(JobStore):
@@ -116,7 +119,14 @@ class MemoryJobStore(JobStore):
             record = self._record(job, now)
         elif record.job.queue_name != job.queue_name:
             return wrong_queue(job, record.job.queue_name)
-        return record.job.snapshot() if _transit(record, START, busy, {}, now) else None
+        ready_at = record.job.ready_at
+        if ready_at is not None and ready_at > now and record.job.state in WAITING_STATES:
+            record.due = ready_at  # early: the promoter publishes it in time
+            return None
+        if not _transit(record, START, busy, {}, now):
+            return None
+        record.due = None
+        return record.job.snapshot()
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         with self._lock:
@@ -234,9 +244,53 @@ class MemoryJobStore(JobStore):
             latest = list(islice(self._dead_letters, max(take, 0)))
         return [letter.model_copy(deep=True) for letter in latest]
 
+    def take_due(self, now: datetime, limit: int) -> list[Job]:
+        with self._lock:
+            due = sorted(
+                (record.due, job_id)
+                for job_id, record in self._records.items()
+                if record.due is not None
+                and record.due <= now
+                and record.job.state in WAITING_STATES
+            )[:limit]
+            taken = []
+            for _, job_id in due:
+                record = self._records[job_id]
+                record.due = None
+                taken.append(record.job.snapshot())
+        return taken
+
+    def mark_due(self, job_id: str, ready_at: datetime) -> Job | None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is None or record.job.state not in WAITING_STATES:
+                return None
+            record.job.ready_at = record.due = ready_at.astimezone(UTC)
+            record.updated_at = utcnow()
+            return record.job.snapshot()
+
+    def add_unique(self, job: Job, *, replace: bool) -> tuple[Job, bool]:
+        with self._lock:
+            for record in self._records.values():
+                held = record.job
+                if (
+                    held.unique_key == job.unique_key
+                    and held.queue_name == job.queue_name
+                    and held.state in WAITING_STATES
+                ):
+                    if replace:
+                        held.data = job.data
+                        held.ready_at = record.due = _utc(job.ready_at)
+                        record.updated_at = utcnow()
+                    return held.snapshot(), False
+            if str(job.id) in self._records:
+                raise DuplicateJobError(f"a job with id {job.id!r} already exists")
+            return self._record(job, utcnow()).job.snapshot(), True
+
     def _record(self, job: Job, now: datetime) -> _Record:
-        """Keep a private copy of ``job`` (the lock is held)."""
+        """Keep a private copy of ``job``, due-marked if it has ``ready_at`` (the lock is held)."""
         record = _Record(_own(job), now)
+        record.due = record.job.ready_at
         self._records[str(job.id)] = record
         return record
 

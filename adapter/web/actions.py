@@ -2,8 +2,9 @@
 strategy method it calls, and the text a person confirms before it runs.
 
 An action is offered only when its method exists (``available``): pause and resume
-(``pause_queue``, ``resume_queue``) and "run now" (``scheduler.run_now``) come from features
-added beside this one, and appear once the strategy has them.
+(``pause_queue``, ``resume_queue``) and a scheduled task's "run now", "enable" and "disable"
+(``scheduler.*``) come from features added beside this one, and appear once the strategy has
+them.
 ``remove_job`` is provided here (``JobRemover``): it deletes one settled job from the store.
 
 Routes: a job action runs on one job (``POST /api/jobs/{id}/{name}``) or on many
@@ -78,6 +79,14 @@ ACTIONS: tuple[Action, ...] = (
     Action("pause", "Pause", "queue", "pause_queue", "Pause queue {what}? No new job starts."),
     Action("resume", "Resume", "queue", "resume_queue", "Resume queue {what}?"),
     Action("run-now", "Run now", "schedule", "scheduler.run_now", "Run scheduled task {what} now?"),
+    Action(
+        "enable", "Enable", "schedule", "scheduler.enable",
+        "Enable scheduled task {what} on every worker?",
+    ),
+    Action(
+        "disable", "Disable", "schedule", "scheduler.disable",
+        "Disable scheduled task {what} on every worker? Its ticks are skipped until enabled.",
+    ),
 )  # fmt: skip
 
 

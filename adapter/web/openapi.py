@@ -126,7 +126,7 @@ def _paths() -> dict[str, Any]:
             "summary": "A queue action (pause, resume) where available",
             "parameters": [_CSRF, _path("target"), _path("action")], "responses": action_reply}},
         "/api/schedules/{target}/{action}": {"post": {
-            "summary": "A scheduled task action (run-now) where available",
+            "summary": "A scheduled task action (run-now, enable, disable) where available",
             "parameters": [_CSRF, _path("target"), _path("action")], "responses": action_reply}},
     }  # fmt: skip
 

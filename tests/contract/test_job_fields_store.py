@@ -34,6 +34,7 @@ redis_prefix = contract.redis_prefix
 redis_store = contract.redis_store
 
 SOON = datetime(2030, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
+PAST = datetime(2020, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
 
 def scheduled_jobs() -> list[Job]:
@@ -54,20 +55,23 @@ def scheduled_jobs() -> list[Job]:
 
 
 def test_the_fields_round_trip_through_insert_get_and_claim(store: JobStore) -> None:
-    job = make_job(ready_at=SOON, priority=7, unique_key="k-\u00e9", retried_from="earlier")
+    job = make_job(
+        ready_at=PAST, priority=7, unique_key="k-\u00e9", retried_from="earlier", timeout=2.5
+    )
     store.insert(job)
     stored = store.get(str(job.id))
-    assert stored is not None
+    assert stored is not None and stored.timeout == 2.5
     assert (stored.ready_at, stored.priority, stored.unique_key, stored.retried_from) == (
-        SOON,
+        PAST,
         7,
         "k-\u00e9",
         "earlier",
     )
     claimed = store.claim(job)
     assert claimed is not None and claimed.state is JobState.RUNNING
-    assert (claimed.ready_at, claimed.priority, claimed.unique_key) == (SOON, 7, "k-\u00e9")
+    assert (claimed.ready_at, claimed.priority, claimed.unique_key) == (PAST, 7, "k-\u00e9")
     assert store.find_many_by_id([str(job.id)])[0].retried_from == "earlier"
+    assert claimed.timeout == 2.5
 
 
 def test_a_job_without_them_reads_back_the_defaults(store: JobStore) -> None:
@@ -81,10 +85,11 @@ def test_a_job_without_them_reads_back_the_defaults(store: JobStore) -> None:
         None,
         None,
     )
+    assert stored.timeout is None
 
 
 def test_an_attempt_s_writes_keep_them(store: JobStore) -> None:
-    job = make_job(ready_at=SOON, priority=4, unique_key="k", retried_from="r")
+    job = make_job(ready_at=PAST, priority=4, unique_key="k", retried_from="r")
     store.insert(job)
     claimed = store.claim(job)
     assert claimed is not None
@@ -92,7 +97,7 @@ def test_an_attempt_s_writes_keep_them(store: JobStore) -> None:
     assert store.update(claimed.model_copy(update={"priority": 0, "ready_at": None}))
     stored = store.get(str(job.id))
     assert stored is not None and stored.state is JobState.COMPLETED
-    assert (stored.ready_at, stored.priority, stored.unique_key) == (SOON, 4, "k")
+    assert (stored.ready_at, stored.priority, stored.unique_key) == (PAST, 4, "k")
 
 
 FILTERS: list[tuple[dict[str, Any], list[str]]] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery import Celery
@@ -143,3 +144,20 @@ def test_purge_with_the_broker_down_prints_one_line_and_cancels_nothing(
     assert main(["purge", "q"]) == 1
     assert one_line(capsys.readouterr().err).startswith("jobqueue: could not purge queue 'q': ")
     assert kept.get(waiting.id or "") == waiting
+
+
+def test_reschedule_moves_a_delayed_job_and_refuses_one_that_started(
+    store: MemoryJobStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(queue_name="q", ready_at=datetime(2040, 1, 1, tzinfo=UTC))
+    store.insert(job)
+    assert main(["reschedule", str(job.id), "2041-02-03T04:05:06"]) == 0
+    assert one_line(capsys.readouterr().out) == f"job {job.id} starts at 2041-02-03T04:05:06+00:00"
+    assert main(["reschedule", str(job.id), "10m", "--json"]) == 0
+    moved = store.get(str(job.id))
+    assert moved is not None and moved.ready_at is not None
+    assert moved.ready_at - datetime.now(UTC) < timedelta(minutes=10)
+    store.cancel(str(job.id))
+    capsys.readouterr()
+    assert main(["reschedule", str(job.id), "10m"]) == 1
+    assert "is CANCELLED: only a job that has not started" in one_line(capsys.readouterr().err)

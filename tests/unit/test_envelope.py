@@ -168,6 +168,9 @@ def test_a_jobs_own_timeout_travels_in_a_header_and_a_retry_keeps_it(app: Celery
     message = sent_and_received(app, job, timeout=2.5)
     assert message.headers[TIMEOUT_HEADER] == 2.5
     assert TIMEOUT_HEADER not in sent_and_received(app, job).headers
+    # The job's stored field: every publisher of the job (retry, reaper, promoter) sends it.
+    timed = job.model_copy(update={"timeout": 4.0})
+    assert sent_and_received(app, timed).headers[TIMEOUT_HEADER] == 4.0
 
     @dataclass
     class Request:

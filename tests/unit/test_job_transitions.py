@@ -386,6 +386,7 @@ def test_to_wire_uses_vendures_camel_case_keys() -> None:
         "priority": 5,
         "uniqueKey": "k",
         "retriedFrom": "6",
+        "timeout": None,
     }
 
 

@@ -41,7 +41,8 @@ def lifecycle() -> Lifecycle:
 
 @pytest.mark.parametrize("bad", [0, -1, "5", True, float("nan"), float("inf"), [1]])
 def test_a_timeout_that_is_not_a_positive_number_is_refused_naming_it(bad: object) -> None:
-    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds > 0, not "):
+    refused = r"^timeout must be a number of seconds > 0 and at most 31536000, not "
+    with pytest.raises(ValueError, match=refused):
         check_timeout(bad)
 
 
@@ -171,18 +172,27 @@ def test_the_service_gives_a_queue_and_a_job_their_timeouts(
 def test_a_bad_job_timeout_is_refused_naming_it_and_nothing_is_added(
     strategy: CeleryJobQueueStrategy,
 ) -> None:
-    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds > 0, not 0$"):
+    refused = r"^timeout must be a number of seconds > 0 and at most 31536000, not 0$"
+    with pytest.raises(ValueError, match=refused):
         strategy.add(Job(queue_name="mail", data={}), timeout=0)
     strategy.flush()
     assert strategy.find_many().total_items == 0
 
 
-def test_a_strategy_without_timeouts_refuses_them_by_name() -> None:
+def test_a_strategy_without_queue_timeouts_refuses_them_by_name() -> None:
     service = JobQueueService(RecordingStrategy())
     with pytest.raises(TypeError, match=r"^timeout: RecordingStrategy has no timeouts"):
         service.create_queue("mail", lambda job: None, timeout=5)
-    with pytest.raises(TypeError, match=r"^timeout: "):
-        service.create_queue("other", lambda job: None).add({}, timeout=5)
+
+
+def test_a_jobs_own_timeout_is_a_field_every_strategy_is_given() -> None:
+    strategy = RecordingStrategy()
+    service = JobQueueService(strategy)
+    queue = service.create_queue("other", lambda job: None)
+    assert queue.add({}, timeout=5).timeout == 5
+    assert [job.timeout for job in queue.add_many([1, 2], timeout=2.5)] == [2.5, 2.5]
+    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds > 0"):
+        queue.add({}, timeout=0)
 
 
 def test_an_abandoned_attempt_still_running_leaves_its_retry_alone(

@@ -305,7 +305,9 @@ def test_a_queue_is_paused_and_resumed_and_the_overview_says_so(
     assert client.get("/api/queues").json()[0]["paused"] is False
 
 
-def test_scheduled_tasks_are_listed_and_run_now(strategy: CeleryJobQueueStrategy) -> None:
+def test_scheduled_tasks_are_listed_run_now_disabled_and_enabled(
+    strategy: CeleryJobQueueStrategy,
+) -> None:
     strategy.scheduler.add(ScheduledTask(id="nightly", schedule="0 3 * * *", execute=print))
     client = make_client(strategy)
     assert "run-now" in {a["name"] for a in client.get("/api/meta").json()["actions"]}
@@ -314,6 +316,10 @@ def test_scheduled_tasks_are_listed_and_run_now(strategy: CeleryJobQueueStrategy
     assert client.post("/api/schedules/nightly/run-now", headers=csrf(client)).json()["done"]
     unknown = client.post("/api/schedules/weekly/run-now", headers=csrf(client))
     assert unknown.status_code == 400 and "no scheduled task 'weekly'" in unknown.json()["error"]
+    client.post("/api/schedules/nightly/disable", headers=csrf(client))
+    assert client.get("/api/schedules").json()[0]["enabled"] is False
+    client.post("/api/schedules/nightly/enable", headers=csrf(client))
+    assert client.get("/api/schedules").json()[0]["enabled"] is True
 
 
 def test_without_those_methods_there_is_no_paused_flag_and_no_schedule(

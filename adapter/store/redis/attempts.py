@@ -13,7 +13,8 @@ from __future__ import annotations
 #: ``{-1, {}}`` when it is missing and ``fields`` is nil (nothing changed), ``{-2, stored queue}``
 #: for a job of another queue (left as it is), else ``{1 if it was recorded else 0, the job's
 #: fields after the claim (``data`` as stored: a message cannot run other data), or {} when
-#: the transition did not apply (settled, or RUNNING with a beat at or after busy_after)}``.
+#: the transition did not apply (settled, RUNNING with a beat at or after busy_after, or
+#: waiting with a ``ready_at`` still ahead: then indexed as due, for the promoter)}``.
 _CLAIM_ONE = """
 local function claim_one(p, id, now, spec, busy_after, queue, fields)
   local key = p .. ':job:' .. id
@@ -27,6 +28,11 @@ local function claim_one(p, id, now, spec, busy_after, queue, fields)
     recorded = 1
   elseif stored_queue ~= queue then
     return {-2, stored_queue}
+  end
+  local early = redis.call('HMGET', key, 'ready_at', 'state')
+  if early[1] and tonumber(early[1]) > tonumber(now) and WAITING[early[2]] then
+    redis.call('ZADD', p .. ':idx:due', early[1], id)  -- not ready: the promoter publishes it
+    return {recorded, {}}
   end
   if not transit(p, id, spec, now, busy_after, {}) then
     return {recorded, {}}

@@ -112,7 +112,7 @@ class RedisKeys:
 
 
 #: Fields a job hash holds only when set; a job stored before they existed lacks them too.
-_OPTIONAL_FIELDS = ("ready_at", "unique_key", "retried_from")
+_OPTIONAL_FIELDS = ("ready_at", "unique_key", "retried_from", "timeout")
 
 
 def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
@@ -153,7 +153,7 @@ def field_text(name: str, value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, datetime):
         return str(micros(value))
-    if name == "progress":
+    if name in {"progress", "timeout"}:
         return repr(float(value))
     if isinstance(value, JobState):
         return value.value
@@ -197,6 +197,7 @@ def job_from_hash(fields: Mapping[str, str]) -> Job:
         priority=int(fields.get("priority", 0)),
         unique_key=fields.get("unique_key"),
         retried_from=fields.get("retried_from"),
+        timeout=None if (timeout := fields.get("timeout")) is None else float(timeout),
     )
 
 

@@ -13,6 +13,7 @@ from redis.commands.core import Script
 
 from adapter.job import SETTLED_STATES
 from adapter.store.redis.attempts import CLAIM, CLAIM_MANY, UPDATE, UPDATE_MANY
+from adapter.store.scheduling import WAITING_STATES
 
 #: Read jobs for the client: one JSON text is parsed far faster than a reply per field.
 _AS_JSON = """
@@ -48,6 +49,31 @@ end
 #: Functions every script shares: put a job into its indexes, take it out of them.
 _COMMON = """
 local FINAL = {__SETTLED_STATES__}
+local WAITING = {__WAITING_STATES__}
+
+-- The key naming the waiting job that holds unique key `ukey` of `queue`.
+local function unique_key(p, queue, ukey)
+  return p .. ':uniq:' .. queue .. ':' .. ukey
+end
+
+-- A new job: due-marked when it has ready_at, holding its unique key if no other job does.
+-- A job leaving the waiting states: unmarked, and its unique key freed.
+local function schedule(p, id, old, queue, state)
+  local f = redis.call('HMGET', p .. ':job:' .. id, 'ready_at', 'unique_key')
+  if not old and WAITING[state] then
+    if f[1] then
+      redis.call('ZADD', p .. ':idx:due', f[1], id)
+    end
+    if f[2] then
+      redis.call('SET', unique_key(p, queue, f[2]), id, 'NX')
+    end
+  elseif old and WAITING[old] and not WAITING[state] then
+    redis.call('ZREM', p .. ':idx:due', id)
+    if f[2] and redis.call('GET', unique_key(p, queue, f[2])) == id then
+      redis.call('DEL', unique_key(p, queue, f[2]))
+    end
+  end
+end
 
 -- Index job `id` by its hash now; `old` is the state it is indexed under, false if none yet.
 -- Only a job that is or was settled (FINAL) can be in the settled and unstamped indexes.
@@ -55,6 +81,7 @@ local function place(p, id, old)
   local f = redis.call('HMGET', p .. ':job:' .. id, 'queue_name', 'state', 'created_at',
     'settled_at')
   local queue, state, created, settled = f[1], f[2], f[3], f[4]
+  schedule(p, id, old, queue, state)
   if old ~= state then
     if old then
       redis.call('ZREM', p .. ':idx:state:' .. old, id)
@@ -97,7 +124,11 @@ local function remove(p, id)
   local key = p .. ':job:' .. id
   local f = redis.call('HMGET', key, 'queue_name', 'state')
   local queue, state = f[1], f[2]
+  if queue then
+    schedule(p, id, state, queue, 'DELETED')
+  end
   redis.call('DEL', key)
+  redis.call('ZREM', p .. ':idx:due', id)
   redis.call('ZREM', p .. ':idx:all', id)
   redis.call('ZREM', p .. ':idx:settled', id)
   redis.call('SREM', p .. ':idx:unstamped', id)
@@ -167,6 +198,8 @@ end
 # The settled states come from adapter.job, the one place they are defined.
 _COMMON = _COMMON.replace(
     "__SETTLED_STATES__", ", ".join(f"{state.value} = true" for state in sorted(SETTLED_STATES))
+).replace(
+    "__WAITING_STATES__", ", ".join(f"{state.value} = true" for state in sorted(WAITING_STATES))
 )
 
 #: ARGV: prefix, id, field, value, ...  Returns 1, or 0 when the id is taken.

@@ -19,6 +19,8 @@ Key layout, under ``prefix`` (``"adapter"`` unless given):
 ``{p}:idx:settled:queue:{q}``       sorted set: queue ``q``'s settled jobs, likewise
 ``{p}:idx:unstamped``               set: jobs in a settled state but without ``settled_at``
 ``{p}:tmp:{hex}``                   a union of indexes, alive only while one script runs
+``{p}:idx:due``                     sorted set: due-marked jobs, by ``ready_at`` (``due.py``)
+``{p}:uniq:{q}:{key}``              string: the waiting job of queue ``q`` holding ``key``
 ``{p}:dead``                        list: dead letters as JSON, newest first, capped
 ``{p}:changed``                     pub/sub channel: ids of jobs whose state or progress was
                                     written (``adapter.store.redis.changes``)
@@ -77,9 +79,11 @@ from adapter.masking import mask_url
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import Watch
 from adapter.store.redis.changes import RedisChangeListener
+from adapter.store.redis.due import DueScripts
 from adapter.store.redis.layout import (
     RedisKeys,
     field_text,
+    from_micros,
     job_from_hash,
     job_hash,
     micros,
@@ -127,6 +131,7 @@ class RedisJobStore(JobStore):
         self._lock = ForkSafeLock()
         self._client: redis.Redis | None = self._new_client()
         self._scripts = RedisScripts(self._client)
+        self._due = DueScripts(self._client)  # called with this process's client each time
         self._pid = os.getpid()
         self._schema_checked = False
         self._changes = RedisChangeListener(url, self.keys.changes)
@@ -227,6 +232,45 @@ class RedisJobStore(JobStore):
                 for i, answer in zip(missing, again, strict=True):
                     answers[i] = answer
         return [_claimed(job, *answer) for job, answer in zip(jobs, answers, strict=True)]
+
+    def now(self) -> datetime:
+        with self._talking() as (client, _):
+            seconds, microseconds = client.time()
+        return from_micros(int(seconds) * 1_000_000 + int(microseconds))
+
+    def take_due(self, now: datetime, limit: int) -> list[Job]:
+        args: list[str | int] = [self.keys.prefix, micros(now), limit]
+        with self._talking() as (client, _):
+            found = self._due.take_due(args=args, client=client)
+        return [job_from_hash(fields) for fields in json.loads(found)]
+
+    def mark_due(self, job_id: str, ready_at: datetime) -> Job | None:
+        args: list[str | int] = [self.keys.prefix, job_id, micros(ready_at), micros(utcnow())]
+        with self._talking() as (client, _):
+            found = json.loads(self._due.mark_due(args=args, client=client))
+        return job_from_hash(found[0]) if found else None
+
+    def add_unique(self, job: Job, *, replace: bool) -> tuple[Job, bool]:
+        now = utcnow()
+        ready_at = "" if job.ready_at is None else str(micros(job.ready_at))
+        args = [
+            self.keys.prefix,
+            str(job.id),
+            job.queue_name,
+            str(job.unique_key),
+            "1" if replace else "0",
+            json.dumps(job.data),
+            ready_at,
+            str(micros(now)),
+            *_pairs(job_hash(job, now)),
+        ]
+        with self._talking() as (client, _):
+            answer = json.loads(self._due.add_unique(args=args, client=client))
+        if answer[0] == -1:
+            raise DuplicateJobError(f"a job with id {job.id!r} already exists")
+        if answer[0] == 1:
+            return job, True
+        return job_from_hash(answer[1][0]), False
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         args: list[str | int] = [self.keys.prefix, job_id, repr(float(progress)), micros(utcnow())]

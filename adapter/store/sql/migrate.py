@@ -84,3 +84,15 @@ def _add_column(conn: Connection, table: sa.Table, column: sa.Column[object]) ->
     spec = CreateColumn(column).compile(dialect=conn.dialect)
     logger.info("job store: adding column %s.%s", table.name, column.name)
     conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {spec}")
+
+
+def lock_unique_key(conn: Connection, meta: sa.Table, name: str) -> None:
+    """Hold, until the transaction ends, the lock of ``name`` (a queue's unique key).
+
+    PostgreSQL: an advisory lock of the name's hash, so other keys are not held up. SQLite has
+    one writer at a time: taking the write lock (a no-op UPDATE of ``adapter_meta``) is it.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+    else:
+        conn.execute(meta.update().where(meta.c.key == SCHEMA_KEY).values(value=meta.c.value))

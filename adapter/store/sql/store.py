@@ -39,8 +39,9 @@ from adapter.listing import JobList, JobListOptions
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeListener, Watch
 from adapter.store.schedules import ScheduleStore
+from adapter.store.scheduling import WAITING_STATES
 from adapter.store.sql.engine import ProcessEngine
-from adapter.store.sql.migrate import upgrade_schema
+from adapter.store.sql.migrate import lock_unique_key, upgrade_schema
 from adapter.store.sql.query import JobListQuery
 
 logger = logging.getLogger(__name__)
@@ -73,10 +74,15 @@ jobs = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("unique_key", sa.String(MAX_UNIQUE_KEY_LENGTH), nullable=True),
     sa.Column("retried_from", sa.String(64), nullable=True),
+    sa.Column("timeout", sa.Float, nullable=True),
+    # Internal, not a job field: when the promoter publishes the job (adapter.store.scheduling).
+    sa.Column("due_at", sa.DateTime, nullable=True),
     sa.Index("ix_adapter_job_queue_state_created", "queue_name", "state", "created_at"),
     sa.Index("ix_adapter_job_created", "created_at"),
     sa.Index("ix_adapter_job_state_ready", "state", "ready_at"),
     sa.Index("ix_adapter_job_retried_from", "retried_from"),
+    sa.Index("ix_adapter_job_due", "due_at"),
+    sa.Index("ix_adapter_job_unique", "queue_name", "unique_key"),
 )
 dead_letters = sa.Table(
     "adapter_dead_letter",
@@ -173,6 +179,43 @@ class SqlJobStore(JobStore):
                 return self.claim_many(jobs, busy_after)
             return super().claim_many(jobs, busy_after)  # each in turn
         return found
+
+    def now(self) -> datetime:
+        if self._db.get().dialect.name != "postgresql":
+            return super().now()  # SQLite: a file of this machine, whose clock this is
+        found: datetime = self._run(sa.select(sa.func.timezone("UTC", sa.func.now()))).scalar_one()
+        return found.replace(tzinfo=UTC)
+
+    def take_due(self, now: datetime, limit: int) -> list[Job]:
+        with self._db.begin() as conn:
+            rows = conn.execute(_TAKE_DUE, {"now": _naive(now), "limit": limit}).all()
+        return sorted((_job(row) for row in rows), key=lambda job: job.ready_at or now)
+
+    def mark_due(self, job_id: str, ready_at: datetime) -> Job | None:
+        params = {"job_id": job_id, "new_ready_at": _naive(ready_at), "now": _naive(utcnow())}
+        row = self._run(_MARK_DUE, params).first()
+        return None if row is None else _job(row)
+
+    def add_unique(self, job: Job, *, replace: bool) -> tuple[Job, bool]:
+        key = {"key_queue": job.queue_name, "key": job.unique_key}
+        with self._db.begin() as conn:
+            lock_unique_key(conn, meta, f"{job.queue_name}:{job.unique_key}")
+            if replace:
+                params = {
+                    **key,
+                    "new_data": json.dumps(job.data),
+                    "new_ready_at": _naive(job.ready_at),
+                }
+                row = conn.execute(_REPLACE_WAITING, {**params, "now": _naive(utcnow())}).first()
+            else:
+                row = conn.execute(_WAITING_WITH_KEY, key).first()
+            if row is not None:
+                return _job(row), False
+            try:
+                conn.execute(_INSERT, _row(job))
+            except sa.exc.IntegrityError as err:
+                raise DuplicateJobError(f"a job with id {job.id!r} already exists") from err
+        return job, True
 
     def set_progress(self, job_id: str, progress: float) -> bool:
         params = {"job_id": job_id, "progress": progress, "now": _naive(utcnow())}
@@ -363,8 +406,70 @@ def _transition_statement(transition: Transition, which: str) -> Any:
     return statement
 
 
-#: ``START`` of one job, only if it is stored for the queue the message names.
-_CLAIM = _transition_statement(START, "one").where(jobs.c.queue_name == sa.bindparam("claim_queue"))
+#: ``START`` of one job, only if it is stored for the queue the message names and is ready;
+#: it clears the job's due mark.
+_CLAIM = (
+    _transition_statement(START, "one")
+    .where(
+        jobs.c.queue_name == sa.bindparam("claim_queue"),
+        sa.or_(jobs.c.ready_at.is_(None), jobs.c.ready_at <= _now),
+    )
+    .values(due_at=None)
+)
+
+
+_waiting = jobs.c.state.in_(sorted(state.value for state in WAITING_STATES))
+#: Due-mark again a waiting job a claim did not start because its ``ready_at`` is later.
+_MARK_EARLY = (
+    jobs.update()
+    .where(_unsettled_job, _waiting, jobs.c.ready_at > _now)
+    .values(due_at=jobs.c.ready_at)
+)
+#: Take the due marks of the due waiting jobs, earliest first (each row once, however many
+#: workers take at once: PostgreSQL skips the rows another is taking).
+_TAKE_DUE = (
+    jobs.update()
+    .where(
+        jobs.c.id.in_(
+            sa.select(jobs.c.id)
+            .where(jobs.c.due_at <= _now, _waiting, _unsettled)
+            .order_by(jobs.c.due_at)
+            .limit(sa.bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+        jobs.c.due_at <= _now,
+    )
+    .values(due_at=None)
+    .returning(*jobs.c)
+)
+_MARK_DUE = (
+    jobs.update()
+    .where(_unsettled_job, _waiting)
+    .values(
+        ready_at=sa.bindparam("new_ready_at"), due_at=sa.bindparam("new_ready_at"), updated_at=_now
+    )
+    .returning(*jobs.c)
+)
+_with_key = sa.and_(
+    jobs.c.queue_name == sa.bindparam("key_queue"),
+    jobs.c.unique_key == sa.bindparam("key"),
+    _waiting,
+    _unsettled,
+)
+_WAITING_WITH_KEY = jobs.select().where(_with_key).limit(1)
+#: Debounce: the waiting job with the key takes the new data and ready_at, due-marked.
+_REPLACE_WAITING = (
+    jobs.update()
+    .where(jobs.c.id.in_(sa.select(jobs.c.id).where(_with_key).limit(1).scalar_subquery()))
+    .values(
+        data=sa.bindparam("new_data"),
+        ready_at=sa.bindparam("new_ready_at"),
+        due_at=sa.bindparam("new_ready_at"),
+        updated_at=_now,
+    )
+    .returning(*jobs.c)
+)
 
 
 def _claim_in(conn: Connection, job: Job, now: datetime | None, stale_before: datetime) -> Claimed:
@@ -374,17 +479,18 @@ def _claim_in(conn: Connection, job: Job, now: datetime | None, stale_before: da
     row = conn.execute(_CLAIM, params).first()
     if row is None:
         stored = conn.execute(_STORED_QUEUE, params).scalar()
-        if stored is not None:
-            if stored != job.queue_name:
-                return wrong_queue(job, stored)
-            # Settled, running elsewhere, or recorded (write-behind) after the UPDATE looked:
-            # under READ COMMITTED a second UPDATE sees that row.
-            row = conn.execute(_CLAIM, params).first()
-        else:
+        if stored is not None and stored != job.queue_name:
+            return wrong_queue(job, stored)
+        if stored is None:
             logger.info("job %s was not in the store yet; recording it now", job.id)
             conn.execute(_INSERT, _row(job))
-            row = conn.execute(_CLAIM, params).first()
-    return None if row is None else _job(row)
+        # Else settled, running elsewhere, not ready, or recorded (write-behind) after the
+        # UPDATE looked: under READ COMMITTED a second UPDATE sees it.
+        row = conn.execute(_CLAIM, params).first()
+    if row is None:
+        conn.execute(_MARK_EARLY, params)  # not started as it is not ready yet: due again
+        return None
+    return _job(row)
 
 
 def _naive(value: datetime | None) -> datetime | None:
@@ -413,6 +519,8 @@ def _row(job: Job) -> dict[str, Any]:
         "priority": job.priority,
         "unique_key": job.unique_key,
         "retried_from": job.retried_from,
+        "timeout": job.timeout,
+        "due_at": _naive(job.ready_at),
     }
 
 
@@ -435,6 +543,7 @@ def _job(row: Any) -> Job:
         priority=row.priority,
         unique_key=row.unique_key,
         retried_from=row.retried_from,
+        timeout=row.timeout,
     )
 
 
