@@ -102,3 +102,15 @@ def test_update_many_writes_each_outcome_and_never_a_settled_job(store: JobStore
     assert store.get(unknown.id or "") is None
     by_state = store.find_many({"filter": {"state": {"eq": "COMPLETED"}}}).items
     assert [job.id for job in by_state] == [first.id]  # the indexes follow each write
+
+
+def test_claim_many_leaves_a_job_not_ready_yet_waiting_and_claims_the_rest(store: JobStore) -> None:  # noqa: F811
+    early = make_job(queue_name="q", ready_at=utcnow() + timedelta(hours=1))
+    ready = make_job(queue_name="q")
+    store.insert_many([early, ready])
+
+    found = store.claim_many([early, ready])
+
+    assert found[0] is None and stored(store, early).state == JobState.PENDING
+    assert stored(store, early).attempts == 0
+    assert isinstance(found[1], Job) and found[1].state == JobState.RUNNING
