@@ -13,6 +13,7 @@ reads its job's row in ``adapter_job``.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +77,8 @@ _INSERT_ABSENT = {
     .on_conflict_do_nothing(index_elements=[queues.c.name])
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
-_created: set[int] = set()
+#: Engines whose tables exist (weak: an id() could be reused by a later engine).
+_created: weakref.WeakSet[Engine] = weakref.WeakSet()
 _created_lock = ForkSafeLock()
 
 
@@ -88,12 +90,12 @@ class SqlQueueStore(QueueStore):
 
     def _engine(self) -> Engine:
         engine = self._db.get()
-        if id(engine) not in _created:
+        if engine not in _created:
             with _created_lock:
-                if id(engine) not in _created:
+                if engine not in _created:
                     with contextlib.suppress(sa.exc.DBAPIError):  # another process was first
                         metadata.create_all(engine, checkfirst=True)
-                    _created.add(id(engine))
+                    _created.add(engine)
         return engine
 
     def control(self, queue_name: str) -> QueueControl:
