@@ -49,7 +49,9 @@ def test_jobs_complete_and_queues_are_consumed_again_after_a_broker_restart(
     queue = unique_queue("restart")
     run_log = tmp_path / "runs.log"
     run_log.touch()
-    env = {**LIVENESS, "TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "0.02"}
+    # 0.05 s a job: the 300 take at least 7.5 s on two processes, so the broker stops with
+    # jobs still queued even when the adds are slow (a loaded machine).
+    env = {**LIVENESS, "TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "0.05"}
     worker = make_worker(f"{queue}=logged", "-P", "prefork", "-c", "2", **env)
     worker.start()
     try:
