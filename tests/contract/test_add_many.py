@@ -46,6 +46,7 @@ def other_queue(strategy: CeleryJobQueueStrategy) -> Iterator[str]:
     delete_queues(strategy, name)
 
 
+@pytest.mark.timeout(240)  # 1,000 jobs through each pair, the embedded broker included
 def test_many_jobs_added_at_once_are_stored_and_each_runs_once(
     strategy: CeleryJobQueueStrategy, queue: str, other_queue: str, run: Any
 ) -> None:
