@@ -34,6 +34,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
 from adapter.celery.routing import celery_queue
@@ -48,6 +49,7 @@ class JobPublisher:
     def __init__(self, app: Celery, task: Task) -> None:
         self._app = app
         self._task = task
+        self._direct = DirectSender(app)
 
     def publish(
         self, job: Job, countdown: float | None = None, timeout: float | None = None
@@ -155,4 +157,9 @@ class JobPublisher:
             options["declare"] = []  # declared on this connection: skip kombu's re-check
         headers = message.headers  # a span per message, its context in the headers (if on)
         with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
-            self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+            direct = self._direct
+            if not (
+                direct.applies(producer, message, options)
+                and direct.send(producer, message, options)
+            ):
+                self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.signals import after_task_publish, before_task_publish
+from kombu import Queue as KombuQueue
 
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
+from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
 from adapter.celery.routing import celery_queue
 from adapter.store import JobStore
@@ -148,3 +150,53 @@ def test_flush_puts_every_added_job_in_the_store_for_other_processes(
     finally:
         other_process.close()
     assert [(job.data, job.state) for job in seen] == [(n, JobState.PENDING) for n in range(300)]
+
+
+def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker gets the same headers, properties and body bytes from ``add`` (straight on
+    the channel, ``adapter.celery.direct``) as from Celery's ``apply_async``."""
+    sent_directly: list[str] = []
+    send = DirectSender.send
+
+    def spy(self: DirectSender, producer: Any, message: Any, options: dict[str, Any]) -> bool:
+        sent_directly.append(message.headers["id"])
+        return send(self, producer, message, options)
+
+    monkeypatch.setattr(DirectSender, "send", spy)
+    strategy.add(Job(queue_name=queue, data="declares the celery queue"))
+    job = strategy.add(Job(queue_name=queue, data={"to": "ada@example.com", "n": [1, 2.5]}))
+    assert sent_directly[-1] == job.id  # the second went straight on the channel
+    with published() as seen:
+        strategy.app.tasks[TASK_NAME].apply_async(
+            args=[job.to_wire()],
+            task_id=job.id,
+            queue=celery_queue(queue),
+            headers={QUEUE_HEADER: queue},
+            argsrepr=f"[job {job.id} on {queue!r}]",
+            kwargsrepr="{}",
+        )
+    assert len(seen[str(job.id)]) == 1 and sent_directly[-1] == job.id  # Celery's own send
+    with strategy.app.connection_for_read() as connection:
+        wire = KombuQueue(celery_queue(queue), channel=connection.default_channel)
+        received = [wire.get(no_ack=True) for _ in range(3)]
+    by_adapter, by_celery = (
+        message for message in received if message and message.headers["id"] == job.id
+    )
+
+    def seen_by_broker(message: Any) -> dict[str, Any]:
+        properties = {
+            name: value
+            for name, value in message.properties.items()
+            if name not in ("delivery_tag", "delivery_info")  # the broker's, per message
+        }
+        return {
+            "headers": message.headers,
+            "properties": properties,
+            "body": message.body,
+            "content": (message.content_type, message.content_encoding),
+            "routing_key": message.delivery_info.get("routing_key"),
+        }
+
+    assert seen_by_broker(by_adapter) == seen_by_broker(by_celery)

@@ -1,0 +1,140 @@
+"""Sending a job message straight on its producer's channel: Celery's send, minus its layers.
+
+Celery's ``app.amqp.send_task_message`` hands a message to kombu's ``Producer.publish``, which
+hands it to ``Producer._publish`` and then to the channel; each layer re-derives, per message,
+answers that never change for a job message on its own, already declared, queue (the exchange,
+the delivery mode, the retry wrapper, the declarations). ``send_direct`` does what those layers
+do for that one case, and the broker gets the same message: the body serialized by kombu with
+the task's serializer, the same headers and properties (``delivery_mode`` persistent unless the
+queue's exchange says otherwise, the priority, ``mandatory``/``immediate`` as Celery passes
+them), published through the default exchange with the celery queue's name as routing key, as
+Celery does for a direct exchange it is not told to use. ``before_task_publish`` and
+``after_task_publish`` are sent with the arguments Celery gives them; inside kombu's
+``Producer.batch`` the message joins the batch.
+
+``DirectSender.applies`` says when this applies; otherwise the caller uses Celery's send:
+- the queue is a kombu ``Queue`` on a direct exchange, declared on this connection, and the
+  options name no exchange with a routing key, and no option unknown here;
+- no compression (``task_compression``, or the message's), no ``task-sent`` event for the
+  message, no receiver of Celery's deprecated ``task_sent`` signal, and not a worker's
+  callback publish (Celery's own retry of only that message).
+
+A message the channel refuses outside a batch is handed to Celery's send when
+``task_publish_retry`` is on, which retries it with its policy and reconnects (a copy may
+reach the broker twice, as with Celery's own retry: the worker runs the job once); with the
+setting off the error is raised as Celery's send would raise it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from celery.app import amqp as celery_amqp
+from celery.signals import after_task_publish, before_task_publish, task_sent
+from kombu.entity import Queue, maybe_delivery_mode
+from kombu.serialization import dumps
+
+from adapter.celery.envelope import TASK_NAME
+
+#: The ``send_task_message`` options ``send_direct`` knows what to do with.
+KNOWN_OPTIONS: Final = frozenset(
+    {
+        "queue",
+        "exchange",
+        "routing_key",
+        "priority",
+        "serializer",
+        "delivery_mode",
+        "compression",
+        "immediate",
+        "mandatory",
+        "declare",
+    }
+)
+#: Options Celery moves into the message's properties, which kombu then takes as arguments.
+_PUBLISH_ARGUMENTS: Final = ("priority", "immediate", "mandatory")
+
+
+class DirectSender:
+    """Sends job messages on a producer's channel, for one app (its settings read per send)."""
+
+    def __init__(self, app: Any) -> None:
+        self._conf = app.conf
+
+    def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
+        """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
+        queue = options.get("queue")
+        if not isinstance(queue, Queue) or queue.exchange is None:
+            return False
+        return (
+            queue.exchange.type == "direct"
+            and not (options.get("exchange") and options.get("routing_key"))
+            and KNOWN_OPTIONS.issuperset(options)
+            and not (options.get("compression") or self._conf.task_compression)
+            and message.sent_event is None
+            and not task_sent.receivers
+            and not celery_amqp._callback_publish_retry.get()
+            and hash(queue) in producer.connection.declared_entities
+        )
+
+    def send(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
+        """Send ``message`` on ``producer``'s channel; False when Celery's send should retry it.
+
+        Only for a message ``applies`` accepted.
+        """
+        conf = self._conf
+        headers, properties, body, _ = message
+        queue = options["queue"]
+        exchange, routing_key = "", queue.name
+        properties.update((name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options)
+        if before_task_publish.receivers:
+            before_task_publish.send(
+                sender=TASK_NAME,
+                body=body,
+                exchange=exchange,
+                routing_key=routing_key,
+                declare=options.get("declare", []),
+                headers=headers,
+                properties=properties,
+                retry_policy=dict(conf.task_publish_retry_policy or {}),
+            )
+        content_type, content_encoding, data = dumps(  # type: ignore[no-untyped-call]
+            body, serializer=options.get("serializer") or conf.task_serializer
+        )
+        sent = {name: value for name, value in properties.items() if name not in _PUBLISH_ARGUMENTS}
+        sent["delivery_mode"] = maybe_delivery_mode(  # type: ignore[no-untyped-call]
+            options.get("delivery_mode")
+            or queue.exchange.delivery_mode
+            or conf.task_default_delivery_mode
+        )
+        channel = producer.channel
+        kombu_message = channel.prepare_message(
+            data, properties.get("priority"), content_type, content_encoding, headers, sent
+        )
+        arguments = {
+            "exchange": exchange,
+            "routing_key": routing_key,
+            "mandatory": properties.get("mandatory"),
+            "immediate": properties.get("immediate"),
+            "timeout": None,
+            "confirm_timeout": None,
+        }
+        batch = getattr(getattr(producer, "_batch_local", None), "current", None)
+        if batch is not None:  # kombu's Producer.batch: its errors are the batch's
+            batch.publish(channel, kombu_message, **arguments)
+        else:
+            try:
+                channel.basic_publish(kombu_message, **arguments)
+            except Exception:
+                if not conf.task_publish_retry:
+                    raise
+                return False
+        if after_task_publish.receivers:
+            after_task_publish.send(
+                sender=TASK_NAME,
+                body=body,
+                headers=headers,
+                exchange=exchange,
+                routing_key=routing_key,
+            )
+        return True
