@@ -9,7 +9,8 @@ the task's serializer, the same headers and properties (``delivery_mode`` persis
 queue's exchange says otherwise, the priority, ``mandatory``/``immediate`` as Celery passes
 them), published through the default exchange with the celery queue's name as routing key, as
 Celery does for a direct exchange it is not told to use. ``before_task_publish`` and
-``after_task_publish`` are sent with the arguments Celery gives them; inside kombu's
+``after_task_publish`` are sent with the arguments Celery gives them, when anything but the
+adapter's own span enrichment listens (``observability.others_listen``); inside kombu's
 ``Producer.batch`` the message joins the batch.
 
 ``DirectSender.applies`` says when this applies; otherwise the caller uses Celery's send:
@@ -20,9 +21,9 @@ Celery does for a direct exchange it is not told to use. ``before_task_publish``
   callback publish (Celery's own retry of only that message).
 
 A message the channel refuses outside a batch is handed to Celery's send when
-``task_publish_retry`` is on, which retries it with its policy and reconnects (a copy may
-reach the broker twice, as with Celery's own retry: the worker runs the job once); with the
-setting off the error is raised as Celery's send would raise it.
+``task_publish_retry`` (or the ``retry`` option) is on, which retries it with its policy and
+reconnects (a copy may reach the broker twice, as with Celery's own retry: the worker runs the
+job once); with retries off the error is raised as Celery's send would raise it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from kombu.entity import Queue, maybe_delivery_mode
 from kombu.serialization import dumps
 
 from adapter.celery.envelope import TASK_NAME
+from adapter.celery.observability import others_listen
 
 #: The ``send_task_message`` options ``send_direct`` knows what to do with.
 KNOWN_OPTIONS: Final = frozenset(
@@ -49,6 +51,7 @@ KNOWN_OPTIONS: Final = frozenset(
         "immediate",
         "mandatory",
         "declare",
+        "retry",
     }
 )
 #: Options Celery moves into the message's properties, which kombu then takes as arguments.
@@ -56,10 +59,18 @@ _PUBLISH_ARGUMENTS: Final = ("priority", "immediate", "mandatory")
 
 
 class DirectSender:
-    """Sends job messages on a producer's channel, for one app (its settings read per send)."""
+    """Sends job messages on a producer's channel, for one app.
+
+    The app's publish settings are read once, as Celery's ``send_task_message`` reads them.
+    """
 
     def __init__(self, app: Any) -> None:
-        self._conf = app.conf
+        conf = app.conf
+        self._compression = conf.task_compression
+        self._serializer = conf.task_serializer
+        self._delivery_mode = conf.task_default_delivery_mode
+        self._retry = conf.task_publish_retry
+        self._retry_policy = conf.task_publish_retry_policy
 
     def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
         """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
@@ -70,7 +81,7 @@ class DirectSender:
             queue.exchange.type == "direct"
             and not (options.get("exchange") and options.get("routing_key"))
             and KNOWN_OPTIONS.issuperset(options)
-            and not (options.get("compression") or self._conf.task_compression)
+            and not (options.get("compression") or self._compression)
             and message.sent_event is None
             and not task_sent.receivers
             and not celery_amqp._callback_publish_retry.get()
@@ -82,12 +93,11 @@ class DirectSender:
 
         Only for a message ``applies`` accepted.
         """
-        conf = self._conf
         headers, properties, body, _ = message
         queue = options["queue"]
         exchange, routing_key = "", queue.name
         properties.update((name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options)
-        if before_task_publish.receivers:
+        if others_listen(before_task_publish):
             before_task_publish.send(
                 sender=TASK_NAME,
                 body=body,
@@ -96,16 +106,14 @@ class DirectSender:
                 declare=options.get("declare", []),
                 headers=headers,
                 properties=properties,
-                retry_policy=dict(conf.task_publish_retry_policy or {}),
+                retry_policy=dict(self._retry_policy or {}),
             )
         content_type, content_encoding, data = dumps(  # type: ignore[no-untyped-call]
-            body, serializer=options.get("serializer") or conf.task_serializer
+            body, serializer=options.get("serializer") or self._serializer
         )
         sent = {name: value for name, value in properties.items() if name not in _PUBLISH_ARGUMENTS}
         sent["delivery_mode"] = maybe_delivery_mode(  # type: ignore[no-untyped-call]
-            options.get("delivery_mode")
-            or queue.exchange.delivery_mode
-            or conf.task_default_delivery_mode
+            options.get("delivery_mode") or queue.exchange.delivery_mode or self._delivery_mode
         )
         channel = producer.channel
         kombu_message = channel.prepare_message(
@@ -126,10 +134,10 @@ class DirectSender:
             try:
                 channel.basic_publish(kombu_message, **arguments)
             except Exception:
-                if not conf.task_publish_retry:
+                if not options.get("retry", self._retry):
                     raise
                 return False
-        if after_task_publish.receivers:
+        if others_listen(after_task_publish):
             after_task_publish.send(
                 sender=TASK_NAME,
                 body=body,

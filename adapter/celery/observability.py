@@ -49,6 +49,12 @@ def listen() -> None:
     after_task_publish.connect(_published, weak=False, dispatch_uid=__name__)
 
 
+def others_listen(signal: Any) -> bool:
+    """True when ``signal`` has a receiver besides this module's (which alone does nothing:
+    it enriches the span of another receiver, the Celery instrumentation)."""
+    return any(lookup_key[0] != __name__ for lookup_key, _ in signal.receivers)
+
+
 def _pool_process_exits(**_: Any) -> None:
     flush_all()
 

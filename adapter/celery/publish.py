@@ -50,6 +50,7 @@ class JobPublisher:
         self._app = app
         self._task = task
         self._direct = DirectSender(app)
+        self._routes: dict[str, dict[str, Any]] = {}  # queue name -> options, with no task_routes
 
     def publish(
         self, job: Job, countdown: float | None = None, timeout: float | None = None
@@ -118,14 +119,7 @@ class JobPublisher:
         """Return the message that runs ``job`` and the options ``send_task_message`` takes."""
         app, amqp = self._app, self._app.amqp
         args = job_args(job)
-        declare_job_queue(app, job.queue_name)  # as workers declare it (x-max-priority)
-        options = amqp.router.route(
-            {**self._task._get_exec_options(), "queue": celery_queue(job.queue_name)},
-            TASK_NAME,
-            args,
-            None,
-            self._task,
-        )
+        options = self._route(job.queue_name, args)
         root_id = parent_id = None
         parent = app.current_worker_task
         if parent:  # a job added by a running task: Flower links the two
@@ -148,6 +142,29 @@ class JobPublisher:
             ignore_result=self._task.ignore_result,
         )
         return message, options
+
+    def _route(self, queue_name: str, args: list[Any]) -> dict[str, Any]:
+        """Return the ``send_task_message`` options of a job on ``queue_name``, routed.
+
+        With no ``task_routes`` the answer depends on the queue name alone: it is worked out
+        once per queue name and copied per message. A router could look at the job, so with
+        routes each message is routed.
+        """
+        known = self._routes.get(queue_name)
+        if known is not None:
+            return dict(known)
+        declare_job_queue(self._app, queue_name)  # as workers declare it (x-max-priority)
+        router = self._app.amqp.router
+        options: dict[str, Any] = router.route(
+            {**self._task._get_exec_options(), "queue": celery_queue(queue_name)},
+            TASK_NAME,
+            args,
+            None,
+            self._task,
+        )
+        if not router.routes:
+            self._routes[queue_name] = dict(options)
+        return options
 
     def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
         options["priority"] = broker_priority(
