@@ -35,6 +35,7 @@ from celery.signals import after_task_publish, before_task_publish, task_sent
 from kombu.entity import Queue, maybe_delivery_mode
 from kombu.serialization import dumps
 
+from adapter import tracing
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.observability import others_listen
 
@@ -94,39 +95,29 @@ class DirectSender:
         Only for a message ``applies`` accepted.
         """
         headers, properties, body, _ = message
-        queue = options["queue"]
-        exchange, routing_key = "", queue.name
+        routing_key = options["queue"].name
         properties.update((name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options)
         if others_listen(before_task_publish):
             before_task_publish.send(
                 sender=TASK_NAME,
                 body=body,
-                exchange=exchange,
+                exchange="",
                 routing_key=routing_key,
                 declare=options.get("declare", []),
                 headers=headers,
                 properties=properties,
                 retry_policy=dict(self._retry_policy or {}),
             )
-        content_type, content_encoding, data = dumps(  # type: ignore[no-untyped-call]
-            body, serializer=options.get("serializer") or self._serializer
-        )
-        sent = {name: value for name, value in properties.items() if name not in _PUBLISH_ARGUMENTS}
-        sent["delivery_mode"] = maybe_delivery_mode(  # type: ignore[no-untyped-call]
-            options.get("delivery_mode") or queue.exchange.delivery_mode or self._delivery_mode
-        )
         channel = producer.channel
-        kombu_message = channel.prepare_message(
-            data, properties.get("priority"), content_type, content_encoding, headers, sent
-        )
         arguments = {
-            "exchange": exchange,
+            "exchange": "",
             "routing_key": routing_key,
             "mandatory": properties.get("mandatory"),
             "immediate": properties.get("immediate"),
             "timeout": None,
             "confirm_timeout": None,
         }
+        kombu_message = self._channel_message(channel, message, options)
         batch = getattr(getattr(producer, "_batch_local", None), "current", None)
         if batch is not None:  # kombu's Producer.batch: its errors are the batch's
             batch.publish(channel, kombu_message, **arguments)
@@ -142,7 +133,51 @@ class DirectSender:
                 sender=TASK_NAME,
                 body=body,
                 headers=headers,
-                exchange=exchange,
+                exchange="",
                 routing_key=routing_key,
             )
         return True
+
+    def push_many(self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]) -> bool:
+        """Send the messages of one celery queue in one go, where the channel can (Redis's
+        ``Channel.push_many``: one LPUSH per priority step); False (nothing sent) elsewhere,
+        or when anything listens to the publish signals or traces (they are per message).
+
+        Declares the queue first if this connection has not. Raises what the channel raises.
+        """
+        channel = producer.channel
+        if not (hasattr(channel, "push_many") and prepared):
+            return False
+        if others_listen(before_task_publish) or others_listen(after_task_publish):
+            return False
+        if tracing.enabled():
+            return False
+        queue = prepared[0][1]["queue"]
+        if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
+            producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
+        if not all(self.applies(producer, message, options) for message, options in prepared):
+            return False
+        messages = []
+        for message, options in prepared:
+            message.properties.update(
+                (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
+            )
+            messages.append(self._channel_message(channel, message, options))
+        channel.push_many(queue.name, messages)
+        return True
+
+    def _channel_message(self, channel: Any, message: Any, options: dict[str, Any]) -> Any:
+        """Return ``channel.prepare_message`` of ``message``, as kombu's producer makes it."""
+        headers, properties, body, _ = message
+        content_type, content_encoding, data = dumps(  # type: ignore[no-untyped-call]
+            body, serializer=options.get("serializer") or self._serializer
+        )
+        sent = {name: value for name, value in properties.items() if name not in _PUBLISH_ARGUMENTS}
+        sent["delivery_mode"] = maybe_delivery_mode(  # type: ignore[no-untyped-call]
+            options.get("delivery_mode")
+            or options["queue"].exchange.delivery_mode
+            or self._delivery_mode
+        )
+        return channel.prepare_message(
+            data, properties.get("priority"), content_type, content_encoding, headers, sent
+        )

@@ -108,6 +108,41 @@ def build(
     return message
 
 
+class MessageTemplate:
+    """The message ``build`` made for one job, recast for other jobs of its celery queue.
+
+    ``add_many`` builds Celery's message once per celery queue and call: between two jobs
+    added together on one queue, only these parts differ, and ``message`` replaces them: the
+    task id (header ``id``, ``root_id`` when no running task added them, property
+    ``correlation_id``), ``argsrepr``, the ``adapter_timeout`` header, and the body's job. The
+    rest (``origin``, ``reply_to``, ``timelimit``, ``ignore_result``, the parent and root of a
+    job added by a task...) is the same for every job; ``build`` with no countdown and no
+    ``expires`` (Celery dates both at build time) is what makes a template (a unit test
+    compares ``message`` with ``build`` field by field).
+    """
+
+    def __init__(self, message: Any, job: Job) -> None:
+        """``message``: what ``build`` returned for ``job`` (no countdown, no expires)."""
+        self._message = message
+        self._own_root = message.headers.get("root_id") == job.id
+
+    def message(self, job: Job) -> Any:
+        """Return the message ``build`` would make for ``job``."""
+        headers = dict(self._message.headers)
+        properties = dict(self._message.properties)
+        reprs = args_repr(job)
+        headers.update(reprs, id=job.id)
+        if self._own_root:
+            headers["root_id"] = job.id
+        headers.pop(TIMEOUT_HEADER, None)
+        if job.timeout is not None:
+            headers[TIMEOUT_HEADER] = job.timeout
+        properties.update(reprs, correlation_id=job.id)
+        _args, kwargs, embed = self._message.body
+        sent_event = self._message.sent_event
+        return type(self._message)(headers, properties, (job_args(job), kwargs, embed), sent_event)
+
+
 def retry_headers(request: Any) -> dict[str, Any]:
     """Return the ``headers`` option of a retry of ``request``: the job's own timeout, kept."""
     timeout = getattr(request, TIMEOUT_HEADER, None)

@@ -35,7 +35,7 @@ from typing import Any
 from celery import Celery, Task
 
 from adapter.celery.direct import DirectSender
-from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, MessageTemplate, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
 from adapter.celery.routing import celery_queue
 from adapter.errors import BulkPublishError, PublishError
@@ -68,17 +68,24 @@ class JobPublisher:
     def publish_many(self, jobs: Sequence[Job]) -> None:
         """Send the messages of ``jobs``, back to back on one producer per celery queue.
 
-        Every message is built before the first is sent. On Redis each celery queue's messages
-        go in one pipeline (kombu's ``Producer.batch``). BulkPublishError, naming the index of
-        the first job not sent, when the broker refuses one; it lists the jobs sent before.
+        Every message is built before the first is sent: Celery's message for a queue's first
+        job, recast for the others (``envelope.MessageTemplate``). On Redis a celery queue's
+        messages go in one LPUSH per priority step (``DirectSender.push_many``), else (or
+        when the publish signals are listened to, or traces are on) one after another in
+        kombu's ``Producer.batch`` (one pipeline on Redis, one channel on RabbitMQ).
+        BulkPublishError, naming the index of the first job not sent, when the broker refuses
+        one; it lists the jobs sent before.
         """
-        prepared = [self._prepare(job, None) for job in jobs]
         groups: dict[str, list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(job.queue_name, []).append(index)
+        prepared = {
+            queue_name: self._prepare_group([jobs[index] for index in indexes])
+            for queue_name, indexes in groups.items()
+        }
         published: list[int] = []
         for queue_name, indexes in groups.items():
-            sent, err = self._send_group(indexes, prepared)
+            sent, err = self._send_group(prepared[queue_name])
             if err is not None:
                 failed = indexes[sent]
                 raise BulkPublishError(
@@ -88,20 +95,38 @@ class JobPublisher:
                 ) from err
             published += indexes
 
+    def _prepare_group(self, jobs: list[Job]) -> list[tuple[Any, dict[str, Any]]]:
+        """Return the messages and options of jobs of one queue: the first built, the others
+        recast from it when it can be (no task-sent event, countdown or expiry in it)."""
+        first, options = self._prepare(jobs[0], None)
+        headers = first.headers
+        if first.sent_event is not None or headers.get("expires") or headers.get("eta"):
+            return [(first, options), *(self._prepare(job, None) for job in jobs[1:])]
+        template = MessageTemplate(first, jobs[0])
+        return [
+            (first, options),
+            *((template.message(job), {**options, "priority": job.priority}) for job in jobs[1:]),
+        ]
+
     def _send_group(
-        self, indexes: list[int], prepared: list[tuple[Any, dict[str, Any]]]
+        self, prepared: list[tuple[Any, dict[str, Any]]]
     ) -> tuple[int, Exception | None]:
-        """Send the messages at ``indexes`` on one producer: how many surely went, the error."""
+        """Send the messages of one queue on one producer: how many surely went, the error."""
         sent, batched = 0, False
         try:
             with self._app.producer_or_acquire() as producer:
+                for _message, options in prepared:
+                    self._for_broker(producer, options)
+                batched = True
+                if self._direct.push_many(producer, prepared):
+                    return len(prepared), None
                 batched = producer.supports_batch_publish
                 # max_size past the group's commands: kombu flushes its pipeline once, at exit
-                with producer.batch(max_size=2 * len(indexes) + 2):
-                    for index in indexes:
-                        message, options = prepared[index]
+                with producer.batch(max_size=2 * len(prepared) + 2):
+                    for message, options in prepared:
                         if batched:  # nothing is sent before the flush: no retry to make
                             options["retry"] = False
+                        self._for_broker(producer, options)  # declared by the message before?
                         self._send_message(producer, message, options)
                         sent += 1
         except Exception as err:  # the broker's errors vary by transport
@@ -111,6 +136,7 @@ class JobPublisher:
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
         message, options = self._prepare(job, countdown, timeout)
         with self._app.producer_or_acquire() as producer:
+            self._for_broker(producer, options)
             self._send_message(producer, message, options)
 
     def _prepare(
@@ -166,12 +192,16 @@ class JobPublisher:
             self._routes[queue_name] = dict(options)
         return options
 
-    def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
+    @staticmethod
+    def _for_broker(producer: Any, options: dict[str, Any]) -> None:
+        """Make ``options`` what ``producer``'s broker takes: its priority, no re-declaring."""
         options["priority"] = broker_priority(
             producer.connection.transport.driver_type, options["priority"]
         )
         if hash(options["queue"]) in producer.connection.declared_entities:
             options["declare"] = []  # declared on this connection: skip kombu's re-check
+
+    def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
         headers = message.headers  # a span per message, its context in the headers (if on)
         with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
             direct = self._direct

@@ -17,12 +17,15 @@ from adapter.celery.envelope import (
     QUEUE_HEADER,
     TASK_NAME,
     TIMEOUT_HEADER,
+    MessageTemplate,
+    build,
     dead_letter,
     malformed_reason,
     request_body,
     retry_headers,
     routed_queue_name,
     stored_job_due,
+    job_args,
     stored_task_id,
 )
 from adapter.celery.routing import celery_queue
@@ -178,3 +181,31 @@ def test_a_jobs_own_timeout_travels_in_a_header_and_a_retry_keeps_it(app: Celery
 
     assert retry_headers(Request()) == {"headers": {TIMEOUT_HEADER: 2.5}}
     assert retry_headers(Request(None)) == {}
+
+
+@pytest.mark.parametrize("parent", [None, ("root-1", "parent-1")])
+def test_a_template_recasts_the_message_build_makes_for_each_job(
+    parent: tuple[str, str] | None,
+) -> None:
+    """``add_many`` builds one message per queue and recasts it: field by field what ``build``
+    makes for every job (ids, argsrepr, timeout header, body), with or without a running task
+    as parent."""
+    amqp = Celery("template", set_as_current=False).amqp
+    root_id, parent_id = parent or (None, None)
+    options = {"reply_to": "reply-1", "root_id": root_id, "parent_id": parent_id}
+
+    def built(job: Job) -> Any:
+        return build(amqp, job, job_args(job), **options)
+
+    jobs = [
+        Job(queue_name="mail", data={"n": n}, priority=n % 10, timeout=[None, 2.5][n % 2])
+        .as_added(str(uuid.uuid4()))
+        for n in range(4)
+    ]
+    template = MessageTemplate(built(jobs[0]), jobs[0])
+    for job in jobs:
+        recast, expected = template.message(job), built(job)
+        assert recast.headers == expected.headers
+        assert recast.properties == expected.properties
+        assert json.dumps(recast.body) == json.dumps(expected.body)
+        assert recast.sent_event is expected.sent_event is None
