@@ -98,10 +98,12 @@ def test_a_delayed_job_can_be_cancelled_or_rescheduled_until_it_starts(
 
 
 @SERVER_BROKERS
+@pytest.mark.parametrize("adds", ["one by one", "add_many"])
 def test_a_priority_9_job_added_last_starts_before_the_waiting_priority_0_jobs(
     producer: CeleryJobQueueStrategy,
     make_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
+    adds: str,
 ) -> None:
     queue = unique_queue("priority")
     producer.app.conf.adapter_priority_queues = [queue]  # RabbitMQ: declared x-max-priority
@@ -112,8 +114,14 @@ def test_a_priority_9_job_added_last_starts_before_the_waiting_priority_0_jobs(
         worker.start()
         busy = producer.add(Job(queue_name=queue, data=gate))
         wait_job(producer, busy.id or "", lambda job: job.state is JobState.RUNNING, "running")
-        backlog = [producer.add(Job(queue_name=queue, data=gate)) for _ in range(5)]
-        urgent = producer.add(Job(queue_name=queue, data=gate), priority=9)
+        if adds == "add_many":  # one call: one LPUSH per priority step on Redis
+            *backlog, urgent = producer.add_many(
+                [*(Job(queue_name=queue, data=gate) for _ in range(5)),
+                 Job(queue_name=queue, data=gate, priority=9)]
+            )  # fmt: skip
+        else:
+            backlog = [producer.add(Job(queue_name=queue, data=gate)) for _ in range(5)]
+            urgent = producer.add(Job(queue_name=queue, data=gate), priority=9)
         release.touch()
         for job in (*backlog, urgent):
             wait_settled(producer, job)

@@ -20,12 +20,12 @@ from adapter.celery.envelope import (
     MessageTemplate,
     build,
     dead_letter,
+    job_args,
     malformed_reason,
     request_body,
     retry_headers,
     routed_queue_name,
     stored_job_due,
-    job_args,
     stored_task_id,
 )
 from adapter.celery.routing import celery_queue
@@ -198,8 +198,9 @@ def test_a_template_recasts_the_message_build_makes_for_each_job(
         return build(amqp, job, job_args(job), **options)
 
     jobs = [
-        Job(queue_name="mail", data={"n": n}, priority=n % 10, timeout=[None, 2.5][n % 2])
-        .as_added(str(uuid.uuid4()))
+        Job(queue_name="mail", data={"n": n}, priority=n % 10, timeout=[None, 2.5][n % 2]).as_added(
+            str(uuid.uuid4())
+        )
         for n in range(4)
     ]
     template = MessageTemplate(built(jobs[0]), jobs[0])
