@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.signals import after_task_publish, before_task_publish
-from kombu import Queue as KombuQueue
+from kombu.entity import Queue as KombuQueue
 
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
 from adapter.celery.direct import DirectSender
@@ -179,8 +179,8 @@ def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
         )
     assert len(seen[str(job.id)]) == 1 and sent_directly[-1] == job.id  # Celery's own send
     with strategy.app.connection_for_read() as connection:
-        wire = KombuQueue(celery_queue(queue), channel=connection.default_channel)
-        received = [wire.get(no_ack=True) for _ in range(3)]
+        wire = KombuQueue(celery_queue(queue), channel=connection.default_channel)  # type: ignore[no-untyped-call]
+        received = [wire.get(no_ack=True) for _ in range(3)]  # type: ignore[no-untyped-call]
     by_adapter, by_celery = (
         message for message in received if message and message.headers["id"] == job.id
     )

@@ -192,7 +192,7 @@ def test_a_template_recasts_the_message_build_makes_for_each_job(
     as parent."""
     amqp = Celery("template", set_as_current=False).amqp
     root_id, parent_id = parent or (None, None)
-    options = {"reply_to": "reply-1", "root_id": root_id, "parent_id": parent_id}
+    options: dict[str, Any] = {"reply_to": "reply-1", "root_id": root_id, "parent_id": parent_id}
 
     def built(job: Job) -> Any:
         return build(amqp, job, job_args(job), **options)
