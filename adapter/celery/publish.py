@@ -2,29 +2,32 @@
 
 Every job is one ``adapter.run_job`` message. Celery's ``apply_async`` -> ``send_task`` path
 redoes, per call, work whose answer never changes for this one task (checking the arguments
-against its signature, looking the task up by name, merging its options twice), and builds an
-``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does, with Celery's own pieces:
+against its signature, looking the task up by name, merging its options twice, routing), and
+builds an ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does:
 
 - the message is ``app.amqp.create_task_message``, built by ``adapter.celery.envelope.build``
   (the format is documented there), with the parent and root ids of a job added from inside
-  a running task;
-- the celery queue goes through ``app.amqp.router``, so ``task_routes`` still apply;
-- ``app.amqp.send_task_message`` on a producer of ``app.producer_pool`` sends it: the
-  ``before_task_publish`` and ``after_task_publish`` signals, the queue declaration, Celery's
-  publish retry policy, and the ``task-sent`` event when ``task_send_sent_event`` is on;
-- the queue is declared once per connection, as kombu's ``maybe_declare`` does, but later
-  publishes look its cache (``Connection.declared_entities``, by ``hash(queue)``) up directly
-  instead of copying the queue, its exchange and binding to let kombu do it: the signals then
-  see ``declare=[]``. A reconnection clears the cache, so the queue is declared again.
+  a running task. A queue's next message is recast from the last one built on the same
+  thread (``envelope.MessageTemplate``: only the job's id, argsrepr, timeout and body
+  differ) unless a running task adds it, it has a countdown or an expiry, or a ``task-sent``
+  event goes with it;
+- the celery queue goes through ``app.amqp.router``, so ``task_routes`` still apply (without
+  routes, the answer is worked out once per queue name);
+- it is sent straight on the channel of a producer of ``app.producer_pool``
+  (``adapter.celery.direct``: the same message, the publish signals when anyone else listens)
+  once the queue is declared on that connection; otherwise, and whenever a ``task-sent``
+  event, compression or a custom exchange is involved, ``app.amqp.send_task_message`` sends
+  it with Celery's declaration, publish retry policy and events. A reconnection clears the
+  connection's declarations, so the queue is declared again.
 
-``publish_many`` (``add_many``) builds every message first, then sends each celery queue's
-messages back to back on one producer, inside kombu's ``Producer.batch``: on Redis one pipeline
-(nothing is sent before it flushes, so Celery's per-message publish retry is off there), on
-RabbitMQ one publish after another on one channel. The messages are the ones ``publish`` sends.
+``publish_many`` (``add_many``) builds every message first (one per queue built, the others
+recast), then sends each celery queue's messages on one producer: on Redis in one LPUSH per
+priority step (``Channel.push_many``), elsewhere back to back inside kombu's
+``Producer.batch`` (one publish after another on one channel on RabbitMQ).
 
-A worker, Flower and ``celery events`` see the message ``apply_async`` would send (a test
-compares the two). What is left out: Celery's always-eager setting (a job is always published), and
-the ``AsyncResult`` a calling task would list among its children.
+A worker, Flower and ``celery events`` see the message ``apply_async`` would send (tests
+compare the two, on the wire). What is left out: Celery's always-eager setting (a job is
+always published), and the ``AsyncResult`` a calling task would list among its children.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
 from adapter.tracing import producer_span
 
+#: Message templates a publisher keeps, per queue name and thread, before starting over.
+MAX_TEMPLATES = 1024
+
 
 class JobPublisher:
     """Sends the ``adapter.run_job`` message of a job on the celery queue of its queue name."""
@@ -51,6 +57,8 @@ class JobPublisher:
         self._task = task
         self._direct = DirectSender(app)
         self._routes: dict[str, dict[str, Any]] = {}  # queue name -> options, with no task_routes
+        # (queue name, thread's reply_to) -> the template of a message and its options
+        self._templates: dict[tuple[str, str], tuple[MessageTemplate, dict[str, Any]]] = {}
 
     def publish(
         self, job: Job, countdown: float | None = None, timeout: float | None = None
@@ -97,16 +105,33 @@ class JobPublisher:
 
     def _prepare_group(self, jobs: list[Job]) -> list[tuple[Any, dict[str, Any]]]:
         """Return the messages and options of jobs of one queue: the first built, the others
-        recast from it when it can be (no task-sent event, countdown or expiry in it)."""
+        recast from it when it can be (``_template``)."""
         first, options = self._prepare(jobs[0], None)
-        headers = first.headers
-        if first.sent_event is not None or headers.get("expires") or headers.get("eta"):
+        template = _template(first, jobs[0])
+        if template is None:
             return [(first, options), *(self._prepare(job, None) for job in jobs[1:])]
-        template = MessageTemplate(first, jobs[0])
         return [
             (first, options),
             *((template.message(job), {**options, "priority": job.priority}) for job in jobs[1:]),
         ]
+
+    def _recast(self, job: Job) -> tuple[Any, dict[str, Any]]:
+        """Return ``_prepare(job, None)``: recast from this thread's last message on the queue
+        (``reply_to`` is the thread's), or built when no template applies (a job added by a
+        running task: its parent ids differ)."""
+        if self._app.current_worker_task:
+            return self._prepare(job, None)
+        key = (job.queue_name, self._app.thread_oid)
+        known = self._templates.get(key)
+        if known is not None:
+            return known[0].message(job), {**known[1], "priority": job.priority}
+        message, options = self._prepare(job, None)
+        made = _template(message, job)
+        if made is not None:
+            if len(self._templates) >= MAX_TEMPLATES:  # many queues or threads: start over
+                self._templates.clear()
+            self._templates[key] = (made, dict(options))
+        return message, options
 
     def _send_group(
         self, prepared: list[tuple[Any, dict[str, Any]]]
@@ -134,7 +159,10 @@ class JobPublisher:
         return sent, None
 
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
-        message, options = self._prepare(job, countdown, timeout)
+        if countdown is None and timeout is None:
+            message, options = self._recast(job)
+        else:
+            message, options = self._prepare(job, countdown, timeout)
         with self._app.producer_or_acquire() as producer:
             self._for_broker(producer, options)
             self._send_message(producer, message, options)
@@ -210,3 +238,12 @@ class JobPublisher:
                 and direct.send(producer, message, options)
             ):
                 self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+
+
+def _template(message: Any, job: Job) -> MessageTemplate | None:
+    """Return ``message`` (``job``'s) as a template, or None when it is not one: with a
+    ``task-sent`` event, an ``eta`` or ``expires`` (dated when built)."""
+    headers = message.headers
+    if message.sent_event is not None or headers.get("expires") or headers.get("eta"):
+        return None
+    return MessageTemplate(message, job)
