@@ -32,6 +32,7 @@ always published), and the ``AsyncResult`` a calling task would list among its c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,8 +58,8 @@ class JobPublisher:
         self._task = task
         self._direct = DirectSender(app)
         self._routes: dict[str, dict[str, Any]] = {}  # queue name -> options, with no task_routes
-        # (queue name, thread's reply_to) -> the template of a message and its options
-        self._templates: dict[tuple[str, str], tuple[MessageTemplate, dict[str, Any]]] = {}
+        # (queue name, thread's reply_to, pid) -> the template of a message and its options
+        self._templates: dict[tuple[str, str, int], tuple[MessageTemplate, dict[str, Any]]] = {}
 
     def publish(
         self, job: Job, countdown: float | None = None, timeout: float | None = None
@@ -117,11 +118,11 @@ class JobPublisher:
 
     def _recast(self, job: Job) -> tuple[Any, dict[str, Any]]:
         """Return ``_prepare(job, None)``: recast from this thread's last message on the queue
-        (``reply_to`` is the thread's), or built when no template applies (a job added by a
+        (``reply_to`` is the thread's, ``origin`` the process's), or built when no template applies (a job added by a
         running task: its parent ids differ)."""
         if self._app.current_worker_task:
             return self._prepare(job, None)
-        key = (job.queue_name, self._app.thread_oid)
+        key = (job.queue_name, self._app.thread_oid, os.getpid())  # origin names the pid
         known = self._templates.get(key)
         if known is not None:
             return known[0].message(job), {**known[1], "priority": job.priority}
