@@ -118,8 +118,8 @@ class JobPublisher:
 
     def _recast(self, job: Job) -> tuple[Any, dict[str, Any]]:
         """Return ``_prepare(job, None)``: recast from this thread's last message on the queue
-        (``reply_to`` is the thread's, ``origin`` the process's), or built when no template applies (a job added by a
-        running task: its parent ids differ)."""
+        (``reply_to`` is the thread's, ``origin`` the process's), or built when no template
+        applies (a job added by a running task: its parent ids differ)."""
         if self._app.current_worker_task:
             return self._prepare(job, None)
         key = (job.queue_name, self._app.thread_oid, os.getpid())  # origin names the pid
