@@ -560,7 +560,11 @@ def test_insert_many_indexes_every_job_as_insert_does(store: JobStore) -> None:
 
     def answers(prefix: str) -> dict[str, Any]:
         seen: dict[str, Any] = {}
-        filters = [{}, {"isSettled": {"eq": True}}, {"isSettled": {"eq": False}}]
+        filters: list[dict[str, Any]] = [
+            {},
+            {"isSettled": {"eq": True}},
+            {"isSettled": {"eq": False}},
+        ]
         filters += [{"state": {"eq": state.value}} for state in JobState]
         for queue_name in {job.queue_name for job in jobs(prefix)}:
             for extra in filters:
