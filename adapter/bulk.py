@@ -13,7 +13,7 @@ from typing import Final
 
 from adapter.data import check_data_size, ensure_json
 from adapter.errors import DuplicateJobError, InvalidJobError, JobQueueError
-from adapter.job import Job, check_fields
+from adapter.job import FieldChecks, Job
 
 
 def checked_batch(jobs: Iterable[Job], max_data_bytes: int | None = None) -> list[Job]:
@@ -25,6 +25,7 @@ def checked_batch(jobs: Iterable[Job], max_data_bytes: int | None = None) -> lis
     """
     batch: list[Job] = []
     given_ids: dict[str, int] = {}
+    fields = FieldChecks()
     iterator = iter(jobs)
     while True:
         index = len(batch)
@@ -32,7 +33,7 @@ def checked_batch(jobs: Iterable[Job], max_data_bytes: int | None = None) -> lis
             job = next(iterator, _END)  # building a job may fail too: that is its error
             if job is _END:
                 return batch
-            _check(job, max_data_bytes)
+            _check(job, fields, max_data_bytes)
         except JobQueueError as err:
             raise type(err)(f"jobs[{index}]: {err}") from err
         if job.id is not None:
@@ -46,10 +47,10 @@ def checked_batch(jobs: Iterable[Job], max_data_bytes: int | None = None) -> lis
 _END: Final = Job.model_construct(queue_name="")
 
 
-def _check(job: Job, max_data_bytes: int | None) -> None:
+def _check(job: Job, fields: FieldChecks, max_data_bytes: int | None) -> None:
     if not isinstance(job, Job):
         raise InvalidJobError(f"expected a Job, got {type(job).__name__}")
-    check_fields(job)
+    fields.check(job)
     if max_data_bytes is None:
         ensure_json(job.data)
     else:

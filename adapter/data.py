@@ -7,6 +7,13 @@ left in place, so that ``ensure_json`` can refuse it at ``add`` with the key pat
 One deliberate difference from Vendure: a cycle is an object that contains itself (an ancestor
 on the current path). Vendure also flags an object merely shared by two sibling keys when the
 second path is longer; here a shared object is copied at both places.
+
+Most job data is already plain JSON: dicts with string keys, lists, strings, numbers, booleans
+and None, nested at most ``MAX_DEPTH`` levels. ``sanitize`` copies such data first with a lean
+loop that converts nothing (a few microseconds for a small object, against about 15 for the full
+walk), and walks it again the full way only when that loop meets anything else (another type,
+a non-string key, nesting past ``MAX_DEPTH``, which a cycle always reaches): the result is the
+same either way.
 """
 
 from __future__ import annotations
@@ -32,7 +39,37 @@ MAX_DEPTH_MARKER = "[max depth reached]"
 
 def sanitize(value: Any) -> Any:
     """Return a JSON-safe deep copy of ``value``, converting what Vendure converts."""
-    return _sanitize(value, path=(), ancestors={}, depth=0)
+    try:
+        return _plain_copy(value, 0)
+    except _NotPlain:
+        return _sanitize(value, path=(), ancestors={}, depth=0)
+
+
+#: Types ``sanitize`` keeps as they are, compared exactly (a subclass takes the full walk).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class _NotPlain(Exception):
+    """Raised by ``_plain_copy`` for data that needs the full walk."""
+
+
+def _plain_copy(value: Any, depth: int) -> Any:
+    """Return a copy of plain JSON data as ``_sanitize`` would; raise _NotPlain for the rest."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if depth > MAX_DEPTH:
+        raise _NotPlain
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            copy[key] = item if type(item) in _SCALARS else _plain_copy(item, depth + 1)
+        return copy
+    if kind is list:
+        return [item if type(item) in _SCALARS else _plain_copy(item, depth + 1) for item in value]
+    raise _NotPlain
 
 
 def _sanitize(value: Any, path: tuple[str, ...], ancestors: dict[int, Any], depth: int) -> Any:
@@ -95,10 +132,16 @@ def _iso_datetime(value: datetime) -> str:
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: How ``ensure_json`` writes: compact, ASCII only (non-ASCII as ``\u`` escapes, so a text's
+#: length is its size in bytes), NaN and infinities refused. One encoder for every call:
+#: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def ensure_json(value: Any, root: str = "data") -> str:
     """Return ``value`` encoded as JSON, or raise JobDataError naming the first bad key path."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as err:
         problem = _find_problem(value, root) or str(err)
         raise JobDataError(f"{root} is not JSON-serializable: {problem}") from err
@@ -106,7 +149,7 @@ def ensure_json(value: Any, root: str = "data") -> str:
 
 def check_data_size(data: Any, limit: int) -> None:
     """Raise JobDataError when ``data`` as JSON is longer than ``limit`` bytes."""
-    size = len(ensure_json(data).encode())
+    size = len(ensure_json(data))  # ASCII: characters are bytes
     if size > limit:
         raise JobDataError(
             f"job data is {size} bytes of JSON; the limit is {limit} (setting {MAX_DATA_BYTES.key})"

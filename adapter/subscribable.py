@@ -105,8 +105,7 @@ class SubscribableJob(Job):
     @classmethod
     def wrap(cls, job: Job, finder: JobFinder, **changes: Any) -> SubscribableJob:
         """Return ``job``'s fields, ``changes`` applied, as a SubscribableJob using ``finder``."""
-        fields = {name: getattr(job, name) for name in Job.model_fields}
-        made = cls.model_construct(**{**fields, **changes})
+        made = cls.from_fields({**job.__dict__, **changes})
         made._finder = finder
         return made
 

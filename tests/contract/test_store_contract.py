@@ -540,6 +540,64 @@ def test_insert_many_stores_new_jobs_and_leaves_stored_ones_alone(store: JobStor
     assert store.queue_counts()["test-queue"][JobState.PENDING] == 3
 
 
+def test_insert_many_indexes_every_job_as_insert_does(store: JobStore) -> None:
+    """The same jobs, one set inserted one by one and one in a batch, answer alike."""
+    now = datetime.now(UTC)
+
+    def jobs(prefix: str) -> list[Job]:
+        every = [
+            *make_varied_jobs(),
+            make_job(id="d-delayed", queue_name="video", ready_at=now - timedelta(seconds=1)),
+            make_job(id="u-unique", queue_name="video", unique_key="sku-1"),
+            make_job(id="c-unstamped", queue_name="email", state=JobState.CANCELLED),
+        ]
+        return [
+            job.model_copy(
+                update={"id": prefix + str(job.id), "queue_name": prefix + job.queue_name}
+            )
+            for job in every
+        ]
+
+    def answers(prefix: str) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        filters: list[dict[str, Any]] = [
+            {},
+            {"isSettled": {"eq": True}},
+            {"isSettled": {"eq": False}},
+        ]
+        filters += [{"state": {"eq": state.value}} for state in JobState]
+        for queue_name in {job.queue_name for job in jobs(prefix)}:
+            for extra in filters:
+                page = store.find_many({"filter": {"queueName": {"eq": queue_name}, **extra}})
+                found = [str(job.id).removeprefix(prefix) for job in page.items]
+                seen[f"{queue_name.removeprefix(prefix)} {json.dumps(extra)}"] = found
+        for queue_name, counts in store.queue_counts().items():
+            if queue_name.startswith(prefix):
+                seen[queue_name.removeprefix(prefix)] = counts
+        return seen
+
+    for job in jobs("one-"):
+        store.insert(job)
+    store.insert_many(jobs("many-"))
+
+    batched = answers("many-")
+    assert batched == answers("one-")
+    assert batched['video {"state": {"eq": "PENDING"}}'] == ["v-pending", "d-delayed", "u-unique"]
+    assert batched['email {"isSettled": {"eq": true}}'] == ["e-done", "e-failed"]
+    assert batched['email {"state": {"eq": "CANCELLED"}}'] == ["c-unstamped"]
+    assert batched["video"][JobState.PENDING] == 3
+    assert sorted(str(job.id) for job in store.take_due(now, 10)) == [
+        "many-d-delayed",
+        "one-d-delayed",
+    ]
+    held, inserted = store.add_unique(
+        make_job(queue_name="many-video", unique_key="sku-1"), replace=False
+    )
+    assert (held.id, inserted) == ("many-u-unique", False)
+    assert store.remove_settled(["many-email", "many-video"]) == 2  # e-done, e-failed
+    assert store.remove_settled(["one-email", "one-video"]) == 2
+
+
 # find_many_by_id
 
 

@@ -36,6 +36,18 @@ def test_a_job_changed_after_it_was_built_is_refused_naming_its_index() -> None:
         checked_batch(jobs)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("created_at", "yesterday"), ("retries", -1), ("progress", 101)]
+)
+def test_a_job_like_the_valid_ones_before_it_but_for_one_bad_field_is_refused(
+    field: str, value: object
+) -> None:
+    jobs = [Job(queue_name="q", data=n) for n in range(4)]
+    setattr(jobs[3], field, value)
+    with pytest.raises(InvalidJobError, match=rf"^jobs\[3\]: invalid job: {field}"):
+        checked_batch(jobs)
+
+
 def test_data_that_is_not_json_is_refused_naming_its_index_and_key_path() -> None:
     jobs = [Job(queue_name="q", data={"ok": 1}), Job(queue_name="q", data={"bad": {1, 2}})]
     with pytest.raises(JobDataError, match=r"^jobs\[1\]: data is not JSON-serializable: .*bad"):

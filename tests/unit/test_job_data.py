@@ -167,6 +167,22 @@ def test_sanitized_data_is_a_copy_that_leaves_the_input_untouched() -> None:
     assert original == {"lines": [Line("A-1", 1)], "at": MARCH_FIRST}
 
 
+def test_plain_json_data_is_copied_at_every_level() -> None:
+    original = {"order": {"lines": [{"sku": "A-1", "quantity": 1}]}, "note": None}
+    job = make_job(data=original)
+    job.data["order"]["lines"][0]["quantity"] = 2
+    job.data["order"]["lines"].append("extra")
+    assert original == {"order": {"lines": [{"sku": "A-1", "quantity": 1}]}, "note": None}
+
+
+def test_a_value_to_convert_deep_in_plain_data_is_converted() -> None:
+    value = {"lines": [{"sku": "A-1", "at": MARCH_FIRST, "tags": ("a", "b")}], "n": 1}
+    assert sanitize(value) == {
+        "lines": [{"sku": "A-1", "at": "2020-03-01T10:00:00.000Z", "tags": ["a", "b"]}],
+        "n": 1,
+    }
+
+
 # The depth guard: the root is level 0; a container below level 10 becomes the marker.
 
 

@@ -246,6 +246,16 @@ def test_set_progress_calls_every_listener_with_the_job() -> None:
     assert second.seen == [40, 100]
 
 
+def test_jobs_built_from_fields_have_listeners_of_their_own() -> None:
+    fields = make_job().__dict__
+    first, second = Job.from_fields({**fields}), Job.from_fields({**fields})
+    listener = Recorder()
+    first.on("progress", listener)
+    second.set_progress(10)
+    first.set_progress(20)
+    assert listener.seen == [20]
+
+
 def test_off_stops_a_listener() -> None:
     job = make_job()
     listener = Recorder()

@@ -56,34 +56,28 @@ local function unique_key(p, queue, ukey)
   return p .. ':uniq:' .. queue .. ':' .. ukey
 end
 
--- A new job: due-marked when it has ready_at, holding its unique key if no other job does.
--- A job leaving the waiting states: unmarked, and its unique key freed.
+-- A job leaving the waiting states: unmarked, and its unique key freed. (A new job is
+-- marked and holds its key from `add_to_batch`.)
 local function schedule(p, id, old, queue, state)
-  local f = redis.call('HMGET', p .. ':job:' .. id, 'ready_at', 'unique_key')
-  if not old and WAITING[state] then
-    if f[1] then
-      redis.call('ZADD', p .. ':idx:due', f[1], id)
-    end
-    if f[2] then
-      redis.call('SET', unique_key(p, queue, f[2]), id, 'NX')
-    end
-  elseif old and WAITING[old] and not WAITING[state] then
+  if WAITING[old] and not WAITING[state] then
+    local ukey = redis.call('HGET', p .. ':job:' .. id, 'unique_key')
     redis.call('ZREM', p .. ':idx:due', id)
-    if f[2] and redis.call('GET', unique_key(p, queue, f[2])) == id then
-      redis.call('DEL', unique_key(p, queue, f[2]))
+    if ukey and redis.call('GET', unique_key(p, queue, ukey)) == id then
+      redis.call('DEL', unique_key(p, queue, ukey))
     end
   end
 end
 
--- Index job `id` by its hash now; `old` is the state it is indexed under, false if none yet.
--- Only a job that is or was settled (FINAL) can be in the settled and unstamped indexes.
+-- Index job `id` by its hash now; `old` is the state it is indexed under (a new job is
+-- indexed by `add_to_batch`). Only a job that is or was settled (FINAL) can be in the
+-- settled and unstamped indexes.
 local function place(p, id, old)
   local f = redis.call('HMGET', p .. ':job:' .. id, 'queue_name', 'state', 'created_at',
     'settled_at')
   local queue, state, created, settled = f[1], f[2], f[3], f[4]
   schedule(p, id, old, queue, state)
   if old ~= state then
-    if old then
+    if old then  -- false for a hash without a state
       redis.call('ZREM', p .. ':idx:state:' .. old, id)
       redis.call('ZREM', p .. ':idx:state:' .. old .. ':queue:' .. queue, id)
     end
@@ -108,15 +102,79 @@ local function place(p, id, old)
   end
 end
 
+-- New jobs' index entries, gathered so that a batch costs one ZADD per index and one SADD.
+local function new_batch()
+  return {zsets = {}, queues = {}}
+end
+
+local function gather(batch, key, score, id)
+  local members = batch.zsets[key]
+  if not members then
+    members = {}
+    batch.zsets[key] = members
+  end
+  members[#members + 1] = score
+  members[#members + 1] = id
+end
+
+-- Write what `batch` gathered.
+local function write_batch(p, batch)
+  for key, members in pairs(batch.zsets) do
+    for first = 1, #members, 7000 do  -- unpack's limit is 8000 values (LUAI_MAXCSTACK)
+      redis.call('ZADD', key, unpack(members, first, math.min(first + 6999, #members)))
+    end
+  end
+  local queues = {}
+  for queue, _ in pairs(batch.queues) do
+    queues[#queues + 1] = queue
+  end
+  if #queues > 0 then
+    redis.call('SADD', p .. ':queues', unpack(queues))
+  end
+end
+
+-- Store new job `id` from `f` (field name -> value) and gather its index entries in `batch`:
+-- the entries `place` gives a job indexed under no state yet (`schedule` included).
+local function add_to_batch(p, id, f, batch)
+  local fields = {}
+  for name, value in pairs(f) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+  redis.call('HSET', p .. ':job:' .. id, unpack(fields))
+  local queue, state, created, settled = f.queue_name, f.state, f.created_at, f.settled_at
+  batch.queues[queue] = true
+  gather(batch, p .. ':idx:all', created, id)
+  gather(batch, p .. ':idx:queue:' .. queue, created, id)
+  gather(batch, p .. ':idx:state:' .. state, created, id)
+  gather(batch, p .. ':idx:state:' .. state .. ':queue:' .. queue, created, id)
+  if WAITING[state] then
+    if f.ready_at then
+      gather(batch, p .. ':idx:due', f.ready_at, id)
+    end
+    if f.unique_key then
+      redis.call('SET', unique_key(p, queue, f.unique_key), id, 'NX')
+    end
+  end
+  if FINAL[state] and settled then
+    gather(batch, p .. ':idx:settled', settled, id)
+    gather(batch, p .. ':idx:settled:queue:' .. queue, settled, id)
+  elseif FINAL[state] then
+    redis.call('ZREM', p .. ':idx:settled', id)
+    redis.call('ZREM', p .. ':idx:settled:queue:' .. queue, id)
+    redis.call('SADD', p .. ':idx:unstamped', id)
+  end
+end
+
 -- Store a new job from the flat list of its field/value pairs `fields` and index it.
 local function add(p, id, fields)
-  local key = p .. ':job:' .. id
-  redis.call('HSET', key, unpack(fields))
-  local f = redis.call('HMGET', key, 'queue_name', 'created_at')
-  redis.call('ZADD', p .. ':idx:all', f[2], id)
-  redis.call('ZADD', p .. ':idx:queue:' .. f[1], f[2], id)
-  redis.call('SADD', p .. ':queues', f[1])
-  place(p, id, false)
+  local f = {}
+  for i = 1, #fields, 2 do
+    f[fields[i]] = fields[i + 1]
+  end
+  local batch = new_batch()
+  add_to_batch(p, id, f, batch)
+  write_batch(p, batch)
 end
 
 -- Delete job `id` and every index entry of it; forget its queue once that has no jobs.
@@ -217,18 +275,15 @@ return 1
 INSERT_MANY = """
 local p = ARGV[1]
 local recorded = 0
+local batch = new_batch()
 for _, job in ipairs(cjson.decode(ARGV[2])) do
   local id = job[1]
   if redis.call('EXISTS', p .. ':job:' .. id) == 0 then
-    local fields = {}
-    for name, value in pairs(job[2]) do
-      fields[#fields + 1] = name
-      fields[#fields + 1] = value
-    end
-    add(p, id, fields)
+    add_to_batch(p, id, job[2], batch)
     recorded = recorded + 1
   end
 end
+write_batch(p, batch)
 return recorded
 """
 
