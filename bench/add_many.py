@@ -8,7 +8,7 @@ one-by-one, ...), so drift on a shared machine falls on both evenly. Each timed 
 its jobs (``Job(queue_name, data)``, as a caller does) and ends with ``flush()``: every job is
 in the store, so the batched store writes are timed on the side that made them. The bulk side
 calls ``add_many`` with ``--batch`` jobs at a time. Queues are unique per run and deleted
-afterwards, with the store's keys or temp dir.
+afterwards, with the store's keys (under a prefix of the run's own) or temp dir.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import redis
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job
+from adapter.store.redis.store import RedisJobStore
 from bench.add_rate import add_adapter_jobs
 from bench.common import BROKER_URLS, RESULT_URL, job_data, make_app, new_run_names
 
@@ -65,7 +66,9 @@ def run_broker(broker: str, jobs: int, batch: int, store_kind: str, blocks: int 
     tmp = Path(tempfile.mkdtemp(prefix="adapter-bench-"))
     store_url = f"sqlite:///{tmp / 'jobs.sqlite3'}" if store_kind == "sqlite" else RESULT_URL
     app = make_app(BROKER_URLS[broker], store_url)
-    strategy = CeleryJobQueueStrategy(app, store=store_url)
+    prefix = f"bench-{names.tag}"  # the run's own keys: other stores in db 12 keep theirs
+    store = RedisJobStore(RESULT_URL, prefix=prefix) if store_kind == "redis" else store_url
+    strategy = CeleryJobQueueStrategy(app, store=store)
     one_queue, bulk_queue = names.queue_name, f"{names.queue_name}-bulk"
     queues = [f"jobs.{one_queue}", f"jobs.{bulk_queue}"]
     result = BulkResult(broker, jobs, batch)
@@ -88,7 +91,7 @@ def run_broker(broker: str, jobs: int, batch: int, store_kind: str, blocks: int 
         delete_queues(app, queues)
         if store_kind == "redis":
             with redis.Redis.from_url(RESULT_URL) as client:
-                for key in client.scan_iter("adapter:*"):  # the Redis store's keys in db 12
+                for key in client.scan_iter(f"{prefix}:*"):
                     client.delete(key)
         strategy.destroy()
         app.close()
