@@ -17,7 +17,10 @@ event loop (10,000 started queues: tens of seconds before the last one was consu
 the cycle is rebuilt once, before the next BRPOP that reads it. A queue declared without
 waiting for the answer (``nowait``, as the consumer declares many queues) skips kombu's count
 of its messages (a Redis round trip nobody reads). A batch queue's batch is acknowledged in
-one round trip (``QoS.ack_many``). Everything else is kombu's.
+one round trip (``QoS.ack_many``). Each BRPOP turn's message is recorded as unacknowledged,
+with up to the prefetch's room more messages of its queue popped and recorded, in one Lua call
+(``adapter.celery.redis_delivery``; ``QoS.append`` then skips kombu's own write for them).
+Everything else is kombu's.
 
 An app uses it for ``redis://`` and ``rediss://`` URLs once
 ``adapter.celery.app.use_adapter_transports`` has been called on it; importing this module
