@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Consumer, Producer
 
 from adapter.celery.redis_transport import Transport
 
@@ -18,7 +20,8 @@ from adapter.celery.redis_transport import Transport
 def queue(redis_url: str) -> Iterator[Queue]:
     """A unique queue on the tests' Redis, deleted with whatever is left of it."""
     name = f"delivery-{uuid.uuid4().hex[:10]}"
-    found = Queue(name, Exchange(name, type="direct"), routing_key=name, max_priority=9)
+    exchange = Exchange(name, type="direct")  # type: ignore[no-untyped-call]
+    found = Queue(name, exchange, routing_key=name, max_priority=9)  # type: ignore[no-untyped-call]
     yield found
     client = redis.Redis.from_url(redis_url)
     client.delete(*client.keys(f"{name}*"), f"_kombu.binding.{name}")
@@ -31,10 +34,10 @@ def _connection(redis_url: str) -> Any:
 
 def _publish(connection: Any, queue: Queue, bodies: list[dict[str, Any]]) -> None:
     with connection.channel() as channel:
-        producer = Producer(channel)
+        producer = Producer(channel)  # type: ignore[no-untyped-call]
         for body in bodies:
             priority = body.get("priority", 0)
-            producer.publish(
+            producer.publish(  # type: ignore[no-untyped-call]
                 body, exchange=queue.exchange, routing_key=queue.routing_key,
                 declare=[queue], priority=priority,
             )  # fmt: skip
@@ -45,8 +48,10 @@ def _take(connection: Any, queue: Queue, prefetch: int) -> tuple[Any, list[Any]]
     channel = connection.channel()
     channel.basic_qos(0, prefetch, False)
     received: list[Any] = []
-    consumer = Consumer(channel, [queue], callbacks=[lambda _, message: received.append(message)])
-    consumer.consume()
+    consumer = Consumer(  # type: ignore[no-untyped-call]
+        channel, [queue], callbacks=[lambda _, message: received.append(message)]
+    )
+    consumer.consume()  # type: ignore[no-untyped-call]
     try:
         while True:
             connection.drain_events(timeout=0.5)
