@@ -87,6 +87,8 @@ class Taker:
     def __init__(self, channel: Any) -> None:
         self._channel = channel
         self._script: Script | None = None
+        self._keys: dict[str, list[str]] = {}  # TAKE's keys per queue, while its steps hold
+        self._steps: list[int] = []
         #: Queues consumed with acknowledgements (the only ones whose turns go through TAKE).
         self.acked_queues: set[str] = set()
 
@@ -123,11 +125,16 @@ class Taker:
         channel = self._channel
         room = channel.qos.can_consume_max_estimate()
         more = MAX_TAKE if room is None else max(min(room - 1, MAX_TAKE), 0)
-        keys = [
-            channel.unacked_key,
-            channel.unacked_index_key,
-            *(channel._q_for_pri(queue, step) for step in channel.priority_steps),
-        ]
+        keys = self._keys.get(queue)
+        if keys is None or self._steps != channel.priority_steps:
+            if self._steps != channel.priority_steps:
+                self._keys.clear()
+                self._steps = list(channel.priority_steps)
+            keys = self._keys[queue] = [
+                channel.unacked_key,
+                channel.unacked_index_key,
+                *(channel._q_for_pri(queue, step) for step in self._steps),
+            ]
         with channel.conn_or_acquire() as client:
             if self._script is None:
                 self._script = client.register_script(TAKE)
