@@ -28,8 +28,19 @@ def queue(redis_url: str) -> Iterator[Queue]:
     client.close()
 
 
-def _connection(redis_url: str) -> Any:
-    return Connection(redis_url, transport=Transport)  # type: ignore[no-untyped-call]
+@pytest.fixture
+def connection(redis_url: str) -> Iterator[Any]:
+    """A kombu connection through the adapter's ``redis://`` transport."""
+    with Connection(redis_url, transport=Transport) as found:  # type: ignore[no-untyped-call]
+        yield found
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the same Redis, to look at kombu's keys."""
+    found = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield found
+    found.close()
 
 
 def _publish(connection: Any, queue: Queue, bodies: list[dict[str, Any]]) -> None:
@@ -61,44 +72,35 @@ def _take(connection: Any, queue: Queue, prefetch: int) -> tuple[Any, list[Any]]
 
 
 def test_a_turn_takes_the_prefetch_room_and_records_each_message_as_kombu_does(
-    redis_url: str, queue: Queue
+    connection: Any, client: redis.Redis, queue: Queue
 ) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    with _connection(redis_url) as connection:
-        _publish(connection, queue, [{"n": n} for n in range(7)])
-        channel, received = _take(connection, queue, prefetch=5)
-        assert [message.payload["n"] for message in received] == [0, 1, 2, 3, 4]
-        assert client.llen(queue.name) == 2  # the rest waits for room
-        for message in received:
-            stored = json.loads(client.hget(channel.unacked_key, message.delivery_tag) or "null")
-            assert stored == [message._raw, queue.name, queue.name]  # as kombu's append writes it
-            assert client.zscore(channel.unacked_index_key, message.delivery_tag) is not None
-        received[0].ack()
-        assert client.hget(channel.unacked_key, received[0].delivery_tag) is None
-        for message in received[1:]:
-            message.ack()
-        channel.close()
+    _publish(connection, queue, [{"n": n} for n in range(7)])
+    channel, received = _take(connection, queue, prefetch=5)
+    assert [message.payload["n"] for message in received] == [0, 1, 2, 3, 4]
+    assert client.llen(queue.name) == 2  # the rest waits for room
+    for message in received:
+        stored = json.loads(client.hget(channel.unacked_key, message.delivery_tag) or "null")
+        assert stored == [message._raw, queue.name, queue.name]  # as kombu's append writes it
+        assert client.zscore(channel.unacked_index_key, message.delivery_tag) is not None
+    for message in received:
+        message.ack()
+        assert client.hget(channel.unacked_key, message.delivery_tag) is None
+    channel.close()
 
 
 def test_messages_taken_and_never_acknowledged_go_back_to_their_queue(
-    redis_url: str, queue: Queue
+    connection: Any, client: redis.Redis, queue: Queue
 ) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    with _connection(redis_url) as connection:
-        _publish(connection, queue, [{"n": n} for n in range(4)])
-        channel, received = _take(connection, queue, prefetch=4)
-        assert len(received) == 4
-        tags = [message.delivery_tag for message in received]
-        channel.close()  # kombu hands back what its channel holds unacknowledged
+    _publish(connection, queue, [{"n": n} for n in range(4)])
+    channel, received = _take(connection, queue, prefetch=4)
+    assert len(received) == 4
+    channel.close()  # kombu hands back what its channel holds unacknowledged
     assert client.llen(queue.name) == 4
-    assert not any(client.hexists("unacked", tag) for tag in tags)
+    assert not any(client.hexists("unacked", message.delivery_tag) for message in received)
 
 
-def test_a_turn_reads_the_higher_priorities_first(redis_url: str, queue: Queue) -> None:
-    with _connection(redis_url) as connection:
-        _publish(connection, queue, [{"n": n, "priority": n % 3 * 4} for n in range(6)])
-        channel, received = _take(connection, queue, prefetch=6)
-        assert [message.payload["priority"] for message in received] == [8, 8, 4, 4, 0, 0]
-        for message in received:
-            message.ack()
-        channel.close()
+def test_a_turn_reads_the_higher_priorities_first(connection: Any, queue: Queue) -> None:
+    _publish(connection, queue, [{"n": n, "priority": n % 3 * 4} for n in range(6)])
+    channel, received = _take(connection, queue, prefetch=6)
+    assert [message.payload["priority"] for message in received] == [8, 8, 4, 4, 0, 0]
+    channel.close()
