@@ -1,8 +1,10 @@
 """Profile the celery worker's main process (Celery's bottleneck) while it drains jobs.
 
-Usage: ``python bench/profile_drain.py [--broker redis|amqp] [--jobs 3000] [--top 25]``
+Usage: ``python bench/profile_drain.py [--broker redis|amqp] [--store sqlite|redis] [--jobs 3000]
+[--top 25]``
 
-Queues ``--jobs`` adapter jobs (SQLite store in a temp dir) and as many raw no-op tasks, then
+Queues ``--jobs`` adapter jobs (a SQLite store in a temp dir, or the Redis store in the
+results' database, as ``bench/run.py --store redis`` uses) and as many raw no-op tasks, then
 drains each side with the benchmark's prefork worker (``bench.drain.worker_command``) run under
 a CPU-time cProfile: the profile is the main process's (the consumer, the pool's result
 handling); the pool children turn the profiler they inherit off (``bench.workers``). Prints
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     """Queue, drain under cProfile, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", choices=list(BROKER_URLS), default="redis")
+    parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", type=Path, help="also copy the .prof files into this folder")
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     names = new_run_names()
     tmp = Path(tempfile.mkdtemp(prefix="adapter-bench-profile-"))
     url = BROKER_URLS[args.broker]
-    store_url = f"sqlite:///{tmp / 'jobs.sqlite3'}"
+    store_url = f"sqlite:///{tmp / 'jobs.sqlite3'}" if args.store == "sqlite" else RESULT_URL
     app = make_app(url, store_url)
     strategy = CeleryJobQueueStrategy(app, store=store_url)
     results = redis.Redis.from_url(RESULT_URL)
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             stats.sort_stats("cumulative").print_stats(args.top)
     finally:
         purge_queues(app, names.all_celery_queues(), delete=True)
+        if args.store == "redis":  # this run's jobs only: others may share the database
+            strategy.remove_settled_jobs([names.queue_name])
         delete_result_keys(results, raw_ids)
         results.close()
         strategy.destroy()

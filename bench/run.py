@@ -129,9 +129,10 @@ def run_broker(broker: str, jobs: int, store_kind: str, batch: int = 0) -> Broke
         if broker == "redis":
             with redis.Redis.from_url(url) as broker_client:
                 clean_redis_broker(broker_client, names.all_celery_queues(), hostnames)
-        if store_kind == "redis":
-            for key in results.scan_iter("adapter:*"):  # the Redis store's keys in db 12
-                results.delete(key)
+        if store_kind == "redis":  # this run's jobs only: other runs may share db 12
+            strategy.remove_settled_jobs(
+                [names.queue_name, names.batch_queue_name, names.warm_queue_name]
+            )
         results.close()
         strategy.destroy()
         app.close()

@@ -2,10 +2,11 @@
 
 It builds the app from the environment (see ``bench.common``), registers the raw no-op task
 (results kept in Redis, as a raw Celery user waiting on results would) and, when
-``BENCH_ADAPTER_QUEUE`` is set, starts that adapter queue with a module-level no-op process,
-so the consumer bootstep makes the worker consume its celery queue. ``BENCH_QUEUE_COUNT``
-(``bench/many_queues.py``) starts that many queues instead, ``<queue>-0`` to ``<queue>-<N-1>``,
-and ``BENCH_READY_FILE`` receives the wall-clock time of ``worker_ready``.
+``BENCH_ADAPTER_QUEUE`` is set, binds a strategy and starts that adapter queue with a
+module-level no-op process, so the consumer bootstep makes the worker consume its celery queue.
+Without it the worker is plain Celery: kombu's transports, none of the adapter's bootsteps.
+``BENCH_QUEUE_COUNT`` (``bench/many_queues.py``) starts that many queues instead, ``<queue>-0``
+to ``<queue>-<N-1>``, and ``BENCH_READY_FILE`` receives the wall-clock time of ``worker_ready``.
 """
 
 from __future__ import annotations
@@ -54,14 +55,16 @@ def noop_process(job: Job) -> None:
     return None
 
 
-strategy = CeleryJobQueueStrategy(app)
-
-if os.environ.get(ENV_QUEUE_COUNT):
-    for index in range(int(os.environ[ENV_QUEUE_COUNT])):
-        strategy.start(f"{os.environ[ENV_ADAPTER_QUEUE]}-{index}", noop_process)
-elif os.environ.get(ENV_ADAPTER_QUEUE):
-    batch = int(os.environ[ENV_BATCH]) if os.environ.get(ENV_BATCH) else None
-    strategy.start(os.environ[ENV_ADAPTER_QUEUE], noop_process, batch=batch)
+# Only an adapter worker binds a strategy: a raw worker stays plain Celery, on kombu's own
+# transports (binding one gives the app the adapter's transports, bootsteps and signals).
+if os.environ.get(ENV_ADAPTER_QUEUE):
+    strategy = CeleryJobQueueStrategy(app)
+    if os.environ.get(ENV_QUEUE_COUNT):
+        for index in range(int(os.environ[ENV_QUEUE_COUNT])):
+            strategy.start(f"{os.environ[ENV_ADAPTER_QUEUE]}-{index}", noop_process)
+    else:
+        batch = int(os.environ[ENV_BATCH]) if os.environ.get(ENV_BATCH) else None
+        strategy.start(os.environ[ENV_ADAPTER_QUEUE], noop_process, batch=batch)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -82,35 +82,38 @@ class Admission:
             handle = default(task, app, consumer, **options)
 
             def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
-                token = self.admit(message, consumer)
+                queue_name = routed_queue_name(message.delivery_info)
+                token = self.admit(message, consumer, queue_name)
+                if not token:
+                    return None
                 batcher = self._batcher
-                if token and batcher is not None and batcher.batched():
-                    queue_name = routed_queue_name(message.delivery_info)
-                    if queue_name is not None and batcher.size_of(queue_name) > 1:
-                        batcher.hold(message, queue_name, token, consumer)
-                        return None
-                if token:
-                    # The request Celery builds copies these headers: the pool learns which
-                    # process runs the job from the look-up made here, once per message, and
-                    # the watchdog (this process) the attempt's timeout.
-                    message.headers[PROCESS_HEADER] = token
-                    if self._timeouts is not None:
-                        own = message.headers.get(TIMEOUT_HEADER)
-                        queue_name = routed_queue_name(message.delivery_info)
-                        message.headers[TIMEOUT_FIELD] = self._timeouts.resolve(queue_name, own)
-                    return handle(message, body, *args, **kwargs)
-                return None
+                if (
+                    batcher is not None
+                    and batcher.batched()
+                    and queue_name is not None
+                    and batcher.size_of(queue_name) > 1
+                ):
+                    batcher.hold(message, queue_name, token, consumer)
+                    return None
+                # The request Celery builds copies these headers: the pool learns which
+                # process runs the job from the look-up made here, once per message, and
+                # the watchdog (this process) the attempt's timeout.
+                message.headers[PROCESS_HEADER] = token
+                if self._timeouts is not None:
+                    own = message.headers.get(TIMEOUT_HEADER)
+                    message.headers[TIMEOUT_FIELD] = self._timeouts.resolve(queue_name, own)
+                return handle(message, body, *args, **kwargs)
 
             return on_message
 
         return strategy
 
-    def admit(self, message: Any, consumer: Any) -> str:
+    def admit(self, message: Any, consumer: Any, arrival: str | None) -> str:
         """The process token when ``message`` goes to the pool (``ProcessRegistry.token_for``).
 
-        "" when it does not: dead-lettered, routed or handed back.
+        ``arrival``: the queue name of the job queue it came through (``routed_queue_name``),
+        or None. "" when it does not go: dead-lettered, routed or handed back.
         """
-        arrival = routed_queue_name(message.delivery_info)
         reason = malformed_reason(message) or self._oversize(message)
         if reason is None and arrival is None:
             self._route(message, consumer)

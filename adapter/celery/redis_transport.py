@@ -17,7 +17,11 @@ event loop (10,000 started queues: tens of seconds before the last one was consu
 the cycle is rebuilt once, before the next BRPOP that reads it. A queue declared without
 waiting for the answer (``nowait``, as the consumer declares many queues) skips kombu's count
 of its messages (a Redis round trip nobody reads). A batch queue's batch is acknowledged in
-one round trip (``QoS.ack_many``). Everything else is kombu's.
+one round trip (``QoS.ack_many``). Each BRPOP turn's message is recorded as unacknowledged,
+with up to the prefetch's room more messages of its queue popped and recorded, in one Lua call
+(``adapter.celery.redis_delivery``; ``QoS.append`` then skips kombu's own write for them).
+On the publish side, ``Channel.push_many`` puts a batch of a queue's messages (``add_many``)
+in one LPUSH per priority step. Everything else is kombu's.
 
 An app uses it for ``redis://`` and ``rediss://`` URLs once
 ``adapter.celery.app.use_adapter_transports`` has been called on it; importing this module
@@ -27,12 +31,15 @@ changes nothing.
 from __future__ import annotations
 
 import logging
+from functools import cached_property
+from queue import Empty
 from typing import Any
 
 from kombu.transport import redis, virtual
-from kombu.utils.json import dumps
+from kombu.utils.json import dumps, loads
 
 from adapter.celery.purge import PurgeNotifyingChannel
+from adapter.celery.redis_delivery import Taker, text
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,21 @@ PUSH_CHUNK = 1000
 
 
 class QoS(redis.QoS):
-    """Redis QoS whose hand-back, acknowledgement and rejection tolerate a lost connection."""
+    """Redis QoS whose hand-back, acknowledgement and rejection tolerate a lost connection.
+
+    A message its channel's BRPOP turn recorded already (``recorded``) is not written again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        #: Delivery tags already in ``unacked`` (``adapter.celery.redis_delivery``).
+        self.recorded: set[Any] = set()
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        if delivery_tag in self.recorded:
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_unacked(self, client: Any = None) -> Any:
         if self._detached():
@@ -159,6 +180,41 @@ class Channel(PurgeNotifyingChannel, redis.Channel):
                     key = self._q_for_pri(queue, step)  # type: ignore[no-untyped-call]
                     pipe.pexpire(key, self._expires[queue])
             pipe.execute()
+
+    def basic_consume(self, queue: Any, *args: Any, **kwargs: Any) -> Any:
+        """Consume ``queue``; the taker records its turns if it is consumed with acks."""
+        no_ack = kwargs.get("no_ack", args[0] if args else False)
+        (self._taker.acked_queues.discard if no_ack else self._taker.acked_queues.add)(queue)
+        return super().basic_consume(queue, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    @cached_property
+    def _taker(self) -> Taker:
+        return Taker(self)
+
+    def _brpop_read(self, **options: Any) -> Any:
+        """kombu's, but a turn's messages are taken and recorded by the taker, in one call."""
+        client = self.client
+        try:
+            try:
+                dest_item = client.parse_response(client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                client.connection.disconnect()  # reconnect at the next turn
+                raise
+            if not dest_item:
+                raise Empty()
+            dest, item = dest_item
+            queue = text(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            if self._taker.takes(queue):
+                self._taker.turn(queue, text(item), self.connection._deliver)
+            else:
+                self.connection._deliver(loads(text(item)), queue)  # type: ignore[no-untyped-call]
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush_reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush_reauth is not None:
+                flush_reauth()
 
     def _brpop_start(self, timeout: Any = None) -> Any:
         """Rebuild the fair cycle if queues changed, then start kombu's BRPOP."""

@@ -17,18 +17,25 @@ CANCELLED      ``REVOKED``: by ``cancel_job``, by Celery's ``revoke``, or when a
 Flower and ``celery events`` hear the same from the worker's events: a cancelled attempt
 ends with ``task-revoked``, never ``task-succeeded``. Without a result backend (Celery's
 ``DisabledBackend``) nothing is written.
+
+A job's task writes its results without the read Celery makes before each write (a round
+trip per job on Redis; ``written_once``): Celery reads to keep a stored SUCCESS from being
+overwritten by a lost worker's duplicate, and a job's task only writes once the job store's
+settled guard accepted the attempt's outcome (a duplicate delivery of a settled job writes
+nothing, or the same settled state). What is written is Celery's own meta, byte for byte.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
-from celery.backends.base import DisabledBackend
-from celery.exceptions import Ignore
+from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
+from celery.exceptions import BackendStoreError, Ignore
 
 from adapter.job import Job
 from adapter.running import PROGRESS_WRITE_S
@@ -92,3 +99,52 @@ def mark_revoked(app: Celery, job_id: str, request: Any = None) -> None:
         app.backend.mark_as_revoked(job_id, reason=CANCELLED_REASON, request=request)
     except Exception as err:  # the backend's errors vary; the job store says CANCELLED
         logger.warning("job %s: could not mark it revoked in the result backend: %s", job_id, err)
+
+
+#: The ``written_once`` form of each backend object, while the backend lives.
+_WRITTEN_ONCE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: The ``written_once`` subclass of each key-value backend class.
+_WRITTEN_ONCE_CLASSES: dict[type, type] = {}
+
+
+def written_once(backend: Any) -> Any:
+    """Return ``backend`` writing each result without first reading the stored one.
+
+    Only for a key-value backend (Redis, Memcached, ...) whose ``_store_result`` is Celery's
+    own: the returned object is that backend (it shares its state) with that read left out.
+    Any other backend is returned as it is. For the job task only (module docstring).
+    """
+    kind = type(backend)
+    if not isinstance(backend, BaseKeyValueStoreBackend) or (
+        kind._store_result is not BaseKeyValueStoreBackend._store_result
+    ):
+        return backend
+    found = _WRITTEN_ONCE.get(backend)
+    if found is None:
+        subclass = _WRITTEN_ONCE_CLASSES.get(kind)
+        if subclass is None:
+            subclass = type(kind.__name__, (kind,), {"_store_result": _store_result_unread})
+            _WRITTEN_ONCE_CLASSES[kind] = subclass
+        found = object.__new__(subclass)
+        found.__dict__ = backend.__dict__  # the same backend: connections, pending results
+        _WRITTEN_ONCE[backend] = found
+    return found
+
+
+def _store_result_unread(
+    self: Any,
+    task_id: str,
+    result: Any,
+    state: str,
+    traceback: Any = None,
+    request: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Celery's ``BaseKeyValueStoreBackend._store_result`` without its read of the stored one."""
+    meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+    meta["task_id"] = str(task_id)
+    try:
+        self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+    except BackendStoreError as err:
+        raise BackendStoreError(str(err), state=state, task_id=task_id) from err
+    return result

@@ -37,7 +37,12 @@ from adapter.celery.envelope import (
 from adapter.celery.gate import MustWait, hand_back
 from adapter.celery.poison import DeadLetterRecorder
 from adapter.celery.registry import ProcessRegistry
-from adapter.celery.results import CANCELLED_REASON, CancelledAttempt, progress_reporter
+from adapter.celery.results import (
+    CANCELLED_REASON,
+    CancelledAttempt,
+    progress_reporter,
+    written_once,
+)
 from adapter.celery.watchdog import killed_for_timeout, record_stopped
 from adapter.deadlines import Timeouts
 from adapter.errors import (
@@ -115,7 +120,19 @@ def register_task(
         with consumer_span(str(request.id), getattr(request, QUEUE_HEADER, None), request):
             return _run(task, wire_job, registry, lifecycle, recorder)
 
+    class JobTask(app.Task):  # type: ignore[misc]
+        """The app's task class, writing results as ``adapter.celery.results.written_once``."""
+
+        @property
+        def backend(self) -> Any:
+            return written_once(self._backend or self.app.backend)
+
+        @backend.setter
+        def backend(self, value: Any) -> None:
+            self._backend = value
+
     return app.task(
+        base=JobTask,
         name=TASK_NAME,
         shared=False,  # bound to this app's registry and store, never to another app
         bind=True,
