@@ -11,12 +11,14 @@ waiting for their countdown in a worker's memory.
 Each reaper round, messages of the adapter's job queues (``jobs.*``, never another app's)
 unacknowledged for longer than the heartbeat timeout, and not due in the future, go back to
 their queue with kombu's own restore (an atomic transaction per message, safe beside kombu's
-own sweeps), unless their job is RUNNING: a live worker's long job is never delivered twice,
-and a lost worker's RUNNING job is the reaper's (RETRYING and published again; its message
-comes back the round after, and that copy is dropped at claim). One worker at a time does it,
-under the adapter's lock (``LOCK_KEY``), which expires after a heartbeat timeout: kombu's own
-lock lives five minutes, and a worker killed while holding it would stop every recovery for
-that long.
+own sweeps), unless their job is RUNNING or settled: a live worker's long job is never
+delivered twice, a lost worker's RUNNING job is the reaper's (RETRYING and published again; its
+message comes back the round after, and that copy is dropped at claim), and a settled job's
+message (its worker between the outcome write and the acknowledgement, or lost there) is left
+to that worker or to kombu's ``visibility_timeout`` (a copy delivered then is dropped at
+claim). One worker at a time does it, under the adapter's lock (``LOCK_KEY``), which expires
+after a heartbeat timeout: kombu's own lock lives five minutes, and a worker killed while
+holding it would stop every recovery for that long.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from kombu.transport.redis import Mutex, MutexHeld
 from adapter.celery.envelope import stored_job_due, stored_task_id
 from adapter.celery.routing import celery_queue
 from adapter.forksafe import no_fork
-from adapter.job import Job, JobState, utcnow
+from adapter.job import SETTLED_STATES, Job, JobState, utcnow
 from adapter.lifecycle import Liveness
 from adapter.store.base import JobStore
 
@@ -43,6 +45,9 @@ logger = logging.getLogger(__name__)
 PAGE = 1000
 #: The states of a job whose message should be on the broker.
 _WAITING = (JobState.PENDING, JobState.RETRYING)
+#: The states of a job whose unacknowledged message is left where it is: a worker runs it, or
+#: its outcome is recorded (a worker between its outcome write and its acknowledgement).
+_KEPT = frozenset({JobState.RUNNING, *SETTLED_STATES})
 #: Redis key of the lock that lets one worker at a time recover messages (kombu prefixes it).
 LOCK_KEY = "adapter.recovery_mutex"
 
@@ -52,7 +57,8 @@ def restore_orphaned_messages(app: Celery, store: JobStore, older_than_s: float)
 
     A message whose job is RUNNING stays where it is: a live worker runs it, however long it
     takes, and once that worker is lost the reaper turns the job RETRYING and the next round
-    puts the message back. The lock is held for at most ``older_than_s`` (a worker killed
+    puts the message back. A settled job's message stays too: nothing is left to run. The
+    lock is held for at most ``older_than_s`` (a worker killed
     holding it blocks no longer).
     """
     with app.pool.acquire(block=True) as connection:
@@ -72,7 +78,7 @@ def restore_orphaned_messages(app: Celery, store: JobStore, older_than_s: float)
                         if (raw := client.hget(qos.unacked_key, tag)) is not None
                         and _orphan(raw, cutoff)
                     }
-                    for job_id in _not_running(store, list(taken)):
+                    for job_id in _to_restore(store, list(taken)):
                         qos.restore_by_tag(taken[job_id], client)
                         restored += 1
             except MutexHeld:
@@ -82,13 +88,12 @@ def restore_orphaned_messages(app: Celery, store: JobStore, older_than_s: float)
     return restored
 
 
-def _not_running(store: JobStore, job_ids: list[str]) -> list[str]:
-    """The ids among ``job_ids`` whose job is not RUNNING (unknown ids included)."""
+def _to_restore(store: JobStore, job_ids: list[str]) -> list[str]:
+    """The ids among ``job_ids`` whose job may still need its message: neither RUNNING nor
+    settled (unknown ids included)."""
     with no_fork():  # a store call from a prefork pool's parent (adapter.forksafe)
-        running = {
-            job.id for job in store.find_many_by_id(job_ids) if job.state is JobState.RUNNING
-        }
-    return [job_id for job_id in job_ids if job_id not in running]
+        kept = {job.id for job in store.find_many_by_id(job_ids) if job.state in _KEPT}
+    return [job_id for job_id in job_ids if job_id not in kept]
 
 
 def _orphan(raw: Any, cutoff: float) -> bool:

@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from adapter import CeleryJobQueueStrategy, Job, JobState
-from adapter.celery.orphans import LOCK_KEY, republish_unqueued_jobs
+from adapter.celery.orphans import LOCK_KEY, republish_unqueued_jobs, restore_orphaned_messages
 from adapter.celery.routing import celery_queue
 from adapter.job import utcnow
 from tests.support import unique_queue, wait_for
@@ -143,3 +143,33 @@ def test_a_lock_left_by_a_killed_worker_blocks_recovery_for_one_lock_period_only
 
     assert [job.id for job in lost] == [added.id]  # kombu's lock did not stop it
     assert message_ids(client, queue_key) == [added.id]
+
+
+def test_only_messages_of_waiting_jobs_go_back_from_unacked(
+    strategy: CeleryJobQueueStrategy, client: redis.Redis, queue_key: str
+) -> None:
+    """A taken message goes back to its queue when its job waits; it stays unacknowledged when
+    its job runs or is settled (a worker between the outcome write and the ack)."""
+    jobs = {state: strategy.add(Job(queue_name=QUEUE, data=state.value)) for state in _STATES}
+    strategy.flush()
+    with strategy.app.connection_for_read() as connection:  # take every message, unacked
+        channel = connection.default_channel
+        taken = [channel.basic_get(celery_queue(QUEUE), no_ack=False) for _ in jobs]
+        assert all(message is not None for message in taken) and not message_ids(client, queue_key)
+        for state, job in jobs.items():
+            if state is not JobState.PENDING:
+                strategy.store.update(job.model_copy(update=_state_fields(state)))
+        assert restore_orphaned_messages(strategy.app, strategy.store, older_than_s=0) == 1
+        back = message_ids(client, queue_key)  # before the channel closes (it restores the rest)
+    assert back == [jobs[JobState.PENDING].id]
+
+
+#: One job per state: only the waiting one's message goes back.
+_STATES = (JobState.PENDING, JobState.RUNNING, JobState.COMPLETED, JobState.CANCELLED)
+
+
+def _state_fields(state: JobState) -> dict[str, object]:
+    now = utcnow()
+    if state is JobState.RUNNING:
+        return {"state": state, "started_at": now, "attempts": 1}
+    return {"state": state, "started_at": now, "settled_at": now, "attempts": 1}
