@@ -167,17 +167,24 @@ class SqlJobStore(JobStore):
 
     def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
         now, stale_before = _naive(utcnow()), _naive(busy_after) or datetime.max
+        if len(jobs) == 1:  # a worker's claim: one statement in the usual case
+            params = _claim_params(jobs[0], now, stale_before)
+            statement: Any = _CLAIM
+            postgres = self._db.get().dialect.name == "postgresql"
+            started = _started_row(jobs[0], now) if postgres else None
+            if started is not None:  # PostgreSQL: the job is recorded if its add's batch is late
+                statement = _CLAIM_OR_RECORD
+                params.update({f"row_{name}": value for name, value in started.items()})
+            row = self._run(statement, params).first()
+            if row is not None:
+                return [_job(row)]
         # Rows are locked in id order, so two batches sharing jobs cannot deadlock.
         order = sorted(range(len(jobs)), key=lambda i: str(jobs[i].id))
         found: list[Claimed] = [None] * len(jobs)
-        try:
-            with self._db.begin() as conn:
-                for i in order:
-                    found[i] = _claim_in(conn, jobs[i], now, stale_before)
-        except sa.exc.IntegrityError:  # another worker recorded one first: claim again
-            if len(jobs) == 1:
-                return self.claim_many(jobs, busy_after)
-            return super().claim_many(jobs, busy_after)  # each in turn
+        insert_absent = _INSERT_ABSENT[self._db.get().dialect.name]
+        with self._db.begin() as conn:
+            for i in order:
+                found[i] = _claim_in(conn, insert_absent, jobs[i], now, stale_before, len(jobs) > 1)
         return found
 
     def now(self) -> datetime:
@@ -225,14 +232,14 @@ class SqlJobStore(JobStore):
         return self.update_many([job])[0]
 
     def update_many(self, jobs: Sequence[Job]) -> list[bool]:
-        rows = [_row(job) for job in jobs]
+        rows = [_update_params(job) for job in jobs]
+        if len(rows) == 1:  # a worker's outcome: one statement
+            return [bool(self._run(_UPDATE, rows[0]).rowcount)]
         done: dict[str, bool] = {}
         with self._db.begin() as conn:
-            for row in sorted(rows, key=lambda row: str(row["id"])):  # id order: no deadlock
-                params = {f"new_{name}": row[name] for name in _MUTABLE}
-                params["job_id"] = row["id"]
-                done[str(row["id"])] = bool(conn.execute(_UPDATE, params).rowcount)
-        return [done[str(row["id"])] for row in rows]
+            for row in sorted(rows, key=lambda row: str(row["job_id"])):  # id order: no deadlock
+                done[str(row["job_id"])] = bool(conn.execute(_UPDATE, row).rowcount)
+        return [done[str(row["job_id"])] for row in rows]
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         statement = sa.select(jobs.c.queue_name, jobs.c.state, sa.func.count()).group_by(
@@ -380,6 +387,16 @@ def _transition_statement(transition: Transition, which: str) -> Any:
     key = (transition, which)
     if key in _TRANSITIONS:
         return _TRANSITIONS[key]
+    where, values = _transition_parts(transition, which)
+    statement = jobs.update().where(*where).values(values).returning(*jobs.c)
+    _TRANSITIONS[key] = statement
+    return statement
+
+
+def _transition_parts(
+    transition: Transition, which: str
+) -> tuple[list[sa.ColumnElement[bool]], dict[str, Any]]:
+    """The conditions and the new values of ``_transition_statement``'s UPDATE."""
     allowed: list[sa.ColumnElement[bool]] = [
         jobs.c.state.in_([state.value for state in transition.sources])
     ]
@@ -401,20 +418,30 @@ def _transition_statement(transition: Transition, which: str) -> Any:
     if transition.state is not None:
         values["state"] = transition.state.value
         values["is_settled"] = transition.state in SETTLED_STATES
-    statement = jobs.update().where(*where).values(values).returning(*jobs.c)
-    _TRANSITIONS[key] = statement
-    return statement
+    return where, values
 
 
+_claim_where, _claim_values = _transition_parts(START, "one")
+_claim_where += [
+    jobs.c.queue_name == sa.bindparam("claim_queue"),
+    sa.or_(jobs.c.ready_at.is_(None), jobs.c.ready_at <= _now),
+]
+_claim_values["due_at"] = None
 #: ``START`` of one job, only if it is stored for the queue the message names and is ready;
 #: it clears the job's due mark.
-_CLAIM = (
-    _transition_statement(START, "one")
-    .where(
-        jobs.c.queue_name == sa.bindparam("claim_queue"),
-        sa.or_(jobs.c.ready_at.is_(None), jobs.c.ready_at <= _now),
+_CLAIM = jobs.update().where(*_claim_where).values(_claim_values).returning(*jobs.c)
+#: PostgreSQL's claim of a job ready by its message, in one statement: ``_CLAIM`` when it is
+#: stored, else the job recorded RUNNING from the message (``row_<column>``: ``_started_row``).
+#: A row an add is recording meanwhile is waited for, then claimed. No row: the slow path.
+_CLAIM_OR_RECORD = (
+    postgresql.insert(jobs)
+    .values(
+        {column.name: sa.bindparam(f"row_{column.name}", type_=column.type) for column in jobs.c}
     )
-    .values(due_at=None)
+    .on_conflict_do_update(
+        index_elements=[jobs.c.id], set_=_claim_values, where=sa.and_(*_claim_where)
+    )
+    .returning(*jobs.c)
 )
 
 
@@ -472,22 +499,50 @@ _REPLACE_WAITING = (
 )
 
 
-def _claim_in(conn: Connection, job: Job, now: datetime | None, stale_before: datetime) -> Claimed:
-    """Claim one job inside the transaction of ``conn``."""
-    params = {"job_id": job.id, "claim_queue": job.queue_name, "now": now}
-    params["stale_before"] = stale_before
-    row = conn.execute(_CLAIM, params).first()
+def _claim_params(job: Job, now: datetime | None, stale_before: datetime) -> dict[str, Any]:
+    """The parameters of ``_CLAIM`` (and of the statements of its slow path) for ``job``."""
+    return {
+        "job_id": job.id,
+        "claim_queue": job.queue_name,
+        "now": now,
+        "stale_before": stale_before,
+    }
+
+
+def _started_row(job: Job, now: datetime | None) -> dict[str, Any] | None:
+    """The row of ``job`` (from its message) started now, or None unless ready to start."""
+    started = job.model_copy()
+    aware_now = None if now is None else now.replace(tzinfo=UTC)
+    if job.ready_at is not None and aware_now is not None and job.ready_at > aware_now:
+        return None
+    if started.is_settled or not started.apply(START, now=aware_now):
+        return None
+    row = _row(started)
+    row.update(updated_at=now, due_at=None)
+    return row
+
+
+def _claim_in(
+    conn: Connection,
+    insert_absent: Any,
+    job: Job,
+    now: datetime | None,
+    stale_before: datetime,
+    first_try: bool,
+) -> Claimed:
+    """Claim one job inside the transaction of ``conn`` (``first_try``: not tried alone yet)."""
+    params = _claim_params(job, now, stale_before)
+    row = conn.execute(_CLAIM, params).first() if first_try else None
     if row is None:
+        # Not stored yet (its add's batch is late), or stored by a transaction committing
+        # now: the insert waits for it, and the UPDATE after it sees the row (READ COMMITTED).
+        if conn.execute(insert_absent, _row(job)).rowcount:
+            logger.info("job %s was not in the store yet; recorded it now", job.id)
+        row = conn.execute(_CLAIM, params).first()
+    if row is None:  # settled, running elsewhere, not ready, or stored for another queue
         stored = conn.execute(_STORED_QUEUE, params).scalar()
         if stored is not None and stored != job.queue_name:
             return wrong_queue(job, stored)
-        if stored is None:
-            logger.info("job %s was not in the store yet; recording it now", job.id)
-            conn.execute(_INSERT, _row(job))
-        # Else settled, running elsewhere, not ready, or recorded (write-behind) after the
-        # UPDATE looked: under READ COMMITTED a second UPDATE sees it.
-        row = conn.execute(_CLAIM, params).first()
-    if row is None:
         conn.execute(_MARK_EARLY, params)  # not started as it is not ready yet: due again
         return None
     return _job(row)
@@ -497,6 +552,14 @@ def _naive(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _update_params(job: Job) -> dict[str, Any]:
+    """The parameters of ``_UPDATE`` writing ``job``'s mutable fields."""
+    row = _row(job)
+    params = {f"new_{name}": row[name] for name in _MUTABLE}
+    params["job_id"] = row["id"]
+    return params
 
 
 def _row(job: Job) -> dict[str, Any]:
