@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -116,7 +117,7 @@ class SqlJobStore(JobStore):
         if self._db.sa_url.get_backend_name() == "postgresql":
             from adapter.store.sql.changes import change_listener
 
-            self._changes = change_listener(self._db.sa_url, self.url)
+            self._changes = change_listener(self._db.sa_url, self.url, _job_of_json)
 
     @functools.cached_property
     def schedules(self) -> ScheduleStore:
@@ -608,6 +609,19 @@ def _job(row: Any) -> Job:
         retried_from=row.retried_from,
         timeout=row.timeout,
     )
+
+
+#: The columns that hold times: ``row_to_json`` gives them as ISO-8601 text.
+_TIME_COLUMNS = [column.name for column in jobs.c if isinstance(column.type, sa.DateTime)]
+
+
+def _job_of_json(fields: Mapping[str, Any]) -> Job:
+    """Return the job of a row as PostgreSQL's ``row_to_json`` writes it (a notification's)."""
+    row = dict(fields)
+    for name in _TIME_COLUMNS:
+        if row[name] is not None:
+            row[name] = datetime.fromisoformat(row[name])
+    return _job(SimpleNamespace(**row))
 
 
 def _aware(value: datetime | None) -> datetime | None:
