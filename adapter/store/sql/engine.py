@@ -13,7 +13,9 @@ reads a job with one: ``run`` sends it alone, in autocommit (one round trip: no 
 SQLAlchemy's ``pool_pre_ping`` would. Instead its socket is looked at (no round trip): a
 server that closed the connection (a restart, ``pg_terminate_backend``) has left it readable,
 and only then, or after ``PING_AFTER_IDLE_S`` idle, is it pinged; a dead one is replaced
-before use, every idle one with it, as pre-ping does.
+before use, every idle one with it, as pre-ping does. The statements of every job (its claim,
+its outcome, a waiter's read) go further: ``run_lean`` compiles each once and hands it to the
+driver, as SQLAlchemy's execution of one cost about as much CPU as its round trip.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class ProcessEngine:
         self._on_open = on_open
         self._engine: Engine | None = None
         self._engine_pid = 0
+        #: ``run_lean``'s statements, compiled for PostgreSQL.
+        self._compiled: dict[Any, Any] = {}  # statement: its SQLCompiler
         self._lock = ForkSafeLock()
 
     @property
@@ -144,6 +148,53 @@ class ProcessEngine:
                 return result.freeze()() if result.returns_rows else result
         except sa.exc.OperationalError as err:
             raise StoreError(f"{self._what} {self.url} failed: {err.orig}") from err
+
+    def run_lean(self, statement: Any, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        """``run`` one statement of every job's path; return its rows and its row count.
+
+        On PostgreSQL the statement, compiled once, goes to the driver in autocommit: no
+        SQLAlchemy execution (0.2 to 0.4 ms of CPU, as much as the round trip). Its
+        parameters are SQLAlchemy's (checked, bind processors applied), its rows named
+        tuples. Elsewhere it runs as ``run`` does.
+        """
+        engine = self.get()
+        if engine.dialect.name != "postgresql":
+            with self.begin() as conn:
+                result = conn.execute(statement, params)
+                return (list(result.all()) if result.returns_rows else []), result.rowcount
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = statement.compile(dialect=engine.dialect)
+        values = dict(compiled.construct_params(params))
+        for key, process in compiled._bind_processors.items():
+            if key in values:
+                values[key] = process(values[key])
+        return self._send(engine, compiled.string, values)
+
+    def _send(self, engine: Engine, sql: str, values: dict[str, Any]) -> tuple[list[Any], int]:
+        """Send ``sql`` on a pooled connection in autocommit; a lost connection is dropped."""
+        from psycopg.rows import namedtuple_row
+
+        try:
+            pooled = engine.raw_connection()
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"{self._what} {self.url} failed: {err.orig}") from err
+        driver: Any = pooled.driver_connection
+        try:
+            driver.autocommit = True
+            try:
+                with driver.cursor(row_factory=namedtuple_row) as cursor:
+                    cursor.execute(sql, values)
+                    rows = cursor.fetchall() if cursor.description is not None else []
+                    return rows, cursor.rowcount
+            finally:
+                if not driver.closed:
+                    driver.autocommit = False  # as the pool hands connections out
+        except engine.dialect.loaded_dbapi.OperationalError as err:
+            pooled.invalidate(err)
+            raise StoreError(f"{self._what} {self.url} failed: {err}") from err
+        finally:
+            pooled.close()
 
     def dispose(self) -> None:
         """Close this process's connections."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -157,8 +157,8 @@ class SqlJobStore(JobStore):
             conn.execute(statement, [_row(job) for job in new_jobs])
 
     def get(self, job_id: str) -> Job | None:
-        row = self._run(_GET, {"job_id": job_id}).first()
-        return None if row is None else _job(row)
+        rows, _count = self._db.run_lean(_GET, {"job_id": job_id})
+        return _job(rows[0]) if rows else None
 
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         found = self.claim_many([job], busy_after)[0]
@@ -176,9 +176,9 @@ class SqlJobStore(JobStore):
             if started is not None:  # PostgreSQL: the job is recorded if its add's batch is late
                 statement = _CLAIM_OR_RECORD
                 params.update({f"row_{name}": value for name, value in started.items()})
-            row = self._run(statement, params).first()
-            if row is not None:
-                return [_job(row)]
+            rows, _count = self._db.run_lean(statement, params)
+            if rows:
+                return [_job(rows[0])]
         # Rows are locked in id order, so two batches sharing jobs cannot deadlock.
         order = sorted(range(len(jobs)), key=lambda i: str(jobs[i].id))
         found: list[Claimed] = [None] * len(jobs)
@@ -235,7 +235,7 @@ class SqlJobStore(JobStore):
     def update_many(self, jobs: Sequence[Job]) -> list[bool]:
         rows = [_update_params(job) for job in jobs]
         if len(rows) == 1:  # a worker's outcome: one statement
-            return [bool(self._run(_UPDATE, rows[0]).rowcount)]
+            return [bool(self._db.run_lean(_UPDATE, rows[0])[1])]
         done: dict[str, bool] = {}
         with self._db.begin() as conn:
             for row in sorted(rows, key=lambda row: str(row["job_id"])):  # id order: no deadlock
@@ -398,14 +398,10 @@ def _transition_parts(
     transition: Transition, which: str
 ) -> tuple[list[sa.ColumnElement[bool]], dict[str, Any]]:
     """The conditions and the new values of ``_transition_statement``'s UPDATE."""
-    allowed: list[sa.ColumnElement[bool]] = [
-        jobs.c.state.in_([state.value for state in transition.sources])
-    ]
+    allowed: list[sa.ColumnElement[bool]] = [_state_in(transition.sources)]
     if transition.stale_sources:
-        stale = [state.value for state in transition.stale_sources]
-        allowed.append(
-            sa.and_(jobs.c.state.in_(stale), jobs.c.updated_at < sa.bindparam("stale_before"))
-        )
+        stale = _state_in(transition.stale_sources)
+        allowed.append(sa.and_(stale, jobs.c.updated_at < sa.bindparam("stale_before")))
     where = [_unsettled, sa.or_(*allowed)]
     if which == "one":
         where.append(jobs.c.id == _job_id)
@@ -420,6 +416,11 @@ def _transition_parts(
         values["state"] = transition.state.value
         values["is_settled"] = transition.state in SETTLED_STATES
     return where, values
+
+
+def _state_in(states: Iterable[JobState]) -> sa.ColumnElement[bool]:
+    """``state IN (...)`` as plain parameters (no expanding one: ``run_lean`` sends it as is)."""
+    return jobs.c.state.in_([sa.literal(state.value) for state in sorted(states)])
 
 
 _claim_where, _claim_values = _transition_parts(START, "one")
