@@ -9,6 +9,12 @@ SQLite runs in WAL mode with a busy timeout, so several worker processes and thr
 one file. Engines are opened per OS process: a forked prefork child opens its own.
 PostgreSQL pushes job changes to ``updates()`` (LISTEN/NOTIFY, ``adapter.store.sql.changes``);
 SQLite's readers poll.
+
+A worker's claim of one job is one statement on PostgreSQL (``_CLAIM_OR_RECORD``: the stored
+job claimed, or, when its add's batch is late, the job recorded from its message and claimed
+at once), and its outcome one UPDATE; both, and ``get``, go through ``ProcessEngine.run_lean``
+(one round trip, no SQLAlchemy execution). Anything else about a claim (a job not ready, one
+stored for another queue, a batch) takes one transaction.
 """
 
 from __future__ import annotations
