@@ -154,7 +154,8 @@ class ProcessEngine:
 
         On PostgreSQL with psycopg 3 the statement, compiled once, goes to the driver in
         autocommit: no SQLAlchemy execution (0.2 to 0.4 ms of CPU, as much as the round
-        trip). Its parameters are SQLAlchemy's (checked, bind processors applied), its rows
+        trip). Its parameters are SQLAlchemy's (checked, bind processors applied), its errors
+        too (``sa.exc.IntegrityError``, ...; a lost connection is ``StoreError``), its rows
         named tuples. Elsewhere it runs as ``run`` does.
         """
         engine = self.get()
@@ -196,6 +197,9 @@ class ProcessEngine:
         except engine.dialect.loaded_dbapi.OperationalError as err:
             pooled.invalidate(err)
             raise StoreError(f"{self._what} {self.url} failed: {err}") from err
+        except engine.dialect.loaded_dbapi.Error as err:  # as SQLAlchemy raises it
+            dbapi_error = engine.dialect.loaded_dbapi.Error
+            raise sa.exc.DBAPIError.instance(sql, values, err, dbapi_error) from err
         finally:
             pooled.close()
 

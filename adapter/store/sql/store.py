@@ -151,7 +151,7 @@ class SqlJobStore(JobStore):
 
     def insert(self, job: Job) -> None:
         try:
-            self._run(_INSERT, _row(job))
+            self._db.run_lean(_INSERT, _row(job))
         except sa.exc.IntegrityError as err:
             raise DuplicateJobError(f"a job with id {job.id!r} already exists") from err
 
@@ -159,6 +159,9 @@ class SqlJobStore(JobStore):
         if not new_jobs:
             return
         statement = _INSERT_ABSENT[self._db.get().dialect.name]
+        if len(new_jobs) == 1:  # an add's batch, mostly: one statement, held the least time
+            self._db.run_lean(statement, _row(new_jobs[0]))  # a worker's claim may wait on it
+            return
         with self._db.begin() as conn:
             conn.execute(statement, [_row(job) for job in new_jobs])
 
