@@ -16,8 +16,11 @@ memory) wake the watch within about a millisecond of a write; on SQLite nothing 
 the poll alone finds changes. A settled job is emitted as soon as it is read; an unsettled one
 is first emitted at the first poll (one interval after subscribing, Vendure's first look, so
 the timeout races the first emission exactly as there), and every change after that as soon as
-it is read. A wake-up is only a hint: what is emitted always comes from a fresh read, so a
-missed or duplicate notification changes when an update is seen, never what it says.
+it is read. A wake-up is a hint: what is emitted comes from a fresh read, or from the job the
+notification carried when it was settled (``adapter.store.changes.Change``; final, so as good
+as a read); a notification saying the job is still unsettled spares the read before the first
+poll, when it could emit nothing. A missed or duplicate notification changes when an update is
+seen, never what it says.
 
 Every update is a snapshot: nothing returned is shared with the store or another caller
 (Vendure issue 5292). The stream can be consumed with ``for`` or ``async for``.
@@ -182,7 +185,9 @@ class JobUpdates:
                 if isinstance(step, JobUpdate):
                     yield step
                 elif isinstance(step, _Read):
-                    reply = self._reader(step)(self._job.id or "")
+                    told, reply = _told(step, watch)
+                    if not told:
+                        reply = self._reader(step)(self._job.id or "")
                 else:
                     reply = watch.wait(step)
 
@@ -200,7 +205,9 @@ class JobUpdates:
                 if isinstance(step, JobUpdate):
                     yield step
                 elif isinstance(step, _Read):
-                    reply = await asyncio.to_thread(self._reader(step), self._job.id or "")
+                    told, reply = _told(step, watch)
+                    if not told:
+                        reply = await asyncio.to_thread(self._reader(step), self._job.id or "")
                 else:
                     reply = await watch.wait_async(step)
 
@@ -218,7 +225,7 @@ class JobUpdates:
         return unnotified_watch(job_id)
 
     def _steps(self) -> Generator[JobUpdate | float | _Read, Job | bool | None, None]:
-        """Yield each step: _READ (send the job back), a wait (send back if woken), an update."""
+        """Yield each step: a _Read (send the job back), a wait (send back if woken), an update."""
         now = time.monotonic()
         first_by = now + self._timeout
         end = now + self._deadline if self._deadline is not None else float("inf")
@@ -246,7 +253,7 @@ class JobUpdates:
             polling = now >= due
             if polling:
                 due, polled = now + self._poll, True
-            found = _job_or_none((yield _READ if polling else _PEEK))
+            found = _job_or_none((yield _READ if polling else _PEEK if polled else _PEEK_SETTLED))
 
     def _timed_out(self, seen: Job) -> JobUpdate:
         """Vendure's synthetic update; after a deadline, with the last state seen."""
@@ -274,14 +281,35 @@ class _Read:
 
     A poll reads as ``find_one`` does; the first read and a woken one peek (a job this process
     added and has not written yet is not seen until written: a worker's claim records it, and
-    an unsettled job is not emitted before the first poll anyway).
+    an unsettled job is not emitted before the first poll anyway). A woken peek takes what the
+    notification told instead when it is enough (``_told``); ``settled_only``: before the first
+    poll, when only a settled job can be emitted.
     """
 
-    def __init__(self, peek: bool) -> None:
+    def __init__(self, peek: bool, settled_only: bool = False) -> None:
         self.peek = peek
+        self.settled_only = settled_only
 
 
 _READ, _PEEK = _Read(peek=False), _Read(peek=True)
+_PEEK_SETTLED = _Read(peek=True, settled_only=True)
+
+
+def _told(step: _Read, watch: Watch) -> tuple[bool, Job | None]:
+    """Answer a peek from the watch's last notification: (True, the job) when it is enough.
+
+    A settled job it carried is final; a state it said is unsettled is enough when only a
+    settled job could be emitted (the answer is then None: nothing to emit). Any other peek,
+    and every poll, reads the store.
+    """
+    change = watch.take_change()
+    if change is None or not step.peek:
+        return False, None
+    if change.settled is not None:
+        return True, change.settled
+    if step.settled_only and not change.is_settled:
+        return True, None
+    return False, None
 
 
 def _job_or_none(reply: Job | bool | None) -> Job | None:

@@ -183,16 +183,19 @@ def format_run(label: str, result: Latencies) -> str:
 
 
 def summary(results: list[Latencies]) -> str:
-    """Return the median and spread (min to max) of the runs' p50s."""
+    """Return the median and spread (min to max) of the runs' p50s, and their p95s' medians."""
     a50 = [percentile(result.adapter, 0.5) for result in results]
     r50 = [percentile(result.raw, 0.5) for result in results]
+    a95 = statistics.median(percentile(result.adapter, 0.95) for result in results)
+    r95 = statistics.median(percentile(result.raw, 0.95) for result in results)
     diffs = [a - r for a, r in zip(a50, r50, strict=True)]
     return (
         f"  median of {len(results)} runs: adapter p50 {statistics.median(a50):.2f} ms "
         f"({min(a50):.2f}-{max(a50):.2f}), raw p50 {statistics.median(r50):.2f} ms "
         f"({min(r50):.2f}-{max(r50):.2f}), adapter - raw {statistics.median(diffs):+.2f} ms "
         f"({min(diffs):+.2f} to {max(diffs):+.2f}), ratio "
-        f"{statistics.median(a / r for a, r in zip(a50, r50, strict=True)):.2f}x"
+        f"{statistics.median(a / r for a, r in zip(a50, r50, strict=True)):.2f}x; "
+        f"p95 adapter {a95:.2f} ms, raw {r95:.2f} ms"
     )
 
 

@@ -2,9 +2,12 @@
 
 ``updates()`` (``adapter.subscribable``) waits on a ``Watch`` between two reads of its job: a
 store that pushes changes wakes it as soon as a write lands; one that does not (SQLite) leaves
-it to its poll interval, Vendure's way. A notification is only a hint: the waiter always reads
-the job again from the store, so a missed, late or duplicate notification changes when an
-update is seen, never what it says.
+it to its poll interval, Vendure's way. A notification is a hint, which may say more: a
+``Change`` (PostgreSQL's) gives the state the write left, and the whole job once settled. A
+settled job never changes again, so the waiter takes it as read; an unsettled state only lets
+it skip a read that could emit nothing (before its first poll). Otherwise it reads the job
+again from the store, so a missed, late or duplicate notification changes when an update is
+seen, never what it says.
 
 - ``ChangeHub``: in-process fan-out from a job id to the watches waiting on it. The memory
   store notifies its hub directly after each write.
@@ -26,10 +29,12 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 
 from adapter.forksafe import ForkSafeLock
+from adapter.job import SETTLED_STATES, Job, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,20 @@ RECONNECT_DELAY_S = 1.0
 LISTEN_TICK_S = 1.0
 
 
+@dataclass(frozen=True)
+class Change:
+    """What a notification says of the newest write of a job: its state, the job once settled."""
+
+    state: JobState
+    #: The job as written, given only when settled (final: no later write changes it).
+    settled: Job | None = None
+
+    @property
+    def is_settled(self) -> bool:
+        """True when the write settled the job."""
+        return self.state in SETTLED_STATES
+
+
 class Watch:
     """One waiter on one job: ``wait`` returns early once the job may have changed."""
 
@@ -48,6 +67,7 @@ class Watch:
         self.job_id = job_id
         self._hub = hub
         self._changed = threading.Event()
+        self._change: Change | None = None
         self._wake_loop: Callable[[], object] | None = None
 
     def wait(self, timeout: float) -> bool:
@@ -73,8 +93,14 @@ class Watch:
         self._changed.clear()  # the caller reads the job next: a later change wakes it again
         return notified
 
-    def notify(self) -> None:
-        """Wake the waiter (its job may have changed)."""
+    def take_change(self) -> Change | None:
+        """Return what the newest notification said, once; None when it said nothing more."""
+        change, self._change = self._change, None
+        return change
+
+    def notify(self, change: Change | None = None) -> None:
+        """Wake the waiter: its job may have changed (``change``: what the write was)."""
+        self._change = change  # notifications come in commit order: the newest one wins
         self._changed.set()
         wake = self._wake_loop
         if wake is not None:
@@ -127,12 +153,12 @@ class ChangeHub:
                 if not waiting:
                     del self._watches[watch.job_id]
 
-    def notify(self, job_id: str) -> None:
-        """Wake every watch on ``job_id``."""
+    def notify(self, job_id: str, change: Change | None = None) -> None:
+        """Wake every watch on ``job_id`` (``change``: what the write was, when known)."""
         with self._lock:
             waiting = list(self._watches.get(job_id, ()))
         for watch in waiting:
-            watch.notify()
+            watch.notify(change)
 
     def notify_all(self) -> None:
         """Wake every watch (notifications may have been missed, say while reconnecting)."""
@@ -211,6 +237,7 @@ class ChangeListener(ABC):
     ) -> None:
         """Subscribe, call ``subscribed()`` once confirmed, then notify ``hub`` until stopping.
 
-        Each job id received goes to ``hub.notify``; ``stopping`` is checked every
-        ``LISTEN_TICK_S`` seconds. Any error ends the call; the thread reconnects.
+        Each job id received goes to ``hub.notify``, with its ``Change`` when the server says
+        it; ``stopping`` is checked every ``LISTEN_TICK_S`` seconds. Any error ends the call;
+        the thread reconnects.
         """

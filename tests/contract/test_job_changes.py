@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from adapter.job import Job, JobState
+from adapter.job import Job, JobState, utcnow
 from adapter.store.base import JobStore
+from adapter.store.changes import Change
 from adapter.store.memory import MemoryJobStore
 from adapter.store.redis.store import RedisJobStore
 from adapter.store.sql.store import SqlJobStore
@@ -116,3 +118,62 @@ def test_a_forked_child_gets_its_own_listener(store: JobStore) -> None:
     child.start()
     child.join(WOKEN_WITHIN_S * 3)
     assert child.exitcode == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_a_postgres_notification_tells_the_state_and_carries_the_settled_job_as_stored(
+    store: JobStore,
+) -> None:
+    job = make_job(data={"to": "ada@example.com"}, retries=2)
+    store.insert(job)
+    with store.watch(str(job.id)) as watch:
+        claimed = store.claim(job)
+        assert claimed is not None
+        assert watch.wait(WOKEN_WITHIN_S)
+        assert watch.take_change() == Change(JobState.RUNNING)  # unsettled: the state alone
+        claimed.state, claimed.result, claimed.settled_at = JobState.COMPLETED, [1.5], utcnow()
+        store.update(claimed)
+        assert watch.wait(WOKEN_WITHIN_S)
+        told = watch.take_change()
+    assert told is not None and told.settled is not None
+    assert told.settled == store.get(str(job.id))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_a_postgres_notification_of_a_job_too_big_to_carry_tells_its_state_alone(
+    store: JobStore,
+) -> None:
+    job = make_job()
+    store.insert(job)
+    with store.watch(str(job.id)) as watch:
+        failed = {"state": JobState.FAILED, "error": "x" * 9000, "settled_at": utcnow()}
+        store.update(job.model_copy(update=failed))
+        assert watch.wait(WOKEN_WITHIN_S)
+        assert watch.take_change() == Change(JobState.FAILED)  # read from the store instead
+
+
+@pytest.mark.postgres
+def test_a_database_an_older_release_made_gets_the_notifying_function_of_this_one(
+    postgres_url: str,
+) -> None:
+    older_function = (
+        "CREATE OR REPLACE FUNCTION adapter_job_changed() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN PERFORM pg_notify('adapter_job_changed', NEW.id); RETURN NULL; END $$"
+    )
+    with postgres_schema(postgres_url, "changes") as url:
+        first = SqlJobStore(url)
+        job = make_job()
+        first.insert(job)
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(older_function))  # as the older release left it
+        engine.dispose()
+        first.close()
+        store = SqlJobStore(url)
+        with store.watch(str(job.id)) as watch:
+            store.set_progress(str(job.id), 30)
+            assert watch.wait(WOKEN_WITHIN_S)
+            assert watch.take_change() == Change(JobState.PENDING)
+        store.close()

@@ -9,6 +9,12 @@ SQLite runs in WAL mode with a busy timeout, so several worker processes and thr
 one file. Engines are opened per OS process: a forked prefork child opens its own.
 PostgreSQL pushes job changes to ``updates()`` (LISTEN/NOTIFY, ``adapter.store.sql.changes``);
 SQLite's readers poll.
+
+A worker's claim of one job is one statement on PostgreSQL (``_CLAIM_OR_RECORD``: the stored
+job claimed, or, when its add's batch is late, the job recorded from its message and claimed
+at once), and its outcome one UPDATE; both, and ``get``, go through ``ProcessEngine.run_lean``
+(one round trip, no SQLAlchemy execution). Anything else about a claim (a job not ready, one
+stored for another queue, a batch) takes one transaction.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -116,7 +123,7 @@ class SqlJobStore(JobStore):
         if self._db.sa_url.get_backend_name() == "postgresql":
             from adapter.store.sql.changes import change_listener
 
-            self._changes = change_listener(self._db.sa_url, self.url)
+            self._changes = change_listener(self._db.sa_url, self.url, _job_of_json)
 
     @functools.cached_property
     def schedules(self) -> ScheduleStore:
@@ -144,7 +151,7 @@ class SqlJobStore(JobStore):
 
     def insert(self, job: Job) -> None:
         try:
-            self._run(_INSERT, _row(job))
+            self._db.run_lean(_INSERT, _row(job))
         except sa.exc.IntegrityError as err:
             raise DuplicateJobError(f"a job with id {job.id!r} already exists") from err
 
@@ -152,12 +159,15 @@ class SqlJobStore(JobStore):
         if not new_jobs:
             return
         statement = _INSERT_ABSENT[self._db.get().dialect.name]
+        if len(new_jobs) == 1:  # an add's batch, mostly: one statement, held the least time
+            self._db.run_lean(statement, _row(new_jobs[0]))  # a worker's claim may wait on it
+            return
         with self._db.begin() as conn:
             conn.execute(statement, [_row(job) for job in new_jobs])
 
     def get(self, job_id: str) -> Job | None:
-        row = self._run(_GET, {"job_id": job_id}).first()
-        return None if row is None else _job(row)
+        rows, _count = self._db.run_lean(_GET, {"job_id": job_id})
+        return _job(rows[0]) if rows else None
 
     def claim(self, job: Job, busy_after: datetime | None = None) -> Job | None:
         found = self.claim_many([job], busy_after)[0]
@@ -167,17 +177,24 @@ class SqlJobStore(JobStore):
 
     def claim_many(self, jobs: Sequence[Job], busy_after: datetime | None = None) -> list[Claimed]:
         now, stale_before = _naive(utcnow()), _naive(busy_after) or datetime.max
+        if len(jobs) == 1:  # a worker's claim: one statement in the usual case
+            params = _claim_params(jobs[0], now, stale_before)
+            statement: Any = _CLAIM
+            postgres = self._db.get().dialect.name == "postgresql"
+            started = _started_row(jobs[0], now) if postgres else None
+            if started is not None:  # PostgreSQL: the job is recorded if its add's batch is late
+                statement = _CLAIM_OR_RECORD
+                params.update({f"row_{name}": value for name, value in started.items()})
+            rows, _count = self._db.run_lean(statement, params)
+            if rows:
+                return [_job(rows[0])]
         # Rows are locked in id order, so two batches sharing jobs cannot deadlock.
         order = sorted(range(len(jobs)), key=lambda i: str(jobs[i].id))
         found: list[Claimed] = [None] * len(jobs)
-        try:
-            with self._db.begin() as conn:
-                for i in order:
-                    found[i] = _claim_in(conn, jobs[i], now, stale_before)
-        except sa.exc.IntegrityError:  # another worker recorded one first: claim again
-            if len(jobs) == 1:
-                return self.claim_many(jobs, busy_after)
-            return super().claim_many(jobs, busy_after)  # each in turn
+        insert_absent = _INSERT_ABSENT[self._db.get().dialect.name]
+        with self._db.begin() as conn:
+            for i in order:
+                found[i] = _claim_in(conn, insert_absent, jobs[i], now, stale_before, len(jobs) > 1)
         return found
 
     def now(self) -> datetime:
@@ -225,14 +242,14 @@ class SqlJobStore(JobStore):
         return self.update_many([job])[0]
 
     def update_many(self, jobs: Sequence[Job]) -> list[bool]:
-        rows = [_row(job) for job in jobs]
+        rows = [_update_params(job) for job in jobs]
+        if len(rows) == 1:  # a worker's outcome: one statement
+            return [bool(self._db.run_lean(_UPDATE, rows[0])[1])]
         done: dict[str, bool] = {}
         with self._db.begin() as conn:
-            for row in sorted(rows, key=lambda row: str(row["id"])):  # id order: no deadlock
-                params = {f"new_{name}": row[name] for name in _MUTABLE}
-                params["job_id"] = row["id"]
-                done[str(row["id"])] = bool(conn.execute(_UPDATE, params).rowcount)
-        return [done[str(row["id"])] for row in rows]
+            for row in sorted(rows, key=lambda row: str(row["job_id"])):  # id order: no deadlock
+                done[str(row["job_id"])] = bool(conn.execute(_UPDATE, row).rowcount)
+        return [done[str(row["job_id"])] for row in rows]
 
     def queue_counts(self) -> dict[str, dict[JobState, int]]:
         statement = sa.select(jobs.c.queue_name, jobs.c.state, sa.func.count()).group_by(
@@ -380,14 +397,20 @@ def _transition_statement(transition: Transition, which: str) -> Any:
     key = (transition, which)
     if key in _TRANSITIONS:
         return _TRANSITIONS[key]
-    allowed: list[sa.ColumnElement[bool]] = [
-        jobs.c.state.in_([state.value for state in transition.sources])
-    ]
+    where, values = _transition_parts(transition, which)
+    statement = jobs.update().where(*where).values(values).returning(*jobs.c)
+    _TRANSITIONS[key] = statement
+    return statement
+
+
+def _transition_parts(
+    transition: Transition, which: str
+) -> tuple[list[sa.ColumnElement[bool]], dict[str, Any]]:
+    """The conditions and the new values of ``_transition_statement``'s UPDATE."""
+    allowed: list[sa.ColumnElement[bool]] = [_state_in(transition.sources)]
     if transition.stale_sources:
-        stale = [state.value for state in transition.stale_sources]
-        allowed.append(
-            sa.and_(jobs.c.state.in_(stale), jobs.c.updated_at < sa.bindparam("stale_before"))
-        )
+        stale = _state_in(transition.stale_sources)
+        allowed.append(sa.and_(stale, jobs.c.updated_at < sa.bindparam("stale_before")))
     where = [_unsettled, sa.or_(*allowed)]
     if which == "one":
         where.append(jobs.c.id == _job_id)
@@ -401,20 +424,35 @@ def _transition_statement(transition: Transition, which: str) -> Any:
     if transition.state is not None:
         values["state"] = transition.state.value
         values["is_settled"] = transition.state in SETTLED_STATES
-    statement = jobs.update().where(*where).values(values).returning(*jobs.c)
-    _TRANSITIONS[key] = statement
-    return statement
+    return where, values
 
 
+def _state_in(states: Iterable[JobState]) -> sa.ColumnElement[bool]:
+    """``state IN (...)`` as plain parameters (no expanding one: ``run_lean`` sends it as is)."""
+    return jobs.c.state.in_([sa.literal(state.value) for state in sorted(states)])
+
+
+_claim_where, _claim_values = _transition_parts(START, "one")
+_claim_where += [
+    jobs.c.queue_name == sa.bindparam("claim_queue"),
+    sa.or_(jobs.c.ready_at.is_(None), jobs.c.ready_at <= _now),
+]
+_claim_values["due_at"] = None
 #: ``START`` of one job, only if it is stored for the queue the message names and is ready;
 #: it clears the job's due mark.
-_CLAIM = (
-    _transition_statement(START, "one")
-    .where(
-        jobs.c.queue_name == sa.bindparam("claim_queue"),
-        sa.or_(jobs.c.ready_at.is_(None), jobs.c.ready_at <= _now),
+_CLAIM = jobs.update().where(*_claim_where).values(_claim_values).returning(*jobs.c)
+#: PostgreSQL's claim of a job ready by its message, in one statement: ``_CLAIM`` when it is
+#: stored, else the job recorded RUNNING from the message (``row_<column>``: ``_started_row``).
+#: A row an add is recording meanwhile is waited for, then claimed. No row: the slow path.
+_CLAIM_OR_RECORD = (
+    postgresql.insert(jobs)
+    .values(
+        {column.name: sa.bindparam(f"row_{column.name}", type_=column.type) for column in jobs.c}
     )
-    .values(due_at=None)
+    .on_conflict_do_update(
+        index_elements=[jobs.c.id], set_=_claim_values, where=sa.and_(*_claim_where)
+    )
+    .returning(*jobs.c)
 )
 
 
@@ -472,22 +510,50 @@ _REPLACE_WAITING = (
 )
 
 
-def _claim_in(conn: Connection, job: Job, now: datetime | None, stale_before: datetime) -> Claimed:
-    """Claim one job inside the transaction of ``conn``."""
-    params = {"job_id": job.id, "claim_queue": job.queue_name, "now": now}
-    params["stale_before"] = stale_before
-    row = conn.execute(_CLAIM, params).first()
+def _claim_params(job: Job, now: datetime | None, stale_before: datetime) -> dict[str, Any]:
+    """The parameters of ``_CLAIM`` (and of the statements of its slow path) for ``job``."""
+    return {
+        "job_id": job.id,
+        "claim_queue": job.queue_name,
+        "now": now,
+        "stale_before": stale_before,
+    }
+
+
+def _started_row(job: Job, now: datetime | None) -> dict[str, Any] | None:
+    """The row of ``job`` (from its message) started now, or None unless ready to start."""
+    started = job.model_copy()
+    aware_now = None if now is None else now.replace(tzinfo=UTC)
+    if job.ready_at is not None and aware_now is not None and job.ready_at > aware_now:
+        return None
+    if started.is_settled or not started.apply(START, now=aware_now):
+        return None
+    row = _row(started)
+    row.update(updated_at=now, due_at=None)
+    return row
+
+
+def _claim_in(
+    conn: Connection,
+    insert_absent: Any,
+    job: Job,
+    now: datetime | None,
+    stale_before: datetime,
+    first_try: bool,
+) -> Claimed:
+    """Claim one job inside the transaction of ``conn`` (``first_try``: not tried alone yet)."""
+    params = _claim_params(job, now, stale_before)
+    row = conn.execute(_CLAIM, params).first() if first_try else None
     if row is None:
+        # Not stored yet (its add's batch is late), or stored by a transaction committing
+        # now: the insert waits for it, and the UPDATE after it sees the row (READ COMMITTED).
+        if conn.execute(insert_absent, _row(job)).rowcount:
+            logger.info("job %s was not in the store yet; recorded it now", job.id)
+        row = conn.execute(_CLAIM, params).first()
+    if row is None:  # settled, running elsewhere, not ready, or stored for another queue
         stored = conn.execute(_STORED_QUEUE, params).scalar()
         if stored is not None and stored != job.queue_name:
             return wrong_queue(job, stored)
-        if stored is None:
-            logger.info("job %s was not in the store yet; recording it now", job.id)
-            conn.execute(_INSERT, _row(job))
-        # Else settled, running elsewhere, not ready, or recorded (write-behind) after the
-        # UPDATE looked: under READ COMMITTED a second UPDATE sees it.
-        row = conn.execute(_CLAIM, params).first()
-    if row is None:
         conn.execute(_MARK_EARLY, params)  # not started as it is not ready yet: due again
         return None
     return _job(row)
@@ -497,6 +563,14 @@ def _naive(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _update_params(job: Job) -> dict[str, Any]:
+    """The parameters of ``_UPDATE`` writing ``job``'s mutable fields."""
+    row = _row(job)
+    params = {f"new_{name}": row[name] for name in _MUTABLE}
+    params["job_id"] = row["id"]
+    return params
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -545,6 +619,19 @@ def _job(row: Any) -> Job:
         retried_from=row.retried_from,
         timeout=row.timeout,
     )
+
+
+#: The columns that hold times: ``row_to_json`` gives them as ISO-8601 text.
+_TIME_COLUMNS = [column.name for column in jobs.c if isinstance(column.type, sa.DateTime)]
+
+
+def _job_of_json(fields: Mapping[str, Any]) -> Job:
+    """Return the job of a row as PostgreSQL's ``row_to_json`` writes it (a notification's)."""
+    row = dict(fields)
+    for name in _TIME_COLUMNS:
+        if row[name] is not None:
+            row[name] = datetime.fromisoformat(row[name])
+    return _job(SimpleNamespace(**row))
 
 
 def _aware(value: datetime | None) -> datetime | None:
