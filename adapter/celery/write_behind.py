@@ -3,8 +3,9 @@
 Recording each job before publishing it cost ``add`` a store round trip (a SQLite commit, a
 Redis script call) about as long as the publish itself. Now ``add`` publishes a job with a
 fresh id first and leaves it here; a thread of this process records what is waiting with one
-``JobStore.insert_many`` (one transaction, or one script call), then sleeps ``GATHER_S`` so
-that the next batch gathers the jobs added meanwhile.
+``JobStore.insert_many`` (one transaction, or one script call); when more jobs came while it
+wrote (a burst), it then sleeps ``GATHER_S`` so that the next batch gathers them, else it
+writes the next add's job at once.
 
 - **Visibility.** In this process a job is in the store once ``add`` returns: the strategy
   flushes what is waiting before every store access (``find_one``, ``cancel_job``, the claims
@@ -47,7 +48,7 @@ from adapter.store.base import JobStore
 
 logger = logging.getLogger(__name__)
 
-#: Seconds the thread sleeps after writing a batch, so that the next one gathers a burst.
+#: Seconds the thread sleeps after a batch during which more jobs came, so the next gathers them.
 GATHER_S = 0.02
 #: Waiting jobs at which ``add`` writes them itself instead of leaving them to the thread.
 MAX_PENDING = 1000
@@ -166,7 +167,8 @@ class WriteBehind:
                 self.write_waiting()
             except Exception:  # a bug here must not stop the batches that follow
                 logger.exception("writing a batch of added jobs failed")
-            time.sleep(GATHER_S)
+            if wake.is_set():  # jobs came while it wrote: a burst, so gather the next batch
+                time.sleep(GATHER_S)
 
 
 def _dead_letter(job: Job, reason: str) -> DeadLetter:
