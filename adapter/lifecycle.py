@@ -12,7 +12,8 @@ event              what happens to the job
 claim              ``START`` (a copy RUNNING with a fresh beat elsewhere is not claimed);
                    started more than ``retries + 1 + max_redeliveries`` times: FAILED;
                    a job missing from the store is recorded from its message as ``add``
-                   records it (PENDING, whatever the message says); a job stored for
+                   records it (PENDING, whatever the message says), then claimed (on
+                   PostgreSQL both in one upsert: it appears RUNNING); a job stored for
                    another queue is not touched (``WrongQueueError``)
 progress           the progress is recorded while the job is unsettled
 process returns    ``complete(result)``: COMPLETED (a job cancelled meanwhile stays CANCELLED)
