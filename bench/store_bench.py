@@ -39,7 +39,8 @@ from adapter.job import SETTLED_STATES, Job, JobState
 from adapter.store.base import JobStore
 from adapter.store.redis.layout import RedisKeys, job_hash, micros
 from adapter.store.redis.store import RedisJobStore
-from adapter.store.sql.store import SqlJobStore, jobs
+from adapter.store.sql.store import SqlJobStore
+from adapter.store.sql.tables import jobs
 
 #: Redis database of the benchmarks (as bench/common.py).
 REDIS_URL = "redis://127.0.0.1:6379/12"

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from adapter.job import Job, JobState
 from adapter.store.base import JobStore
 from adapter.store.redis.store import RedisJobStore
-from adapter.store.sql.store import SCHEMA_VERSION, SqlJobStore, jobs
+from adapter.store.sql.store import SqlJobStore
+from adapter.store.sql.tables import SCHEMA_VERSION, jobs
 from tests.contract import test_store_contract as contract
 from tests.contract.test_store_contract import agreed, stock
 from tests.factories import make_job

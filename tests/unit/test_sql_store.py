@@ -13,7 +13,8 @@ import pytest
 
 from adapter.errors import ConfigurationError, StoreError
 from adapter.job import Job, JobState
-from adapter.store.sql.store import SCHEMA_VERSION, SqlJobStore
+from adapter.store.sql.store import SqlJobStore
+from adapter.store.sql.tables import SCHEMA_VERSION
 from tests.factories import make_job
 
 

@@ -59,7 +59,7 @@ class JobListQuery:
     """The statements of one ``find_many`` call over the job table, in one SQL dialect."""
 
     def __init__(self, table: sa.Table, dialect: str, now: datetime) -> None:
-        """Build over ``table`` (``adapter.store.sql.store.jobs``); ``now`` ends running jobs."""
+        """Build over ``table`` (``adapter.store.sql.tables.jobs``); ``now`` ends running jobs."""
         self.table = table
         self.dialect = dialect
         self._now = now.astimezone(UTC).replace(tzinfo=None)

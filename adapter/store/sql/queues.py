@@ -24,7 +24,8 @@ from sqlalchemy.engine import Connection, Engine
 from adapter.control import ADMITTED, Admission, QueueControl, decide, slot_alive
 from adapter.forksafe import ForkSafeLock
 from adapter.store.queues import ControlChange, QueueStore
-from adapter.store.sql.store import SqlJobStore, jobs
+from adapter.store.sql.store import SqlJobStore
+from adapter.store.sql.tables import jobs
 
 metadata = sa.MetaData()
 queues = sa.Table(

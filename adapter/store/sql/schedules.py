@@ -22,7 +22,8 @@ from adapter.job import utcnow
 from adapter.retention import EACH_QUEUE, RetentionRule
 from adapter.store.schedules import Claim, RunRecord, ScheduleStore, TaskRecord
 from adapter.store.sql.engine import ProcessEngine
-from adapter.store.sql.store import _aware, _naive, jobs
+from adapter.store.sql.statements import aware, naive
+from adapter.store.sql.tables import jobs
 
 #: Jobs deleted per statement by retention.
 DELETE_BATCH = 10_000
@@ -79,7 +80,7 @@ class SqlScheduleStore(ScheduleStore):
                 with conn.begin_nested():
                     conn.execute(
                         tasks.insert().values(
-                            task_id=task_id, enabled=True, last_tick=_naive(last_tick)
+                            task_id=task_id, enabled=True, last_tick=naive(last_tick)
                         )
                     )
             except sa.exc.IntegrityError:
@@ -88,8 +89,8 @@ class SqlScheduleStore(ScheduleStore):
     def claim(self, claim: Claim) -> bool:
         values: dict[str, Any] = {
             "lease_owner": claim.owner,
-            "lease_until": _naive(claim.lease_until),
-            "last_started_at": _naive(claim.now),
+            "lease_until": naive(claim.lease_until),
+            "last_started_at": naive(claim.now),
         }
         statement = tasks.update().where(tasks.c.task_id == claim.task_id)
         if claim.tick is None:
@@ -98,12 +99,12 @@ class SqlScheduleStore(ScheduleStore):
         else:
             statement = statement.where(
                 tasks.c.enabled.is_(True),
-                sa.or_(tasks.c.last_tick.is_(None), tasks.c.last_tick < _naive(claim.tick)),
+                sa.or_(tasks.c.last_tick.is_(None), tasks.c.last_tick < naive(claim.tick)),
             )
-            values["last_tick"] = _naive(claim.tick)
+            values["last_tick"] = naive(claim.tick)
         if claim.exclusive:
             statement = statement.where(
-                sa.or_(tasks.c.lease_owner.is_(None), tasks.c.lease_until < _naive(claim.now))
+                sa.or_(tasks.c.lease_owner.is_(None), tasks.c.lease_until < naive(claim.now))
             )
         return bool(self._db.run(statement.values(**values)).rowcount == 1)
 
@@ -111,7 +112,7 @@ class SqlScheduleStore(ScheduleStore):
         statement = (
             tasks.update()
             .where(tasks.c.task_id == task_id, tasks.c.lease_owner == owner)
-            .values(lease_until=_naive(lease_until))
+            .values(lease_until=naive(lease_until))
         )
         return bool(self._db.run(statement).rowcount == 1)
 
@@ -126,8 +127,8 @@ class SqlScheduleStore(ScheduleStore):
                 tasks.update()
                 .where(tasks.c.task_id == run.task_id)
                 .values(
-                    last_started_at=_naive(run.started_at),
-                    last_finished_at=_naive(run.finished_at),
+                    last_started_at=naive(run.started_at),
+                    last_finished_at=naive(run.finished_at),
                     last_result=run.result,
                     last_error=run.error,
                 )
@@ -135,10 +136,10 @@ class SqlScheduleStore(ScheduleStore):
             conn.execute(
                 runs.insert().values(
                     task_id=run.task_id,
-                    tick=_naive(run.tick),
+                    tick=naive(run.tick),
                     owner=run.owner,
-                    started_at=_naive(run.started_at),
-                    finished_at=_naive(run.finished_at),
+                    started_at=naive(run.started_at),
+                    finished_at=naive(run.finished_at),
                     result=run.result,
                     error=run.error,
                 )
@@ -159,7 +160,7 @@ class SqlScheduleStore(ScheduleStore):
         return self._change(task_id, enabled=enabled)
 
     def request_run(self, task_id: str, now: datetime) -> bool:
-        return self._change(task_id, run_requested_at=_naive(now))
+        return self._change(task_id, run_requested_at=naive(now))
 
     def _change(self, task_id: str, **values: Any) -> bool:
         statement = tasks.update().where(tasks.c.task_id == task_id).values(**values)
@@ -170,7 +171,7 @@ class SqlScheduleStore(ScheduleStore):
         for row in self._db.run(sa.select(tasks)):
             fields = dict(row._mapping)
             for name in _TIMES:
-                fields[name] = _aware(fields[name])
+                fields[name] = aware(fields[name])
             found[row.task_id] = TaskRecord(**fields)
         return found
 
@@ -181,7 +182,7 @@ class SqlScheduleStore(ScheduleStore):
         return [
             RunRecord(
                 task_id=row.task_id,
-                tick=_aware(row.tick),
+                tick=aware(row.tick),
                 owner=row.owner,
                 started_at=row.started_at.replace(tzinfo=UTC),
                 finished_at=row.finished_at.replace(tzinfo=UTC),
@@ -203,7 +204,7 @@ class SqlScheduleStore(ScheduleStore):
             if rule.keep is not None:
                 removed += self._delete_beyond(matching, rule.keep)
             if rule.max_age is not None:
-                cutoff = _naive(now - rule.max_age)
+                cutoff = naive(now - rule.max_age)
                 removed += self._delete_batches(sa.and_(matching, jobs.c.created_at < cutoff))
         return removed
 
