@@ -3,8 +3,8 @@
 Celery's ``app.amqp.send_task_message`` hands a message to kombu's ``Producer.publish``, which
 hands it to ``Producer._publish`` and then to the channel; each layer re-derives, per message,
 answers that never change for a job message on its own, already declared, queue (the exchange,
-the delivery mode, the retry wrapper, the declarations). ``send_direct`` does what those layers
-do for that one case, and the broker gets the same message: the body serialized by kombu with
+the delivery mode, the retry wrapper, the declarations). ``DirectSender.send`` does what those
+layers do for that one case, and the broker gets the same message: the body serialized by kombu with
 the task's serializer, the same headers and properties (``delivery_mode`` persistent unless the
 queue's exchange says otherwise, the priority, ``mandatory``/``immediate`` as Celery passes
 them), published through the default exchange with the celery queue's name as routing key, as
@@ -24,6 +24,10 @@ A message the channel refuses outside a batch is handed to Celery's send when
 ``task_publish_retry`` (or the ``retry`` option) is on, which retries it with its policy and
 reconnects (a copy may reach the broker twice, as with Celery's own retry: the worker runs the
 job once); with retries off the error is raised as Celery's send would raise it.
+
+``DirectSender.push_many`` sends the messages of one celery queue (``add_many``) in one go
+where the channel can (the adapter's Redis channel: ``Channel.push_many``), when nothing but
+the adapter listens to the publish signals and no traces are recorded (both are per message).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from adapter import tracing
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.observability import others_listen
 
-#: The ``send_task_message`` options ``send_direct`` knows what to do with.
+#: The ``send_task_message`` options ``DirectSender`` knows what to do with.
 KNOWN_OPTIONS: Final = frozenset(
     {
         "queue",
