@@ -122,14 +122,19 @@ class MessageTemplate:
     """
 
     def __init__(self, message: Any, job: Job) -> None:
-        """``message``: what ``build`` returned for ``job`` (no countdown, no expires)."""
-        self._message = message
+        """``message``: what ``build`` returned for ``job`` (no countdown, no expires), taken
+        as it is now: sending it later (signals, trace context) does not change the template."""
+        self._type = type(message)
+        self._headers = _copied(message.headers)
+        self._properties = _copied(message.properties)
+        self._kwargs, self._embed = message.body[1], _copied(message.body[2])
+        self._sent_event = message.sent_event
         self._own_root = message.headers.get("root_id") == job.id
 
     def message(self, job: Job) -> Any:
         """Return the message ``build`` would make for ``job``."""
-        headers = dict(self._message.headers)
-        properties = dict(self._message.properties)
+        headers = _copied(self._headers)
+        properties = _copied(self._properties)
         reprs = args_repr(job)
         headers.update(reprs, id=job.id)
         if self._own_root:
@@ -138,9 +143,17 @@ class MessageTemplate:
         if job.timeout is not None:
             headers[TIMEOUT_HEADER] = job.timeout
         properties.update(reprs, correlation_id=job.id)
-        _args, kwargs, embed = self._message.body
-        sent_event = self._message.sent_event
-        return type(self._message)(headers, properties, (job_args(job), kwargs, embed), sent_event)
+        body = (job_args(job), dict(self._kwargs), _copied(self._embed))
+        return self._type(headers, properties, body, self._sent_event)
+
+
+def _copied(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``fields`` whose dict and list values are copies too (one level):
+    what one message's signal receivers change stays in that message."""
+    return {
+        name: value.copy() if isinstance(value, dict | list) else value
+        for name, value in fields.items()
+    }
 
 
 def retry_headers(request: Any) -> dict[str, Any]:

@@ -210,3 +210,22 @@ def test_a_template_recasts_the_message_build_makes_for_each_job(
         assert recast.properties == expected.properties
         assert json.dumps(recast.body) == json.dumps(expected.body)
         assert recast.sent_event is expected.sent_event is None
+
+
+def test_what_sending_a_message_changes_stays_out_of_its_template() -> None:
+    """A publish signal's receiver or the trace context may change a message as it is sent:
+    the messages recast afterwards are as ``build`` makes them."""
+    amqp = Celery("template-sent", set_as_current=False).amqp
+    first, second = (Job(queue_name="mail", data=n).as_added(str(uuid.uuid4())) for n in (1, 2))
+    message = build(amqp, first, job_args(first), reply_to="reply-1")
+    template = MessageTemplate(message, first)
+    message.headers["traceparent"] = "00-sent-first"  # what a receiver may do while it goes
+    message.headers["stamps"]["mine"] = "stamped"
+    message.properties["priority"] = 9
+    message.body[2]["chain"] = ["changed"]
+    recast, expected = (
+        template.message(second),
+        build(amqp, second, job_args(second), reply_to="reply-1"),
+    )
+    assert (recast.headers, recast.properties) == (expected.headers, expected.properties)
+    assert json.dumps(recast.body) == json.dumps(expected.body)
