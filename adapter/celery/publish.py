@@ -138,25 +138,25 @@ class JobPublisher:
         self, prepared: list[tuple[Any, dict[str, Any]]]
     ) -> tuple[int, Exception | None]:
         """Send the messages of one queue on one producer: how many surely went, the error."""
-        sent, batched = 0, False
+        sent, known = 0, False  # known: a failure leaves ``sent`` messages surely sent
         try:
             with self._app.producer_or_acquire() as producer:
                 for _message, options in prepared:
                     self._for_broker(producer, options)
-                batched = True
-                if self._direct.push_many(producer, prepared):
+                if self._direct.push_many(producer, prepared):  # failed: none known sent
                     return len(prepared), None
-                batched = producer.supports_batch_publish
-                # max_size past the group's commands: kombu flushes its pipeline once, at exit
+                # In kombu's batch nothing is sent before its flush at exit: no retry to make,
+                # and of a failed flush none is known sent. max_size is past the group's
+                # commands, so that it flushes once.
+                known = not producer.supports_batch_publish
                 with producer.batch(max_size=2 * len(prepared) + 2):
                     for message, options in prepared:
-                        if batched:  # nothing is sent before the flush: no retry to make
+                        if not known:
                             options["retry"] = False
-                        self._for_broker(producer, options)  # declared by the message before?
                         self._send_message(producer, message, options)
                         sent += 1
         except Exception as err:  # the broker's errors vary by transport
-            return (0 if batched else sent), err  # of a failed pipeline none is known sent
+            return (sent if known else 0), err
         return sent, None
 
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
