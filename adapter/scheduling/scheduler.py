@@ -9,7 +9,9 @@ time, so they agree on it whenever they look; the time they look with is the sto
 (Redis ``TIME``, PostgreSQL ``now()``), so a worker whose own clock is off still looks at
 the right time. Ticks missed while no worker ran collapse into one run, as cron's do.
 
-A claimed run holds a lease (``lease`` seconds, renewed every third of it while it runs). With
+A claimed run holds a lease (``lease`` seconds, renewed every third of it while it runs), always
+timed by the store's clock, even where ``clock`` replaces it for ticks: a worker whose clock is
+ahead must not see a live lease as expired. With
 ``prevent_overlap`` a tick is claimed only while no lease is live, so a run longer than the
 interval never overlaps the next; the first tick after it ends runs. A run whose worker dies
 stops renewing: its lease expires and later ticks run. ``timeout`` ends a run's claim on the
@@ -62,12 +64,12 @@ class Scheduler:
         history: int = 100,
         clock: Clock | None = None,
     ) -> None:
-        """Keep state in ``store()``; ``clock`` replaces the store's clock (tests)."""
+        """Keep state in ``store()``; ``clock`` replaces the store's clock for ticks (tests)."""
         self._store = store
         self.poll_interval = poll_interval
         self.lease = lease
         self.history_size = history
-        #: Where "now" comes from; None: the store's clock.
+        #: Where the time ticks are judged by comes from; None: the store's clock.
         self.clock = clock
         self._tasks: dict[str, ScheduledTask] = {}
         self._registered: set[str] = set()
@@ -152,9 +154,10 @@ class Scheduler:
         self, store: ScheduleStore, task: ScheduledTask, tick: datetime | None, now: datetime
     ) -> threading.Thread | None:
         owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
-        lease_until = now + timedelta(seconds=self.lease)
         with no_fork():
-            if not store.claim(Claim(task.id, tick, owner, now, lease_until, task.prevent_overlap)):
+            at = now if self.clock is None else store.now()
+            lease_until = at + timedelta(seconds=self.lease)
+            if not store.claim(Claim(task.id, tick, owner, at, lease_until, task.prevent_overlap)):
                 return None
         logger.info("scheduled task %s: running tick %s as %s", task.id, tick or "now", owner)
         run = threading.Thread(
@@ -190,7 +193,7 @@ class Scheduler:
                 break
             try:
                 with no_fork():
-                    store.renew(run.task_id, run.owner, self.now() + timedelta(seconds=self.lease))
+                    store.renew(run.task_id, run.owner, store.now() + timedelta(seconds=self.lease))
             except Exception as err:  # the lease may lapse; the run goes on
                 logger.warning("scheduled task %s: could not renew its lease: %s", task.id, err)
         record = RunRecord(

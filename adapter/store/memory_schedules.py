@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,15 +23,16 @@ from adapter.store.schedules import Claim, RunRecord, ScheduleStore, TaskRecord
 class MemoryScheduleStore(ScheduleStore):
     """Scheduled-task records in a dict of this process."""
 
-    def __init__(self, jobs: JobStore) -> None:
-        """Keep task state here; apply retention to ``jobs``."""
+    def __init__(self, jobs: JobStore, clock: Callable[[], datetime] = utcnow) -> None:
+        """Keep task state here; apply retention to ``jobs``; ``clock`` is the store's clock."""
         self._jobs = jobs
+        self._clock = clock
         self._lock = ForkSafeLock()
         self._records: dict[str, TaskRecord] = {}
         self._history: dict[str, deque[RunRecord]] = {}
 
     def now(self) -> datetime:
-        return utcnow()
+        return self._clock()
 
     def register(self, task_id: str, last_tick: datetime) -> None:
         with self._lock:

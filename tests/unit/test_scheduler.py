@@ -13,6 +13,7 @@ from adapter.errors import ScheduleError
 from adapter.scheduling import ScheduledRun, ScheduledTask, Scheduler
 from adapter.scheduling.task import Schedule
 from adapter.store.memory import MemoryJobStore
+from adapter.store.memory_schedules import MemoryScheduleStore
 from adapter.store.schedules import Claim, ScheduleStore
 
 START = datetime(2026, 1, 1, 3, 0, 0, 500_000, tzinfo=UTC)
@@ -29,6 +30,12 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def on_fake_clock() -> tuple[ScheduleStore, FakeClock]:
+    """A memory schedule store whose clock (the one leases are timed by) is a FakeClock."""
+    clock = FakeClock()
+    return MemoryScheduleStore(MemoryJobStore(), clock=clock.reading()), clock
 
 
 def schedulers(
@@ -51,7 +58,7 @@ def poll_all(made: list[Scheduler]) -> int:
 
 
 def test_each_tick_runs_once_across_schedulers_with_skewed_clocks() -> None:
-    store, clock, ticks = MemoryJobStore().schedules, FakeClock(), []
+    store, clock, ticks = *on_fake_clock(), []
     task = ScheduledTask(
         id="t", schedule="every 2 seconds", execute=lambda run: ticks.append(run.tick)
     )
@@ -67,7 +74,7 @@ def test_each_tick_runs_once_across_schedulers_with_skewed_clocks() -> None:
 
 
 def test_prevent_overlap_skips_ticks_while_a_run_holds_the_lease() -> None:
-    store, clock = MemoryJobStore().schedules, FakeClock()
+    store, clock = on_fake_clock()
     release, started = threading.Event(), []
 
     def slow(run: ScheduledRun) -> None:
@@ -89,7 +96,7 @@ def test_prevent_overlap_skips_ticks_while_a_run_holds_the_lease() -> None:
 
 
 def test_overlapping_runs_are_allowed_without_prevent_overlap() -> None:
-    store, clock, release = MemoryJobStore().schedules, FakeClock(), threading.Event()
+    store, clock, release = *on_fake_clock(), threading.Event()
     task = ScheduledTask(
         id="o", schedule="every 2s", execute=lambda: release.wait(10), prevent_overlap=False
     )
@@ -105,7 +112,7 @@ def test_overlapping_runs_are_allowed_without_prevent_overlap() -> None:
 
 
 def test_a_run_that_died_blocks_ticks_only_until_its_lease_expires() -> None:
-    store, clock = MemoryJobStore().schedules, FakeClock()
+    store, clock = on_fake_clock()
     task = ScheduledTask(id="d", schedule="every 2s", execute=lambda: None)
     (scheduler,) = schedulers(store, clock, task)
     scheduler.poll_once()
@@ -121,7 +128,7 @@ def test_a_run_that_died_blocks_ticks_only_until_its_lease_expires() -> None:
 
 
 def test_timeout_records_the_run_as_failed_and_frees_the_lease() -> None:
-    store, clock, release = MemoryJobStore().schedules, FakeClock(), threading.Event()
+    store, clock, release = *on_fake_clock(), threading.Event()
     task = ScheduledTask(
         id="slow", schedule="every 2s", execute=lambda: release.wait(10), timeout=0.2
     )
@@ -137,7 +144,7 @@ def test_timeout_records_the_run_as_failed_and_frees_the_lease() -> None:
 
 
 def test_results_errors_async_and_history_bound() -> None:
-    store, clock = MemoryJobStore().schedules, FakeClock()
+    store, clock = on_fake_clock()
 
     async def answer() -> dict[str, int]:
         await asyncio.sleep(0)
@@ -164,7 +171,7 @@ def test_results_errors_async_and_history_bound() -> None:
 
 
 def test_run_now_runs_once_off_schedule_and_disabled_tasks_skip_ticks() -> None:
-    store, clock, runs = MemoryJobStore().schedules, FakeClock(), []
+    store, clock, runs = *on_fake_clock(), []
     task = ScheduledTask(id="r", schedule="0 3 * * *", execute=lambda run: runs.append(run.tick))
     (scheduler,) = schedulers(store, clock, task)
     assert scheduler.update("r", enabled=False).next_run_at is None
@@ -194,3 +201,23 @@ def test_schedules_are_checked_and_described() -> None:
         scheduler = Scheduler(lambda: MemoryJobStore().schedules)
         scheduler.add(ScheduledTask(id="x", schedule="every 1s", execute=print))
         scheduler.add(ScheduledTask(id="x", schedule="every 1s", execute=print))
+
+
+def test_leases_are_timed_by_the_stores_clock_not_a_skewed_tick_clock() -> None:
+    store, clock = on_fake_clock()
+    release, started = threading.Event(), []
+
+    def long(run: ScheduledRun) -> None:
+        started.append(run)
+        release.wait(10)
+
+    task = ScheduledTask(id="long", schedule="every 1s", execute=long)
+    behind, ahead = schedulers(store, clock, task, skews=(-2.0, 2.0))
+    assert ahead.poll_once() == []  # registers: the last tick is 03:00:02
+    clock.advance(5)
+    assert len(behind.poll_once()) == 1  # its tick 03:00:03; the lease runs to 03:00:11.5
+    clock.advance(4.5)  # the ahead clock reads 03:00:12, past 03:00:09.5 (behind's time + 6 s)
+    assert ahead.poll_once() == []
+    release.set()
+    assert behind.wait_for_runs(timeout=10)
+    assert len(started) == 1
