@@ -80,6 +80,15 @@ def test_a_watch_is_woken_by_each_write_of_its_jobs_state_or_progress(
 
 
 @pytest.mark.parametrize("store", PUSHING_STORES, indirect=True)
+def test_a_watch_is_woken_by_the_claim_that_first_records_its_job(store: JobStore) -> None:
+    job = make_job()  # a worker's claim reached the store before the producer's write
+    with store.watch(str(job.id)) as watch:
+        assert store.claim(job) is not None
+        assert watch.wait(WOKEN_WITHIN_S)
+        assert watch.take_change() in (None, Change(JobState.RUNNING))
+
+
+@pytest.mark.parametrize("store", PUSHING_STORES, indirect=True)
 def test_a_watch_is_not_woken_by_another_jobs_write(store: JobStore) -> None:
     mine, other = make_job(), make_job()
     store.insert(mine)

@@ -2,8 +2,10 @@
 
 A trigger on ``adapter_job`` (created with the table's check on first use, under an advisory
 lock so processes opening a new database at once do not race) runs ``pg_notify`` on
-``adapter_job_changed`` after every UPDATE that changes a job's state or progress: claims,
-outcomes, progress and transitions, whichever process or adapter version wrote them.
+``adapter_job_changed`` after every UPDATE that changes a job's state or progress (claims,
+outcomes, progress and transitions, whichever process or adapter version wrote them), and after
+an INSERT of a job that is not PENDING (a worker's claim or outcome that reached the database
+before the producer's write-behind did: the job is first recorded RUNNING or settled).
 PostgreSQL delivers it when the writing transaction commits. Its payload is JSON: the job's
 ``id`` and ``state``, and for a settled job the whole row (``row_to_json``) when it fits
 PostgreSQL's 8000 bytes, so a waiter sees the outcome without reading it again
@@ -49,11 +51,13 @@ BEGIN
   RETURN NULL;
 END
 """
-#: The function's body as stored now, and whether the trigger exists.
+#: The trigger on INSERT (the one on UPDATE is named ``CHANNEL``).
+INSERT_TRIGGER = f"{CHANNEL}_insert"
+#: The function's body as stored now, and how many of the two triggers exist.
 _INSTALLED = sa.text(
     "SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(:function)) AS body,"
-    " EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = :name"
-    " AND tgrelid = 'adapter_job'::regclass) AS triggered"
+    " (SELECT count(*) FROM pg_trigger WHERE tgname IN (:name, :insert_name)"
+    " AND tgrelid = 'adapter_job'::regclass) AS triggers"
 )
 _CREATE_FUNCTION = sa.text(
     f"CREATE OR REPLACE FUNCTION {CHANNEL}() RETURNS trigger LANGUAGE plpgsql"
@@ -63,14 +67,19 @@ _CREATE_TRIGGER = sa.text(f"""
 CREATE OR REPLACE TRIGGER {CHANNEL} AFTER UPDATE ON adapter_job FOR EACH ROW
 WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.progress IS DISTINCT FROM NEW.progress)
 EXECUTE FUNCTION {CHANNEL}()""")
+_CREATE_INSERT_TRIGGER = sa.text(f"""
+CREATE OR REPLACE TRIGGER {INSERT_TRIGGER} AFTER INSERT ON adapter_job FOR EACH ROW
+WHEN (NEW.state <> 'PENDING')
+EXECUTE FUNCTION {CHANNEL}()""")
 
 
 def create_change_trigger(conn: Connection) -> None:
     """Create (or bring up to date) the notifying trigger on ``adapter_job`` (PostgreSQL only)."""
 
     def installed() -> bool:
-        found = conn.execute(_INSTALLED, {"function": f"{CHANNEL}()", "name": CHANNEL}).one()
-        return bool(found.body == _FUNCTION_BODY and found.triggered)
+        names = {"function": f"{CHANNEL}()", "name": CHANNEL, "insert_name": INSERT_TRIGGER}
+        found = conn.execute(_INSTALLED, names).one()
+        return bool(found.body == _FUNCTION_BODY and found.triggers == 2)
 
     if installed():
         return
@@ -78,6 +87,7 @@ def create_change_trigger(conn: Connection) -> None:
     if not installed():
         conn.execute(_CREATE_FUNCTION)
         conn.execute(_CREATE_TRIGGER)
+        conn.execute(_CREATE_INSERT_TRIGGER)
 
 
 def change_listener(
