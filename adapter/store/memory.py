@@ -10,7 +10,7 @@ Thread-safe: one lock guards every read and write. Jobs go in and come out as sn
 as objects a caller can change. Transitions are applied by ``Job.apply`` (``adapter.job``) to
 the stored copy; this module only adds what a store keeps beside a job, its ``updated_at``
 (the last sign of life), and the guard every store keeps: a settled job is never overwritten.
-``find_many`` is ``adapter.listing.list_jobs``. Dead letters are capped like Redis's.
+``find_many`` is ``adapter.conditions.list_jobs``. Dead letters are capped like Redis's.
 Every write of a job's state or progress wakes its watches (``adapter.store.changes``) at once.
 """
 
@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+from adapter.conditions import list_jobs
 from adapter.dead_letter import DeadLetter
 from adapter.errors import ConfigurationError, DuplicateJobError, WrongQueueError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
-from adapter.listing import JobList, JobListOptions, list_jobs
+from adapter.listing import JobList, JobListOptions
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import ChangeHub, Watch
 from adapter.store.schedules import ScheduleStore

@@ -1,7 +1,7 @@
 """The scheduling fields of a job (ready_at, priority, unique_key, retried_from) in every store.
 
 Round trip through every write and read, filters and sorts that agree with
-``adapter.listing.list_jobs``, and the upgrade of stores written before the fields existed: a
+``adapter.conditions.list_jobs``, and the upgrade of stores written before the fields existed: a
 SQL table of the first release gains the columns and indexes on open (from many processes at
 once, on SQLite and PostgreSQL), and a Redis hash without them reads as the defaults.
 """

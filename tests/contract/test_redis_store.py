@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import redis
 
+from adapter.conditions import list_jobs
 from adapter.errors import InvalidListOptionsError, StoreError
 from adapter.job import Job, JobState
-from adapter.listing import list_jobs
 from adapter.store.redis import store as redis_store_module
 from adapter.store.redis.layout import RedisKeys, micros
 from adapter.store.redis.store import SCHEMA_VERSION, RedisJobStore

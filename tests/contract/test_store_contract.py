@@ -2,7 +2,7 @@
 
 It ports Vendure's findMany spec (in-memory-job-queue-strategy.spec.ts) and adds every operator
 family, nested groups, pagination, ``find_many_by_id`` and ``remove_settled``. Most answers are
-also checked against ``adapter.listing.list_jobs``, the in-Python reading of the same options,
+also checked against ``adapter.conditions.list_jobs``, the in-Python reading of the same options,
 so that every store means the same thing by them. Then every write: insert, claim, progress,
 update, cancel, defer, heartbeat, reap, dead letters, each with the settled guard (a settled job
 is never overwritten) and snapshots in and out. What one backend alone has is tested beside it:
@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from adapter.conditions import list_jobs
 from adapter.errors import DuplicateJobError, InvalidListOptionsError, WrongQueueError
 from adapter.job import CANCEL, PURGE, Job, JobState
 from adapter.listing import (
@@ -37,7 +38,6 @@ from adapter.listing import (
     SortField,
     SortOrder,
     StringOperators,
-    list_jobs,
 )
 from adapter.patterns import MATCH_BUDGET_S
 from adapter.store.base import JobStore

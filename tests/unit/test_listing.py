@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from adapter.conditions import list_jobs, matches, sort_jobs
 from adapter.errors import InvalidListOptionsError, JobQueueError
 from adapter.job import Job, JobState
 from adapter.listing import (
@@ -19,11 +20,8 @@ from adapter.listing import (
     SortField,
     SortOrder,
     StringOperators,
-    list_jobs,
-    matches,
     page_bounds,
     parse_list_options,
-    sort_jobs,
 )
 from tests.factories import at, make_job, make_varied_jobs
 

@@ -16,16 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from adapter.conditions import Condition, condition_tree, matches
 from adapter.job import SETTLED_STATES, Job, JobState, Transition
-from adapter.listing import (
-    Condition,
-    JobFilter,
-    JobListOptions,
-    LogicalOperator,
-    StringOperators,
-    condition_tree,
-    matches,
-)
+from adapter.listing import JobFilter, JobListOptions, LogicalOperator, StringOperators
 
 #: Start of the epoch in which times are stored, as integer microseconds.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

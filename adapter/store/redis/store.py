@@ -38,7 +38,7 @@ change together, and a settled job is never overwritten. ``find_many`` pages the
 rank (``ZCARD`` gives the total; several indexes are merged) when every condition of the filter
 is about queue name, state or whether the job is settled, combined with AND, and the sort is by
 ``created_at`` alone: a page costs the same with a million jobs as with ten. Any other query
-reads the jobs of the narrowest indexes, in chunks, and evaluates it with ``adapter.listing``:
+reads the jobs of the narrowest indexes, in chunks, and evaluates it with ``adapter.conditions``:
 exact, but it reads every candidate job, so it is refused (``InvalidListOptionsError`` naming
 ``SCAN_LIMIT``) when the indexes hold more than ``SCAN_LIMIT`` candidates.
 """
@@ -56,6 +56,7 @@ from typing import Any
 
 import redis
 
+from adapter.conditions import matches, sort_jobs
 from adapter.dead_letter import DeadLetter
 from adapter.errors import (
     ConfigurationError,
@@ -66,15 +67,7 @@ from adapter.errors import (
 )
 from adapter.forksafe import ForkSafeLock
 from adapter.job import START, Job, JobState, Transition, utcnow
-from adapter.listing import (
-    JobList,
-    JobListOptions,
-    SortField,
-    SortOrder,
-    matches,
-    page_bounds,
-    sort_jobs,
-)
+from adapter.listing import JobList, JobListOptions, SortField, SortOrder, page_bounds
 from adapter.masking import mask_url
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import Watch

@@ -1,7 +1,7 @@
 """``find_many`` in SQL: JobListOptions as SQLAlchemy Core statements over the job table.
 
 The meaning of every option is written once, in ``adapter.listing``; this module only spells it
-in SQL for SQLite and PostgreSQL, so that a SQL store and ``adapter.listing.list_jobs`` give the
+in SQL for SQLite and PostgreSQL, so that a SQL store and ``adapter.conditions.list_jobs`` give the
 same answer. Where the two databases differ:
 
 - ``duration`` (milliseconds, as ``Job.duration``) is computed from the stored times. SQLite
@@ -27,20 +27,16 @@ import sqlalchemy as sa
 from pydantic.alias_generators import to_camel
 from sqlalchemy.sql.elements import ColumnElement
 
+from adapter.conditions import COMPARISONS, Condition, ConditionGroup, condition_tree, sort_order
 from adapter.errors import InvalidListOptionsError, StoreError
 from adapter.job import STARTABLE_STATES
 from adapter.listing import (
-    COMPARISONS,
-    Condition,
-    ConditionGroup,
     JobFilter,
     JobListOptions,
     LogicalOperator,
     SortField,
     SortOrder,
-    condition_tree,
     page_bounds,
-    sort_order,
 )
 
 #: Dialects whose ``duration`` expression this module knows.
