@@ -48,6 +48,8 @@ _CONTENT_BODY: Final = 3
 _SCALARS: Final = (str, bytes, int, float, bool, type(None))
 #: Container types compared by ``repr`` (which tells 1, 1.0, True and "1" apart).
 _CONTAINERS: Final = (list, tuple, dict)
+#: Stands for the value of a type whose encoding is not kept (``Decimal``, ``datetime``...).
+_UNCACHED: Final = object()
 
 
 class Publish(NamedTuple):
@@ -186,8 +188,10 @@ class FrameWriter:
         parts = []
         for name, value in table.items():
             kind = type(value)
-            same: Any = value if kind in _SCALARS else None
-            if kind in _CONTAINERS:
+            same: Any = _UNCACHED
+            if kind in _SCALARS:
+                same = value
+            elif kind in _CONTAINERS:
                 same = repr(value)
             known = entries.get(name)
             if known is not None and known[0] is kind and known[1] == same:
@@ -201,7 +205,7 @@ class FrameWriter:
                 encoded = pack("B", len(key)) + key + b"S" + pack(">I", len(text)) + text
             else:  # whatever py-amqp makes of it, its errors included
                 encoded = dumps("F", [{name: value}])[4:]
-            if same is not None:
+            if same is not _UNCACHED:
                 entries[name] = (kind, same, encoded)
             parts.append(encoded)
         data = b"".join(parts)
