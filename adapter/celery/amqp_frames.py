@@ -44,12 +44,18 @@ _FRAME_END: Final = b"\xce"
 _PUBLISH_SIGNATURE: Final = pack(">HH", *spec.Basic.Publish)
 _CONTENT_HEADER: Final = 2
 _CONTENT_BODY: Final = 3
-#: Value types whose equal values (of the same type) encode the same.
-_SCALARS: Final = (str, bytes, int, float, bool, type(None))
-#: Container types compared by ``repr`` (which tells 1, 1.0, True and "1" apart).
-_CONTAINERS: Final = (list, tuple, dict)
-#: Stands for the value of a type whose encoding is not kept (``Decimal``, ``datetime``...).
-_UNCACHED: Final = object()
+#: Value types whose encoding is kept, each with whether its values are compared by ``repr``
+#: (a container: ``repr`` tells 1, 1.0, True and "1" apart inside it) or by ``==`` (a scalar
+#: of that exact type).
+_KEPT_KINDS: Final[dict[type, bool]] = {
+    **dict.fromkeys((str, bytes, int, float, bool, type(None)), False),
+    **dict.fromkeys((list, tuple, dict), True),
+}
+#: (name, type code, flag word, flag bit) of each basic property, in py-amqp's order.
+_PROPERTY_FLAGS: Final = tuple(
+    (name, kind, index // 15, 1 << (15 - index % 15))
+    for index, (name, kind) in enumerate(Message.PROPERTIES)
+)
 
 
 class Publish(NamedTuple):
@@ -156,31 +162,26 @@ class FrameWriter:
 
     def properties(self, properties: dict[str, Any]) -> bytes:
         """Return the property flags and list of a message, as ``_serialize_properties``."""
-        flags, shift, flag_bits = [], 15, 0
-        values: list[bytes] = []
-        for name, kind in Message.PROPERTIES:
-            value = properties.get(name)
-            if value is not None:
-                if shift == 0:
-                    flags.append(flag_bits)
-                    flag_bits, shift = 0, 15
-                flag_bits |= 1 << shift
-                values.append(self._property(kind, value))
-            shift -= 1
-        flags.append(flag_bits)
-        return pack(f">{len(flags)}H", *flags) + b"".join(values)
-
-    def _property(self, kind: str, value: Any) -> bytes:
-        if kind == "s":
-            text = value or ""
-            if isinstance(text, str):
-                text = text.encode("utf-8", "surrogatepass")
-            return pack("B", len(text)) + bytes(text)
-        if kind == "o":
-            return pack("B", value)
-        if kind == "F":
-            return self.table(value or {})
-        return bytes(dumps(kind, [value]))
+        words, values, get = [0], [], properties.get
+        for name, kind, word, bit in _PROPERTY_FLAGS:
+            value = get(name)
+            if value is None:
+                continue
+            while len(words) <= word:  # as py-amqp: a flag word more only when one is set
+                words.append(0)
+            words[word] |= bit
+            if kind == "F":
+                values.append(self.table(value or {}))
+            elif kind == "s":
+                text = value or ""
+                if isinstance(text, str):
+                    text = text.encode("utf-8", "surrogatepass")
+                values.append(pack("B", len(text)) + bytes(text))
+            elif kind == "o":
+                values.append(pack("B", value))
+            else:
+                values.append(bytes(dumps(kind, [value])))
+        return pack(f">{len(words)}H", *words) + b"".join(values)
 
     def table(self, table: dict[Any, Any]) -> bytes:
         """Return ``table`` as an AMQP field table, as py-amqp encodes it."""
@@ -188,11 +189,8 @@ class FrameWriter:
         parts = []
         for name, value in table.items():
             kind = type(value)
-            same: Any = _UNCACHED
-            if kind in _SCALARS:
-                same = value
-            elif kind in _CONTAINERS:
-                same = repr(value)
+            by_repr = _KEPT_KINDS.get(kind)
+            same = repr(value) if by_repr else value
             known = entries.get(name)
             if known is not None and known[0] is kind and known[1] == same:
                 parts.append(known[2])
@@ -205,7 +203,7 @@ class FrameWriter:
                 encoded = pack("B", len(key)) + key + b"S" + pack(">I", len(text)) + text
             else:  # whatever py-amqp makes of it, its errors included
                 encoded = dumps("F", [{name: value}])[4:]
-            if same is not _UNCACHED:
+            if by_repr is not None:
                 entries[name] = (kind, same, encoded)
             parts.append(encoded)
         data = b"".join(parts)
