@@ -22,8 +22,8 @@ builds an ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does:
 
 ``publish_many`` (``add_many``) builds every message first (one per queue built, the others
 recast), then sends each celery queue's messages on one producer: on Redis in one LPUSH per
-priority step (``Channel.push_many``), on RabbitMQ (py-amqp) in socket writes of many messages each
-(``DirectSender.write_many``), elsewhere back to back inside kombu's ``Producer.batch``.
+priority step (``Channel.push_many``), on RabbitMQ (py-amqp) in socket writes of many
+messages each (``DirectSender.write_many``), elsewhere back to back in kombu's ``Producer.batch``.
 
 A worker, Flower and ``celery events`` see the message ``apply_async`` would send (tests
 compare the two, on the wire). What is left out: Celery's always-eager setting (a job is

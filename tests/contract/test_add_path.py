@@ -231,8 +231,12 @@ def test_the_messages_add_many_sends_on_the_wire_are_the_ones_apply_async_sends(
     for job in added:
         celery_sends(strategy, job, queue)
     with strategy.app.connection_for_read() as connection:
-        wire = KombuQueue(celery_queue(queue), channel=connection.default_channel)  # type: ignore[no-untyped-call]
-        received = [wire.get(no_ack=True) for _ in range(2 * len(datas))]  # type: ignore[no-untyped-call]
+        channel = connection.default_channel
+        wire = KombuQueue(celery_queue(queue), channel=channel)  # type: ignore[no-untyped-call]
+        received = [
+            wire.get(no_ack=True)  # type: ignore[no-untyped-call]
+            for _ in range(2 * len(datas))
+        ]
     by_id: dict[str, list[dict[str, Any]]] = {}
     for message in received:
         by_id.setdefault(message.headers["id"], []).append(seen_by_broker(message))
