@@ -32,6 +32,7 @@ the adapter listens to the publish signals and no traces are recorded (both are 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 from celery.app import amqp as celery_amqp
@@ -40,6 +41,7 @@ from kombu.entity import Queue, maybe_delivery_mode
 from kombu.serialization import dumps
 
 from adapter import tracing
+from adapter.celery import amqp_frames
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.observability import others_listen
 
@@ -61,6 +63,8 @@ KNOWN_OPTIONS: Final = frozenset(
 )
 #: Options Celery moves into the message's properties, which kombu then takes as arguments.
 _PUBLISH_ARGUMENTS: Final = ("priority", "immediate", "mandatory")
+#: Messages ``write_many`` sends per socket write (py-amqp: one write per message).
+MESSAGES_PER_WRITE: Final = 128
 
 
 class DirectSender:
@@ -76,6 +80,7 @@ class DirectSender:
         self._delivery_mode = conf.task_default_delivery_mode
         self._retry = conf.task_publish_retry
         self._retry_policy = conf.task_publish_retry_policy
+        self._frames = amqp_frames.FrameWriter()
 
     def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
         """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
@@ -127,7 +132,10 @@ class DirectSender:
             batch.publish(channel, kombu_message, **arguments)
         else:
             try:
-                channel.basic_publish(kombu_message, **arguments)
+                if amqp_frames.applies(channel):
+                    self._frames.write(channel, [self._publish(kombu_message, arguments)])
+                else:
+                    channel.basic_publish(kombu_message, **arguments)
             except Exception:
                 if not options.get("retry", self._retry):
                     raise
@@ -145,12 +153,45 @@ class DirectSender:
     def push_many(self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]) -> bool:
         """Send the messages of one celery queue in one go, where the channel can (Redis's
         ``Channel.push_many``: one LPUSH per priority step); False (nothing sent) elsewhere,
-        or when anything listens to the publish signals or traces (they are per message).
+        or when ``sends_many`` says no.
 
-        Declares the queue first if this connection has not. Raises what the channel raises.
+        Raises what the channel raises.
         """
         channel = producer.channel
-        if not (hasattr(channel, "push_many") and prepared):
+        if not (hasattr(channel, "push_many") and self.sends_many(producer, prepared)):
+            return False
+        messages = [self._channel_message(channel, *sent) for sent in self._sent(prepared)]
+        channel.push_many(prepared[0][1]["queue"].name, messages)
+        return True
+
+    def write_many(
+        self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]
+    ) -> Iterator[int]:
+        """Send the messages of one celery queue on a py-amqp channel, ``MESSAGES_PER_WRITE``
+        to a socket write (``amqp_frames``), yielding how many each write sent.
+
+        Only where ``amqp_frames.applies`` to the channel and ``sends_many`` says yes. Raises
+        what ``basic_publish`` raises; the messages of the failed write are not known sent.
+        """
+        channel = producer.channel
+        publishes = []
+        for message, options in self._sent(prepared):
+            arguments = {name: message.properties.get(name) for name in ("mandatory", "immediate")}
+            kombu_message = self._channel_message(channel, message, options)
+            publishes.append(
+                self._publish(kombu_message, {**arguments, "routing_key": options["queue"].name})
+            )
+        for start in range(0, len(publishes), MESSAGES_PER_WRITE):
+            chunk = publishes[start : start + MESSAGES_PER_WRITE]
+            self._frames.write(channel, chunk)
+            yield len(chunk)
+
+    def sends_many(self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]) -> bool:
+        """True when the messages of one celery queue may go in one go: nothing but the
+        adapter listens to the publish signals, no traces are recorded (both are per
+        message), and ``applies`` to each. Declares the queue first if this connection has not.
+        """
+        if not prepared:
             return False
         if others_listen(before_task_publish) or others_listen(after_task_publish):
             return False
@@ -159,16 +200,28 @@ class DirectSender:
         queue = prepared[0][1]["queue"]
         if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
             producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
-        if not all(self.applies(producer, message, options) for message, options in prepared):
-            return False
-        messages = []
+        return all(self.applies(producer, message, options) for message, options in prepared)
+
+    @staticmethod
+    def _sent(prepared: list[tuple[Any, dict[str, Any]]]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """Yield ``prepared``, each message's publish arguments moved into its properties."""
         for message, options in prepared:
             message.properties.update(
                 (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
             )
-            messages.append(self._channel_message(channel, message, options))
-        channel.push_many(queue.name, messages)
-        return True
+            yield message, options
+
+    @staticmethod
+    def _publish(kombu_message: Any, arguments: dict[str, Any]) -> amqp_frames.Publish:
+        """Return the ``amqp_frames.Publish`` of ``basic_publish(kombu_message, **arguments)``
+        through the default exchange."""
+        return amqp_frames.Publish(
+            kombu_message,
+            "",
+            arguments["routing_key"],
+            bool(arguments["mandatory"]),
+            bool(arguments["immediate"]),
+        )
 
     def _channel_message(self, channel: Any, message: Any, options: dict[str, Any]) -> Any:
         """Return ``channel.prepare_message`` of ``message``, as kombu's producer makes it."""

@@ -22,8 +22,8 @@ builds an ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does:
 
 ``publish_many`` (``add_many``) builds every message first (one per queue built, the others
 recast), then sends each celery queue's messages on one producer: on Redis in one LPUSH per
-priority step (``Channel.push_many``), elsewhere back to back inside kombu's
-``Producer.batch`` (one publish after another on one channel on RabbitMQ).
+priority step (``Channel.push_many``), on RabbitMQ (py-amqp) in socket writes of many
+messages each (``DirectSender.write_many``), elsewhere back to back in kombu's ``Producer.batch``.
 
 A worker, Flower and ``celery events`` see the message ``apply_async`` would send (tests
 compare the two, on the wire). What is left out: Celery's always-eager setting (a job is
@@ -38,6 +38,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from adapter.celery import amqp_frames
 from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, MessageTemplate, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
@@ -79,7 +80,8 @@ class JobPublisher:
 
         Every message is built before the first is sent: Celery's message for a queue's first
         job, recast for the others (``envelope.MessageTemplate``). On Redis a celery queue's
-        messages go in one LPUSH per priority step (``DirectSender.push_many``), else (or
+        messages go in one LPUSH per priority step (``DirectSender.push_many``), on RabbitMQ
+        in socket writes of many messages each (``DirectSender.write_many``), else (or
         when the publish signals are listened to, or traces are on) one after another in
         kombu's ``Producer.batch`` (one pipeline on Redis, one channel on RabbitMQ).
         BulkPublishError, naming the index of the first job not sent, when the broker refuses
@@ -145,6 +147,13 @@ class JobPublisher:
                     self._for_broker(producer, options)
                 if self._direct.push_many(producer, prepared):  # failed: none known sent
                     return len(prepared), None
+                if amqp_frames.applies(producer.channel) and self._direct.sends_many(
+                    producer, prepared
+                ):
+                    known = True  # each write's messages are sent when it returns
+                    for written in self._direct.write_many(producer, prepared):
+                        sent += written
+                    return sent, None
                 # In kombu's batch nothing is sent before its flush at exit: no retry to make,
                 # and of a failed flush none is known sent. max_size is past the group's
                 # commands, so that it flushes once.

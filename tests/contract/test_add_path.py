@@ -19,6 +19,7 @@ from celery.signals import after_task_publish, before_task_publish
 from kombu.entity import Queue as KombuQueue
 
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
+from adapter.celery.amqp_frames import FrameWriter
 from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
 from adapter.celery.routing import celery_queue
@@ -169,14 +170,7 @@ def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
     job = strategy.add(Job(queue_name=queue, data={"to": "ada@example.com", "n": [1, 2.5]}))
     assert sent_directly[-1] == job.id  # the second went straight on the channel
     with published() as seen:
-        strategy.app.tasks[TASK_NAME].apply_async(
-            args=[job.to_wire()],
-            task_id=job.id,
-            queue=celery_queue(queue),
-            headers={QUEUE_HEADER: queue},
-            argsrepr=f"[job {job.id} on {queue!r}]",
-            kwargsrepr="{}",
-        )
+        celery_sends(strategy, job, queue)
     assert len(seen[str(job.id)]) == 1 and sent_directly[-1] == job.id  # Celery's own send
     with strategy.app.connection_for_read() as connection:
         wire = KombuQueue(celery_queue(queue), channel=connection.default_channel)  # type: ignore[no-untyped-call]
@@ -185,18 +179,67 @@ def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
         message for message in received if message and message.headers["id"] == job.id
     )
 
-    def seen_by_broker(message: Any) -> dict[str, Any]:
-        properties = {
-            name: value
-            for name, value in message.properties.items()
-            if name not in ("delivery_tag", "delivery_info")  # the broker's, per message
-        }
-        return {
-            "headers": message.headers,
-            "properties": properties,
-            "body": message.body,
-            "content": (message.content_type, message.content_encoding),
-            "routing_key": message.delivery_info.get("routing_key"),
-        }
-
     assert seen_by_broker(by_adapter) == seen_by_broker(by_celery)
+
+
+def seen_by_broker(message: Any) -> dict[str, Any]:
+    """Return what a consumer reads of a message, but what the broker sets per delivery."""
+    properties = {
+        name: value
+        for name, value in message.properties.items()
+        if name not in ("delivery_tag", "delivery_info")  # the broker's, per message
+    }
+    return {
+        "headers": message.headers,
+        "properties": properties,
+        "body": message.body,
+        "content": (message.content_type, message.content_encoding),
+        "routing_key": message.delivery_info.get("routing_key"),
+    }
+
+
+def celery_sends(strategy: CeleryJobQueueStrategy, job: Any, queue: str) -> None:
+    """Send ``job``'s message as Celery's ``apply_async`` does, given what ``add`` gives it."""
+    strategy.app.tasks[TASK_NAME].apply_async(
+        args=[job.to_wire()],
+        task_id=job.id,
+        queue=celery_queue(queue),
+        headers={QUEUE_HEADER: queue},
+        argsrepr=f"[job {job.id} on {queue!r}]",
+        kwargsrepr="{}",
+    )
+
+
+def test_the_messages_add_many_sends_on_the_wire_are_the_ones_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``add_many`` recasts and frames its messages (``amqp_frames`` on RabbitMQ, one LPUSH on
+    Redis): the broker still gets the bytes Celery sends, for unicode data and a body larger
+    than RabbitMQ's frame_max (131072 bytes)."""
+    datas = [{"to": "ada@example.com"}, "ünïcødé ✓ 東京", {"blob": "é" * 100_000}, [1, 2.5, None]]
+    framed: list[int] = []
+    write = FrameWriter.write
+
+    def spy(self: FrameWriter, channel: Any, publishes: Any) -> None:
+        framed.append(len(publishes))
+        write(self, channel, publishes)
+
+    monkeypatch.setattr(FrameWriter, "write", spy)
+    added = strategy.add_many([Job(queue_name=queue, data=data) for data in datas])
+    on_rabbitmq = strategy.app.conf.broker_url.startswith("amqp")
+    assert framed == ([len(datas)] if on_rabbitmq else [])  # in one write
+    for job in added:
+        celery_sends(strategy, job, queue)
+    with strategy.app.connection_for_read() as connection:
+        channel = connection.default_channel
+        wire = KombuQueue(celery_queue(queue), channel=channel)  # type: ignore[no-untyped-call]
+        received = [
+            wire.get(no_ack=True)  # type: ignore[no-untyped-call]
+            for _ in range(2 * len(datas))
+        ]
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for message in received:
+        by_id.setdefault(message.headers["id"], []).append(seen_by_broker(message))
+    for job in added:
+        by_adapter, by_celery = by_id[str(job.id)]
+        assert by_adapter == by_celery
