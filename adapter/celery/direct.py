@@ -32,7 +32,7 @@ the adapter listens to the publish signals and no traces are recorded (both are 
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from celery.app import amqp as celery_amqp
 from celery.signals import after_task_publish, before_task_publish, task_sent
@@ -42,6 +42,11 @@ from kombu.serialization import dumps
 from adapter import tracing
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.observability import others_listen
+from adapter.celery.priority import broker_priority
+from adapter.celery.stored_message import StoredTemplate
+
+if TYPE_CHECKING:
+    from adapter.celery.publish import PreparedGroup
 
 #: The ``send_task_message`` options ``DirectSender`` knows what to do with.
 KNOWN_OPTIONS: Final = frozenset(
@@ -142,33 +147,69 @@ class DirectSender:
             )
         return True
 
-    def push_many(self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]) -> bool:
+    def push_many(self, producer: Any, group: PreparedGroup) -> bool:
         """Send the messages of one celery queue in one go, where the channel can (Redis's
-        ``Channel.push_many``: one LPUSH per priority step); False (nothing sent) elsewhere,
+        ``Channel.push_stored``: one LPUSH per priority step); False (nothing sent) elsewhere,
         or when anything listens to the publish signals or traces (they are per message).
 
-        Declares the queue first if this connection has not. Raises what the channel raises.
+        A message the group recasts is recast as the text Redis stores
+        (``stored_message.StoredTemplate``), else built. Declares the queue first if this
+        connection has not. Raises what the channel raises.
         """
         channel = producer.channel
-        if not (hasattr(channel, "push_many") and prepared):
+        if not hasattr(channel, "push_stored"):
             return False
         if others_listen(before_task_publish) or others_listen(after_task_publish):
             return False
         if tracing.enabled():
             return False
-        queue = prepared[0][1]["queue"]
+        first, options = group.first
+        queue = options["queue"]
         if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
             producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
-        if not all(self.applies(producer, message, options) for message, options in prepared):
-            return False
-        messages = []
-        for message, options in prepared:
-            message.properties.update(
-                (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
+        if group.template is None:
+            prepared = group.messages()
+            if not all(self.applies(producer, message, options) for message, options in prepared):
+                return False
+            channel.push_stored(
+                queue.name, [self._stored(channel, queue.name, *pair) for pair in prepared]
             )
-            messages.append(self._channel_message(channel, message, options))
-        channel.push_many(queue.name, messages)
+            return True
+        # The recast messages differ from the first in their priority only, as ``applies``
+        # reads them.
+        if not self.applies(producer, first, options):
+            return False
+        stored = [self._stored(channel, queue.name, first, options)]
+        assert stored[0][2] is not None
+        serializer = options.get("serializer") or self._serializer
+        template = StoredTemplate.of(channel, stored[0][2], group.jobs[0], first.body, serializer)
+        driver = producer.connection.transport.driver_type
+        rest = group.jobs[1:]
+        recast = group.messages()[1:] if template is None else None
+        for index, job in enumerate(rest):
+            if template is not None and template.recasts(job):
+                priority = broker_priority(driver, job.priority) or channel.default_priority
+                text = template.stored(channel, job, priority, serializer)
+                stored.append((channel.step_of(priority), text, None))
+                continue
+            if recast is None:
+                recast = group.messages()[1:]
+            message, job_options = recast[index]
+            job_options["priority"] = broker_priority(driver, job_options["priority"])
+            stored.append(self._stored(channel, queue.name, message, job_options))
+        channel.push_stored(queue.name, stored)
         return True
+
+    def _stored(
+        self, channel: Any, queue: str, message: Any, options: dict[str, Any]
+    ) -> tuple[int, str, dict[str, Any] | None]:
+        """Return ``channel.stored`` of ``message``: its priority step, text and kombu message."""
+        message.properties.update(
+            (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
+        )
+        kombu_message = self._channel_message(channel, message, options)
+        step, text = channel.stored(queue, kombu_message)
+        return step, text, kombu_message
 
     def _channel_message(self, channel: Any, message: Any, options: dict[str, Any]) -> Any:
         """Return ``channel.prepare_message`` of ``message``, as kombu's producer makes it."""
