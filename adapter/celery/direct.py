@@ -189,7 +189,7 @@ class DirectSender:
         for index, job in enumerate(rest):
             if template is not None and template.recasts(job):
                 priority = broker_priority(driver, job.priority) or channel.default_priority
-                text = template.stored(channel, job, priority, serializer)
+                text = template.stored(channel, job, priority)
                 stored.append((channel.step_of(priority), text, None))
                 continue
             if recast is None:

@@ -16,7 +16,9 @@ places, and fills them per job: one JSON text built by joining, instead of a Cel
 kombu message and an encoding of the whole of both per job. A job whose timeout differs from
 the first's has other headers: it is not recast (``recasts``), the caller builds it the full
 way. A template is used only once it renders its own first message exactly as kombu stored
-it (``of``): were kombu's stored form to change, the full way is taken.
+it (``of``), body included: were kombu's stored form or its ``json`` serializer to change
+(the body is written with kombu's JSON directly, without the serializer registry's set-up
+per call), the full way is taken.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ _MARKED: Final = re.compile(r'"\\u0000adapter-slot-(\w+)\\u0000"')
 class StoredTemplate:
     """The stored text of one job's message, with the places that differ per job marked."""
 
-    def __init__(self, parts: list[str], slots: list[str], job: Job, embed: Any) -> None:
+    def __init__(
+        self, parts: list[str], slots: list[str], job: Job, embed: Any, serializer: str
+    ) -> None:
         self._parts = parts  # text between the slots: len(slots) + 1 pieces
         self._slots = slots
         self._timeout = job.timeout
         self._embed = embed
+        self._serializer = serializer
 
     @classmethod
     def of(
@@ -66,14 +71,12 @@ class StoredTemplate:
         properties["priority"] = _MARK.format("priority")
         properties["delivery_tag"] = _MARK.format("delivery_tag")
         pieces = _MARKED.split(_stored_json(marked))
-        template = cls(pieces[::2], pieces[1::2], job, body[2])
+        template = cls(pieces[::2], pieces[1::2], job, body[2], serializer)
         first = template._render(
             channel,
             job,
-            serializer,
             properties_priority=stored["properties"]["priority"],
             delivery_tag=stored["properties"]["delivery_tag"],
-            body_text=stored["body"],
         )
         return template if first == _stored_json(stored) else None
 
@@ -81,12 +84,11 @@ class StoredTemplate:
         """True when ``job``'s message differs from the template's only in its slots."""
         return job.timeout == self._timeout
 
-    def stored(self, channel: Any, job: Job, priority: int, serializer: str) -> str:
+    def stored(self, channel: Any, job: Job, priority: int) -> str:
         """Return the text ``channel`` would store for ``job``'s message (broker ``priority``)."""
         return self._render(
             channel,
             job,
-            serializer,
             properties_priority=priority,
             delivery_tag=channel._next_delivery_tag(),
         )
@@ -95,19 +97,17 @@ class StoredTemplate:
         self,
         channel: Any,
         job: Job,
-        serializer: str,
         *,
         properties_priority: int,
         delivery_tag: str,
-        body_text: str | None = None,
     ) -> str:
-        if body_text is None:
-            _type, _encoding, data = serialize(  # type: ignore[no-untyped-call]
-                (job_args(job), {}, self._embed), serializer=serializer
-            )
-            body_text = channel.encode_body(data, channel.body_encoding)[0]
+        body: tuple[Any, ...] = (job_args(job), {}, self._embed)
+        if self._serializer == "json":  # kombu's, without the registry's set-up per call
+            data = _stored_json(body)
+        else:
+            data = serialize(body, serializer=self._serializer)[2]  # type: ignore[no-untyped-call]
         values = {
-            "body": body_text,
+            "body": channel.encode_body(data, channel.body_encoding)[0],
             "id": job.id,
             "argsrepr": args_repr(job)["argsrepr"],
             "priority": properties_priority,
