@@ -167,8 +167,11 @@ class DirectSender:
         queue = options["queue"]
         if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
             producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
+        driver = producer.connection.transport.driver_type
         if group.template is None:
             prepared = group.messages()
+            for _message, job_options in prepared[1:]:  # the first's is the broker's already
+                job_options["priority"] = broker_priority(driver, job_options["priority"])
             if not all(self.applies(producer, message, options) for message, options in prepared):
                 return False
             channel.push_stored(
@@ -183,7 +186,6 @@ class DirectSender:
         assert stored[0][2] is not None
         serializer = options.get("serializer") or self._serializer
         template = StoredTemplate.of(channel, stored[0][2], group.jobs[0], first.body, serializer)
-        driver = producer.connection.transport.driver_type
         rest = group.jobs[1:]
         recast = group.messages()[1:] if template is None else None
         for index, job in enumerate(rest):
