@@ -25,15 +25,20 @@ A message the channel refuses outside a batch is handed to Celery's send when
 reconnects (a copy may reach the broker twice, as with Celery's own retry: the worker runs the
 job once); with retries off the error is raised as Celery's send would raise it.
 
-``DirectSender.push_many`` sends the messages of one celery queue (``add_many``) in one go
-where the channel can (the adapter's Redis channel: ``Channel.push_many``), when nothing but
-the adapter listens to the publish signals and no traces are recorded (both are per message).
+On py-amqp, ``send`` writes the frames with ``amqp_frames`` (the bytes ``basic_publish``
+writes, with less work per message) where it applies.
+
+``add_many``'s messages of one celery queue go in one go when nothing but the adapter listens
+to the publish signals and no traces are recorded (both are per message): on the adapter's
+Redis channel ``push_many`` sends them as one LPUSH per priority step (``Channel.push_stored``,
+recast as the text Redis stores: ``stored_message``); on py-amqp ``write_many`` sends
+``MESSAGES_PER_WRITE`` of them per socket write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from celery.app import amqp as celery_amqp
 from celery.signals import after_task_publish, before_task_publish, task_sent
@@ -44,6 +49,11 @@ from adapter import tracing
 from adapter.celery import amqp_frames
 from adapter.celery.envelope import TASK_NAME
 from adapter.celery.observability import others_listen
+from adapter.celery.priority import broker_priority
+from adapter.celery.stored_message import StoredTemplate
+
+if TYPE_CHECKING:
+    from adapter.celery.publish import PreparedGroup
 
 #: The ``send_task_message`` options ``DirectSender`` knows what to do with.
 KNOWN_OPTIONS: Final = frozenset(
@@ -150,18 +160,53 @@ class DirectSender:
             )
         return True
 
-    def push_many(self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]) -> bool:
+    def push_many(self, producer: Any, group: PreparedGroup) -> bool:
         """Send the messages of one celery queue in one go, where the channel can (Redis's
-        ``Channel.push_many``: one LPUSH per priority step); False (nothing sent) elsewhere,
-        or when ``sends_many`` says no.
+        ``Channel.push_stored``: one LPUSH per priority step); False (nothing sent) elsewhere,
+        or when anything listens to the publish signals or traces (they are per message).
 
-        Raises what the channel raises.
+        A message the group recasts is recast as the text Redis stores
+        (``stored_message.StoredTemplate``), else built. Declares the queue first if this
+        connection has not. Raises what the channel raises.
         """
         channel = producer.channel
-        if not (hasattr(channel, "push_many") and self.sends_many(producer, prepared)):
+        first, options = group.first
+        queue = options["queue"]
+        if not (hasattr(channel, "push_stored") and self._goes_at_once(producer, queue)):
             return False
-        messages = [self._channel_message(channel, *sent) for sent in self._sent(prepared)]
-        channel.push_many(prepared[0][1]["queue"].name, messages)
+        driver = producer.connection.transport.driver_type
+        if group.template is None:
+            prepared = group.messages()
+            for _message, job_options in prepared[1:]:  # the first's is the broker's already
+                job_options["priority"] = broker_priority(driver, job_options["priority"])
+            if not all(self.applies(producer, message, options) for message, options in prepared):
+                return False
+            channel.push_stored(
+                queue.name, [self._stored(channel, queue.name, *pair) for pair in prepared]
+            )
+            return True
+        # The recast messages differ from the first in their priority only, as ``applies``
+        # reads them.
+        if not self.applies(producer, first, options):
+            return False
+        stored = [self._stored(channel, queue.name, first, options)]
+        assert stored[0][2] is not None
+        serializer = options.get("serializer") or self._serializer
+        template = StoredTemplate.of(channel, stored[0][2], group.jobs[0], first.body, serializer)
+        rest = group.jobs[1:]
+        recast = group.messages()[1:] if template is None else None
+        for index, job in enumerate(rest):
+            if template is not None and template.recasts(job):
+                priority = broker_priority(driver, job.priority) or channel.default_priority
+                text = template.stored(channel, job, priority)
+                stored.append((channel.step_of(priority), text, None))
+                continue
+            if recast is None:
+                recast = group.messages()[1:]
+            message, job_options = recast[index]
+            job_options["priority"] = broker_priority(driver, job_options["priority"])
+            stored.append(self._stored(channel, queue.name, message, job_options))
+        channel.push_stored(queue.name, stored)
         return True
 
     def write_many(
@@ -175,7 +220,10 @@ class DirectSender:
         """
         channel = producer.channel
         publishes = []
-        for message, options in self._sent(prepared):
+        for message, options in prepared:
+            message.properties.update(
+                (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
+            )
             arguments = {name: message.properties.get(name) for name in ("mandatory", "immediate")}
             kombu_message = self._channel_message(channel, message, options)
             publishes.append(
@@ -187,29 +235,24 @@ class DirectSender:
             yield len(chunk)
 
     def sends_many(self, producer: Any, prepared: list[tuple[Any, dict[str, Any]]]) -> bool:
-        """True when the messages of one celery queue may go in one go: nothing but the
-        adapter listens to the publish signals, no traces are recorded (both are per
-        message), and ``applies`` to each. Declares the queue first if this connection has not.
+        """True when the messages of one celery queue may go in one go (``_goes_at_once``)
+        and ``applies`` to each."""
+        return bool(prepared) and (
+            self._goes_at_once(producer, prepared[0][1]["queue"])
+            and all(self.applies(producer, message, options) for message, options in prepared)
+        )
+
+    def _goes_at_once(self, producer: Any, queue: Any) -> bool:
+        """True when nothing but the adapter listens to the publish signals and no traces are
+        recorded (both are per message). Declares ``queue`` first if this connection has not.
         """
-        if not prepared:
-            return False
         if others_listen(before_task_publish) or others_listen(after_task_publish):
             return False
         if tracing.enabled():
             return False
-        queue = prepared[0][1]["queue"]
         if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
             producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
-        return all(self.applies(producer, message, options) for message, options in prepared)
-
-    @staticmethod
-    def _sent(prepared: list[tuple[Any, dict[str, Any]]]) -> Iterator[tuple[Any, dict[str, Any]]]:
-        """Yield ``prepared``, each message's publish arguments moved into its properties."""
-        for message, options in prepared:
-            message.properties.update(
-                (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
-            )
-            yield message, options
+        return True
 
     @staticmethod
     def _publish(kombu_message: Any, arguments: dict[str, Any]) -> amqp_frames.Publish:
@@ -222,6 +265,17 @@ class DirectSender:
             bool(arguments["mandatory"]),
             bool(arguments["immediate"]),
         )
+
+    def _stored(
+        self, channel: Any, queue: str, message: Any, options: dict[str, Any]
+    ) -> tuple[int, str, dict[str, Any] | None]:
+        """Return ``channel.stored`` of ``message``: its priority step, text and kombu message."""
+        message.properties.update(
+            (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
+        )
+        kombu_message = self._channel_message(channel, message, options)
+        step, text = channel.stored(queue, kombu_message)
+        return step, text, kombu_message
 
     def _channel_message(self, channel: Any, message: Any, options: dict[str, Any]) -> Any:
         """Return ``channel.prepare_message`` of ``message``, as kombu's producer makes it."""

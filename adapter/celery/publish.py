@@ -22,7 +22,7 @@ builds an ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does:
 
 ``publish_many`` (``add_many``) builds every message first (one per queue built, the others
 recast), then sends each celery queue's messages on one producer: on Redis in one LPUSH per
-priority step (``Channel.push_many``), on RabbitMQ (py-amqp) in socket writes of many
+priority step (``Channel.push_stored``), on RabbitMQ (py-amqp) in socket writes of many
 messages each (``DirectSender.write_many``), elsewhere back to back in kombu's ``Producer.batch``.
 
 A worker, Flower and ``celery events`` see the message ``apply_async`` would send (tests
@@ -106,17 +106,15 @@ class JobPublisher:
                 ) from err
             published += indexes
 
-    def _prepare_group(self, jobs: list[Job]) -> list[tuple[Any, dict[str, Any]]]:
-        """Return the messages and options of jobs of one queue: the first built, the others
-        recast from it when it can be (``_template``)."""
+    def _prepare_group(self, jobs: list[Job]) -> PreparedGroup:
+        """Return the first of jobs of one queue built, the others to be recast from it when
+        they can be (``_template``)."""
         first, options = self._prepare(jobs[0], None)
         template = _template(first, jobs[0])
         if template is None:
-            return [(first, options), *(self._prepare(job, None) for job in jobs[1:])]
-        return [
-            (first, options),
-            *((template.message(job), {**options, "priority": job.priority}) for job in jobs[1:]),
-        ]
+            built = [(first, options), *(self._prepare(job, None) for job in jobs[1:])]
+            return PreparedGroup(jobs, None, built)
+        return PreparedGroup(jobs, template, [(first, options)])
 
     def _recast(self, job: Job) -> tuple[Any, dict[str, Any]]:
         """Return ``_prepare(job, None)``: recast from this thread's last message on the queue
@@ -136,17 +134,17 @@ class JobPublisher:
             self._templates[key] = (made, dict(options))
         return message, options
 
-    def _send_group(
-        self, prepared: list[tuple[Any, dict[str, Any]]]
-    ) -> tuple[int, Exception | None]:
+    def _send_group(self, group: PreparedGroup) -> tuple[int, Exception | None]:
         """Send the messages of one queue on one producer: how many surely went, the error."""
         sent, known = 0, False  # known: a failure leaves ``sent`` messages surely sent
         try:
             with self._app.producer_or_acquire() as producer:
-                for _message, options in prepared:
+                self._for_broker(producer, group.first[1])
+                if self._direct.push_many(producer, group):  # failed: none known sent
+                    return len(group.jobs), None
+                prepared = group.messages()
+                for _message, options in prepared[1:]:
                     self._for_broker(producer, options)
-                if self._direct.push_many(producer, prepared):  # failed: none known sent
-                    return len(prepared), None
                 if amqp_frames.applies(producer.channel) and self._direct.sends_many(
                     producer, prepared
                 ):
@@ -248,6 +246,33 @@ class JobPublisher:
                 and direct.send(producer, message, options)
             ):
                 self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+
+
+class PreparedGroup:
+    """The jobs of one celery queue for ``publish_many``: the first one's message built, and
+    the others' built too, or recast from it (``template``) when they are sent."""
+
+    def __init__(
+        self, jobs: list[Job], template: MessageTemplate | None, built: list[tuple[Any, Any]]
+    ) -> None:
+        """``built``: the messages and options of the first jobs (all when no template)."""
+        self.jobs = jobs
+        self.template = template
+        self.first: tuple[Any, dict[str, Any]] = built[0]
+        self._built = built
+
+    def messages(self) -> list[tuple[Any, dict[str, Any]]]:
+        """Return the message and options of every job."""
+        template, options = self.template, self.first[1]
+        if template is None:
+            return self._built
+        return [
+            self.first,
+            *(
+                (template.message(job), {**options, "priority": job.priority})
+                for job in self.jobs[1:]
+            ),
+        ]
 
 
 def _template(message: Any, job: Job) -> MessageTemplate | None:

@@ -20,7 +20,7 @@ of its messages (a Redis round trip nobody reads). A batch queue's batch is ackn
 one round trip (``QoS.ack_many``). Each BRPOP turn's message is recorded as unacknowledged,
 with up to the prefetch's room more messages of its queue popped and recorded, in one Lua call
 (``adapter.celery.redis_delivery``; ``QoS.append`` then skips kombu's own write for them).
-On the publish side, ``Channel.push_many`` puts a batch of a queue's messages (``add_many``)
+On the publish side, ``Channel.push_stored`` puts a batch of a queue's messages (``add_many``)
 in one LPUSH per priority step. Everything else is kombu's.
 
 An app uses it for ``redis://`` and ``rediss://`` URLs once
@@ -31,6 +31,7 @@ changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import cached_property
 from queue import Empty
 from typing import Any
@@ -43,7 +44,7 @@ from adapter.celery.redis_delivery import Taker, text
 
 logger = logging.getLogger(__name__)
 
-#: Most messages one LPUSH of ``Channel.push_many`` carries (bounds one command's size).
+#: Most messages one LPUSH of ``Channel.push_stored`` carries (bounds one command's size).
 PUSH_CHUNK = 1000
 
 
@@ -156,21 +157,30 @@ class Channel(PurgeNotifyingChannel, redis.Channel):
             return None
         return super().queue_declare(queue, passive, **kwargs)  # type: ignore[no-untyped-call]
 
-    def push_many(self, queue: str, messages: list[dict[str, Any]]) -> None:
-        """Put ``messages`` (``prepare_message``'s) on ``queue``, in order, in one round trip.
+    def stored(self, queue: str, message: dict[str, Any]) -> tuple[int, str]:
+        """Return the priority step of ``message`` (``prepare_message``'s) and the text
+        ``basic_publish`` through the default exchange stores for it on ``queue``: kombu's
+        body encoding, delivery tag and delivery info, added to ``message``."""
+        self._inplace_augment_message(message, "", queue)  # type: ignore[no-untyped-call]
+        step = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
+        return step, dumps(message)  # type: ignore[no-untyped-call]
 
-        Each message is what ``basic_publish`` through the default exchange stores (kombu's
-        body encoding, delivery tag and delivery info); they go in one LPUSH per priority
-        step (of at most ``PUSH_CHUNK`` messages), in one pipeline, where ``basic_publish``
-        sends one LPUSH each: the lists end up the same. Raises what Redis raises; then some
-        of the messages may be on the queue.
+    def step_of(self, priority: int | None) -> int:
+        """Return the priority step of a message whose ``priority`` property is ``priority``."""
+        return self._get_message_priority({"properties": {"priority": priority}})  # type: ignore[no-any-return,no-untyped-call]
+
+    def push_stored(self, queue: str, stored: Sequence[tuple[int, str, Any]]) -> None:
+        """Put messages, each its priority step and text (``stored``), on ``queue`` in order,
+        in one round trip.
+
+        They go in one LPUSH per priority step (of at most ``PUSH_CHUNK`` messages), in one
+        pipeline, where ``basic_publish`` sends one LPUSH each: the lists end up the same.
+        Raises what Redis raises; then some of the messages may be on the queue.
         """
         lists: dict[str, list[str]] = {}
-        for message in messages:
-            self._inplace_augment_message(message, "", queue)  # type: ignore[no-untyped-call]
-            step = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
+        for step, payload, *_ in stored:
             key = self._q_for_pri(queue, step)  # type: ignore[no-untyped-call]
-            lists.setdefault(key, []).append(dumps(message))  # type: ignore[no-untyped-call]
+            lists.setdefault(key, []).append(payload)
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             for key, payloads in lists.items():
                 for start in range(0, len(payloads), PUSH_CHUNK):

@@ -21,7 +21,8 @@ from kombu.entity import Queue as KombuQueue
 from adapter import CeleryJobQueueStrategy, Job, JobState, PublishError
 from adapter.celery.amqp_frames import FrameWriter
 from adapter.celery.direct import DirectSender
-from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, TIMEOUT_HEADER
+from adapter.celery.priority import broker_priority
 from adapter.celery.routing import celery_queue
 from adapter.store import JobStore
 
@@ -243,3 +244,55 @@ def test_the_messages_add_many_sends_on_the_wire_are_the_ones_apply_async_sends(
     for job in added:
         by_adapter, by_celery = by_id[str(job.id)]
         assert by_adapter == by_celery
+
+
+def test_each_message_add_many_sends_on_the_wire_is_the_one_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    """``add_many`` recasts a queue's messages from its first (on Redis as the text Redis
+    stores, ``adapter.celery.stored_message``): each is still the one ``apply_async`` sends,
+    whatever differs between the jobs (id, data, priority, own timeout)."""
+    jobs = strategy.add_many(
+        [
+            Job(
+                queue_name=queue,
+                data={"n": n, "text": 'caf\u00e9 \u2603 "quoted"', "list": [n] * n},
+                priority=n % 3,
+                timeout=2.5 if n in (3, 4) else None,
+            )
+            for n in range(7)
+        ]
+    )
+    by_adapter = _take_messages(strategy, queue, len(jobs))
+    with strategy.app.connection_for_write() as connection:
+        driver = connection.transport.driver_type
+    for job in jobs:
+        strategy.app.tasks[TASK_NAME].apply_async(
+            args=[job.to_wire()],
+            task_id=job.id,
+            queue=celery_queue(queue),
+            headers={QUEUE_HEADER: queue}
+            | ({} if job.timeout is None else {TIMEOUT_HEADER: job.timeout}),
+            argsrepr=f"[job {job.id} on {queue!r}]",
+            kwargsrepr="{}",
+            priority=broker_priority(driver, job.priority),  # as the broker takes it
+        )
+    by_celery = _take_messages(strategy, queue, len(jobs))
+    assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
+    for job_id, message in by_adapter.items():
+        assert message == by_celery[job_id]
+
+
+def _take_messages(
+    strategy: CeleryJobQueueStrategy, queue: str, count: int
+) -> dict[str, dict[str, Any]]:
+    """Take ``count`` messages off ``queue``'s celery queue: what the broker holds of each, by
+    task id (all but its delivery tag and info, the broker's own per message)."""
+    taken: dict[str, dict[str, Any]] = {}
+    with strategy.app.connection_for_read() as connection:
+        wire = KombuQueue(celery_queue(queue), channel=connection.default_channel)  # type: ignore[no-untyped-call]
+        for _ in range(count):
+            message = wire.get(no_ack=True)  # type: ignore[no-untyped-call]
+            assert message is not None
+            taken[message.headers["id"]] = seen_by_broker(message)
+    return taken

@@ -14,6 +14,7 @@ from adapter.store import open_store
 from adapter.store.redis.layout import (
     IndexPlan,
     RedisKeys,
+    field_text,
     from_micros,
     job_from_hash,
     job_hash,
@@ -51,6 +52,30 @@ def test_a_job_survives_its_hash_fields() -> None:
     fields = job_hash(job, datetime(2021, 1, 1, tzinfo=UTC))
     assert job_from_hash(fields) == job
     assert fields["settled_at"] == str(micros(datetime(2020, 1, 1, 0, 0, 1, 7, tzinfo=UTC)))
+
+
+@pytest.mark.parametrize("result", [None, {"url": "/a.pdf"}, 0])
+def test_each_hash_field_is_written_as_field_text_writes_it(result: Any) -> None:
+    job = make_job(
+        data={"n": "caf\u00e9"},
+        state=JobState.RUNNING,
+        progress=3,
+        result=result,
+        error="boom",
+        started_at=datetime(2020, 1, 1, tzinfo=UTC),
+        ready_at=datetime(2020, 1, 2, tzinfo=UTC),
+        priority=4,
+        unique_key="key",
+        timeout=2,
+        retried_from="other",
+    )
+    updated_at = datetime(2021, 1, 1, tzinfo=UTC)
+    fields = job_hash(job, updated_at)
+    assert fields == {
+        name: field_text(name, updated_at if name == "updated_at" else getattr(job, name))
+        for name in fields
+    }
+    assert set(fields) >= {"ready_at", "unique_key", "timeout", "retried_from", "error"}
 
 
 def test_unset_fields_are_left_out_of_the_hash() -> None:

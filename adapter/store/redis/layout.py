@@ -112,29 +112,36 @@ _OPTIONAL_FIELDS = ("ready_at", "unique_key", "retried_from", "timeout")
 
 def job_hash(job: Job, updated_at: datetime) -> dict[str, str]:
     """Return the hash fields of ``job``; a missing field means None (error, times, keys), and
-    a missing ``priority`` 0 (hashes written before it existed)."""
-    return {
+    a missing ``priority`` 0 (hashes written before it existed).
+
+    Each field as ``field_text`` writes it, written out here: this runs for every job stored.
+    """
+    fields = {
         "id": str(job.id),
         "queue_name": job.queue_name,
         "data": json.dumps(job.data),
         "created_at": str(micros(job.created_at)),
         "priority": str(job.priority),
-        **{
-            name: field_text(name, getattr(job, name))
-            for name in _OPTIONAL_FIELDS
-            if getattr(job, name) is not None
-        },
-        **mutable_fields(job, updated_at),
     }
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(job, name)
+        if value is not None:
+            fields[name] = field_text(name, value)
+    fields.update(mutable_fields(job, updated_at))
+    return fields
 
 
 def mutable_fields(job: Job, updated_at: datetime) -> dict[str, str]:
     """Return the hash fields of ``job`` an update writes (``MUTABLE_FIELDS`` that are set)."""
+    result = job.result
     fields = {
-        name: field_text(name, getattr(job, name))
-        for name in ("state", "progress", "result", "retries", "attempts")
+        "state": str(job.state),  # a JobState (a StrEnum) or its value: the value
+        "progress": repr(float(job.progress)),
+        "result": "null" if result is None else json.dumps(result),
+        "retries": str(job.retries),
+        "attempts": str(job.attempts),
+        "updated_at": str(micros(updated_at)),
     }
-    fields["updated_at"] = field_text("updated_at", updated_at)
     for name in ("error", "started_at", "settled_at"):
         value = getattr(job, name)
         if value is not None:
