@@ -25,6 +25,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,10 +179,17 @@ def _batch_drains(
     return batch_drain, raw_default_drain
 
 
+#: Seconds a celery queue is given to show every message sent (RabbitMQ counts a queue on
+#: another connection than the publisher's: the last messages may still be on their way).
+QUEUED_WITHIN_S = 10.0
+
+
 def _check_queued(app: Celery, names: RunNames, jobs: int) -> None:
     """Fail early unless each side's celery queue holds exactly ``jobs`` messages."""
     for queue in (names.adapter_celery_queue, names.raw_queue):
-        size = queue_size(app, queue)
+        deadline = time.monotonic() + QUEUED_WITHIN_S
+        while (size := queue_size(app, queue)) < jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
         if size != jobs:
             raise RuntimeError(f"celery queue {queue} holds {size} messages, expected {jobs}")
 
