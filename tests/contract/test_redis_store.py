@@ -141,13 +141,19 @@ def test_a_completed_job_is_listed_under_completed_and_no_longer_under_pending(
 # An outcome with a write beside it (a Celery result)
 
 
-def test_an_outcome_and_the_write_beside_it_are_made_together_and_published(
-    store: RedisJobStore, prefix: str, client: redis.Redis
-) -> None:
+def claimed_job(store: RedisJobStore) -> tuple[Job, Job]:
+    """Insert a job and claim it; return the job and its running copy."""
     job = make_job()
     store.insert(job)
     running = store.claim(job)
     assert running is not None
+    return job, running
+
+
+def test_an_outcome_and_the_write_beside_it_are_made_together_and_published(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    job, running = claimed_job(store)
     running.complete("done")
     key = f"{prefix}:result"
     listener = client.pubsub()
@@ -165,10 +171,7 @@ def test_an_outcome_and_the_write_beside_it_are_made_together_and_published(
 def test_a_settled_job_gets_neither_its_outcome_nor_the_write_beside_it(
     store: RedisJobStore, prefix: str, client: redis.Redis
 ) -> None:
-    job = make_job()
-    store.insert(job)
-    running = store.claim(job)
-    assert running is not None
+    job, running = claimed_job(store)
     store.apply(CANCEL, [str(job.id)])
     running.complete("late")
     key = f"{prefix}:result"

@@ -34,7 +34,9 @@ and ``retried_from`` are absent when unset, and a hash without ``priority`` (wri
 field existed) reads as priority 0: older hashes need no migration.
 
 Every write is one Lua script (``adapter.store.redis.scripts``), so a job and its index entries
-change together, and a settled job is never overwritten. ``find_many`` pages the indexes by
+change together, and a settled job is never overwritten. ``update_and_set`` writes an outcome and
+a value beside it in the same script (a Celery result of the same database: a job is never
+seen settled without it). ``find_many`` pages the indexes by
 rank (``ZCARD`` gives the total; several indexes are merged) when every condition of the filter
 is about queue name, state or whether the job is settled, combined with AND, and the sort is by
 ``created_at`` alone: a page costs the same with a million jobs as with ten. Any other query
