@@ -115,6 +115,11 @@ class Outcome:
     error: BaseException | None = None
 
 
+#: Records one job's outcome as ``JobStore.update`` does (False: settled elsewhere, unchanged),
+#: possibly writing more beside it in the same store call.
+OutcomeWrite = Callable[[Job], bool]
+
+
 class Lifecycle:
     """Applies the table above to jobs in ``store``: one instance per strategy."""
 
@@ -185,19 +190,30 @@ class Lifecycle:
         return claimed
 
     def attempt(
-        self, job: Job, process: Callable[[Job], Any], timeout: float | None = None
+        self,
+        job: Job,
+        process: Callable[[Job], Any],
+        timeout: float | None = None,
+        *,
+        write: OutcomeWrite | None = None,
     ) -> Outcome:
         """Run ``process`` on the claimed ``job`` and record the outcome.
 
         With ``timeout`` (seconds) the process is told to stop once it runs out of time, and the
         attempt fails with the timeout error however it ends (``adapter.deadlines``).
-        StoreError when the outcome could not be recorded after every retry (the process ran;
-        the broker should deliver the job again).
+        ``write`` records the outcome in place of the store's ``update`` (the same guard, with
+        more written beside it). StoreError when the outcome could not be recorded after every
+        retry (the process ran; the broker should deliver the job again).
         """
-        return self.attempt_many([job], process, timeout)[0]
+        return self.attempt_many([job], process, timeout, write=write)[0]
 
     def attempt_many(
-        self, jobs: Sequence[Job], process: Callable[[Job], Any], timeout: float | None = None
+        self,
+        jobs: Sequence[Job],
+        process: Callable[[Job], Any],
+        timeout: float | None = None,
+        *,
+        write: OutcomeWrite | None = None,
     ) -> list[Outcome]:
         """Run ``process`` on each claimed job in turn, then record every outcome in one write.
 
@@ -214,7 +230,7 @@ class Lifecycle:
             for job in jobs:
                 decided.append(self._run(job, process, timeout))
             unsettled = [job for job, _, early in decided if early is None]
-            written = iter(self.record_many(unsettled) if unsettled else [])
+            written = iter(self.record_many(unsettled, write) if unsettled else [])
             return [early or self._outcome(job, err, next(written)) for job, err, early in decided]
         finally:
             for job in jobs:
@@ -305,19 +321,24 @@ class Lifecycle:
         """
         return self.record_many([job])[0]
 
-    def record_many(self, jobs: Sequence[Job]) -> list[bool]:
-        """``record`` the outcomes of ``jobs`` (distinct ids) in one write; one answer each."""
+    def record_many(self, jobs: Sequence[Job], write: OutcomeWrite | None = None) -> list[bool]:
+        """``record`` the outcomes of ``jobs`` (distinct ids) in one write; one answer each.
+
+        ``write`` records a lone job's outcome in place of the store's ``update``.
+        """
         for delay in self._record_retry_delays:
             try:
-                return self._written(jobs, self._write(jobs))
+                return self._written(jobs, self._write(jobs, write))
             except StoreError as err:
                 which = ", ".join(str(job.id) for job in jobs[:3]) + (", ..." if jobs[3:] else "")
                 logger.warning("job %s: recording the outcome failed (%s); retrying", which, err)
                 time.sleep(delay)
-        return self._written(jobs, self._write(jobs))
+        return self._written(jobs, self._write(jobs, write))
 
-    def _write(self, jobs: Sequence[Job]) -> list[bool]:
-        return [self.store.update(jobs[0])] if len(jobs) == 1 else self.store.update_many(jobs)
+    def _write(self, jobs: Sequence[Job], write: OutcomeWrite | None) -> list[bool]:
+        if len(jobs) > 1:
+            return self.store.update_many(jobs)
+        return [(write or self.store.update)(jobs[0])]
 
     def _written(self, jobs: Sequence[Job], written: list[bool]) -> list[bool]:
         for job, done in zip(jobs, written, strict=True):

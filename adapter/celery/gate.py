@@ -28,7 +28,7 @@ from adapter.control import CONTROLS_TTL_S, Admission
 from adapter.errors import JobQueueError, PublishError
 from adapter.forksafe import ForkSafeLock
 from adapter.job import Job, utcnow
-from adapter.lifecycle import Lifecycle, Outcome
+from adapter.lifecycle import Lifecycle, Outcome, OutcomeWrite
 from adapter.store.queues import QueueStore
 
 logger = logging.getLogger(__name__)
@@ -111,11 +111,16 @@ class GatedLifecycle(Lifecycle):
         return not self.controlled.may_control(queue_name)
 
     def attempt(
-        self, job: Job, process: Callable[[Job], Any], timeout: float | None = None
+        self,
+        job: Job,
+        process: Callable[[Job], Any],
+        timeout: float | None = None,
+        *,
+        write: OutcomeWrite | None = None,
     ) -> Outcome:
         """Run the attempt, then free its concurrency slot."""
         try:
-            return super().attempt(job, process, timeout)
+            return super().attempt(job, process, timeout, write=write)
         finally:
             self._release(job)
 

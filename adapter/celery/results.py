@@ -23,6 +23,12 @@ trip per job on Redis; ``written_once``): Celery reads to keep a stored SUCCESS 
 overwritten by a lost worker's duplicate, and a job's task only writes once the job store's
 settled guard accepted the attempt's outcome (a duplicate delivery of a settled job writes
 nothing, or the same settled state). What is written is Celery's own meta, byte for byte.
+
+Where the result backend is Redis in the job store's own database (``RedisJobStore``), a
+completed job's SUCCESS is written in the store's outcome write, the same script
+(``ResultsBesideOutcomes``): one round trip instead of two, the result stored exactly when
+the outcome is, and Celery's write after the task returns is then left out. A task with
+callbacks, a chain, a chord or a group keeps Celery's own order (its result after them).
 """
 
 from __future__ import annotations
@@ -33,13 +39,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, states
 from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
+from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError, Ignore
 
-from adapter.job import Job
+from adapter.job import Job, JobState
+from adapter.lifecycle import OutcomeWrite
 from adapter.running import PROGRESS_WRITE_S
 from adapter.settings import AdapterSettings
+from adapter.store.base import JobStore
+from adapter.store.redis.attempts import KeyWrite
+from adapter.store.redis.store import RedisJobStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +58,8 @@ logger = logging.getLogger(__name__)
 PROGRESS_STATE = "PROGRESS"
 #: The reason Celery records (``TaskRevokedError``) for a cancelled job.
 CANCELLED_REASON = "cancelled"
+#: The request field saying its SUCCESS was written with the job's outcome: not again.
+RESULT_WRITTEN_FIELD = "adapter_result_written"
 
 
 class CancelledAttempt(Ignore):  # type: ignore[misc]
@@ -141,6 +154,8 @@ def _store_result_unread(
     **kwargs: Any,
 ) -> Any:
     """Celery's ``BaseKeyValueStoreBackend._store_result`` without its read of the stored one."""
+    if state == states.SUCCESS and getattr(request, RESULT_WRITTEN_FIELD, False):
+        return result  # written with the job's outcome (ResultsBesideOutcomes)
     meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
     meta["task_id"] = str(task_id)
     try:
@@ -148,3 +163,70 @@ def _store_result_unread(
     except BackendStoreError as err:
         raise BackendStoreError(str(err), state=state, task_id=task_id) from err
     return result
+
+
+class ResultsBesideOutcomes:
+    """Writes a completed job's SUCCESS in the job store's outcome write, where they share a
+    Redis database (module docstring)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store if isinstance(store, RedisJobStore) else None
+        self._shared: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+    def write_for(self, task: Task) -> OutcomeWrite | None:
+        """How the running attempt of ``task`` records its outcome; None: as the store does."""
+        store, request = self._store, task.request
+        if (
+            store is None
+            or task.ignore_result
+            or request.is_eager
+            or getattr(request, "ignore_result", False)
+            or request.callbacks
+            or request.chain
+            or request.chord
+            or request.group
+        ):
+            return None
+        backend = task.backend
+        shared = self._shared.get(backend)
+        if shared is None:
+            shared = self._shared[backend] = _shares_database(backend, store)
+        if not shared:
+            return None
+
+        def write(job: Job) -> bool:
+            success = _success_write(backend, request, job)
+            if success is None:
+                return store.update(job)
+            done = store.update_and_set(job, success)
+            if done:
+                setattr(request, RESULT_WRITTEN_FIELD, True)
+            return done
+
+        return write
+
+
+def _shares_database(backend: Any, store: RedisJobStore) -> bool:
+    """True when ``backend`` is Celery's Redis backend, written once, in ``store``'s database."""
+    return (
+        isinstance(backend, RedisBackend)
+        and type(backend)._store_result is _store_result_unread
+        and store.same_database(backend.client)
+    )
+
+
+def _success_write(backend: Any, request: Any, job: Job) -> KeyWrite | None:
+    """Celery's SUCCESS write of the completed ``job`` (as ``RedisBackend.set`` makes it), or
+    None when the job did not complete or Celery would refuse the value."""
+    if job.state != JobState.COMPLETED:
+        return None
+    result = backend.encode_result(job.result, states.SUCCESS)
+    meta = backend._get_result_meta(
+        result=result, state=states.SUCCESS, traceback=None, request=request
+    )
+    meta["task_id"] = str(request.id)
+    value = backend.encode(meta)
+    if isinstance(value, str) and len(value) > backend._MAX_STR_VALUE_SIZE:
+        return None  # Celery's own write raises its error
+    expires = int(backend.expires) if backend.expires else None
+    return KeyWrite(backend.get_key_for_task(request.id), value, expires)

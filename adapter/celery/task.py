@@ -40,6 +40,7 @@ from adapter.celery.registry import ProcessRegistry
 from adapter.celery.results import (
     CANCELLED_REASON,
     CancelledAttempt,
+    ResultsBesideOutcomes,
     progress_reporter,
     written_once,
 )
@@ -115,10 +116,12 @@ def register_task(
                 return None
             return super().on_failure(exc_info, *args, **kwargs)
 
+    results = ResultsBesideOutcomes(lifecycle.store)
+
     def run_job(task: Task, wire_job: Any = None) -> Any:
         request = task.request  # an attempt's span (if tracing is on), child of its add's
         with consumer_span(str(request.id), getattr(request, QUEUE_HEADER, None), request):
-            return _run(task, wire_job, registry, lifecycle, recorder)
+            return _run(task, wire_job, registry, lifecycle, recorder, results)
 
     class JobTask(app.Task):  # type: ignore[misc]
         """The app's task class, writing results as ``adapter.celery.results.written_once``."""
@@ -155,6 +158,7 @@ def _run(
     registry: ProcessRegistry,
     lifecycle: Lifecycle,
     recorder: DeadLetterRecorder,
+    results: ResultsBesideOutcomes,
 ) -> Any:
     try:
         job = job_of(wire_job, str(task.request.id))
@@ -180,7 +184,12 @@ def _run(
         raise _not_run(lifecycle, job)
     claimed.on("progress", progress_reporter(task))
     try:
-        outcome = lifecycle.attempt(claimed, process, getattr(task.request, TIMEOUT_FIELD, None))
+        outcome = lifecycle.attempt(
+            claimed,
+            process,
+            getattr(task.request, TIMEOUT_FIELD, None),
+            write=results.write_for(task),
+        )
     except StoreError as err:
         # Hand the message back rather than acknowledge a job whose outcome is unrecorded:
         # it runs again (at least once) instead of staying RUNNING for ever.

@@ -20,8 +20,9 @@ import redis
 
 from adapter.conditions import list_jobs
 from adapter.errors import InvalidListOptionsError, StoreError
-from adapter.job import Job, JobState
+from adapter.job import CANCEL, Job, JobState
 from adapter.store.redis import store as redis_store_module
+from adapter.store.redis.attempts import KeyWrite
 from adapter.store.redis.layout import RedisKeys, micros
 from adapter.store.redis.store import SCHEMA_VERSION, RedisJobStore
 from tests.factories import at, make_job
@@ -135,6 +136,61 @@ def test_a_completed_job_is_listed_under_completed_and_no_longer_under_pending(
         stored(store, job).settled_at or CREATED
     )
     assert members(client, keys.settled_queue("mail")) == [job.id]
+
+
+# An outcome with a write beside it (a Celery result)
+
+
+def claimed_job(store: RedisJobStore) -> tuple[Job, Job]:
+    """Insert a job and claim it; return the job and its running copy."""
+    job = make_job()
+    store.insert(job)
+    running = store.claim(job)
+    assert running is not None
+    return job, running
+
+
+def test_an_outcome_and_the_write_beside_it_are_made_together_and_published(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    job, running = claimed_job(store)
+    running.complete("done")
+    key = f"{prefix}:result"
+    listener = client.pubsub()
+    listener.subscribe(key)
+    assert listener.get_message(timeout=5) is not None  # the subscription's confirmation
+    assert store.update_and_set(running, KeyWrite(key, '{"r": 1}', expires_s=60))
+    assert stored(store, job).state == JobState.COMPLETED
+    assert client.get(key) == '{"r": 1}'
+    assert 0 < client.ttl(key) <= 60
+    published = listener.get_message(timeout=5)
+    listener.close()
+    assert published is not None and published["data"] == '{"r": 1}'
+
+
+def test_a_settled_job_gets_neither_its_outcome_nor_the_write_beside_it(
+    store: RedisJobStore, prefix: str, client: redis.Redis
+) -> None:
+    job, running = claimed_job(store)
+    store.apply(CANCEL, [str(job.id)])
+    running.complete("late")
+    key = f"{prefix}:result"
+    assert not store.update_and_set(running, KeyWrite(key, "late"))
+    assert stored(store, job).state == JobState.CANCELLED
+    assert client.exists(key) == 0
+
+
+def test_same_database_tells_the_stores_database_from_another(redis_url: str) -> None:
+    base, _, db = redis_url.rpartition("/")
+    other = f"{base}/{int(db) + 1 if db.isdigit() else 1}"
+    store = RedisJobStore(redis_url)
+    same, different = redis.Redis.from_url(redis_url), redis.Redis.from_url(other)
+    try:
+        assert store.same_database(same)
+        assert not store.same_database(different)
+    finally:
+        same.close()
+        different.close()
 
 
 # Paging by index: ties in created_at, several indexes

@@ -8,6 +8,19 @@ atomically, with the settled guard, exactly as the one-job script changes it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KeyWrite:
+    """A value set under ``key`` (for ``expires_s`` seconds, or for ever) and published on the
+    channel of that name: a write ``RedisJobStore.update_and_set`` makes beside an outcome."""
+
+    key: str
+    value: str | bytes
+    expires_s: int | None = None
+
+
 #: Lua: claim job ``id`` (START, with ``busy_after``) for a message of ``queue``. ``fields``:
 #: the job's field/value pairs to record it from when it is missing, or nil. Returns
 #: ``{-1, {}}`` when it is missing and ``fields`` is nil (nothing changed), ``{-2, stored queue}``
@@ -111,12 +124,23 @@ return cjson.encode(answers)
 )
 
 #: ARGV: prefix, id, a JSON object of the fields to set, a JSON array of the fields to delete
-#: (two strings instead of twenty arguments: cheaper for the client). Returns 1, or 0 when the
-#: job is missing or settled.
+#: (two strings instead of twenty arguments: cheaper for the client); optionally a key, a value
+#: and its expiry in seconds (or ''): once the job is written, the value is set there and
+#: published on the channel of that name, as Celery's Redis result backend writes a result.
+#: Returns 1, or 0 when the job is missing or settled (then nothing is written).
 UPDATE = (
     _UPDATE_ONE
     + """
-return update_one(ARGV[1], ARGV[2], cjson.decode(ARGV[3]), cjson.decode(ARGV[4]))
+local done = update_one(ARGV[1], ARGV[2], cjson.decode(ARGV[3]), cjson.decode(ARGV[4]))
+if done == 1 and ARGV[5] then
+  if ARGV[7] ~= '' then
+    redis.call('SETEX', ARGV[5], ARGV[7], ARGV[6])
+  else
+    redis.call('SET', ARGV[5], ARGV[6])
+  end
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
+return done
 """
 )
 

@@ -34,7 +34,9 @@ and ``retried_from`` are absent when unset, and a hash without ``priority`` (wri
 field existed) reads as priority 0: older hashes need no migration.
 
 Every write is one Lua script (``adapter.store.redis.scripts``), so a job and its index entries
-change together, and a settled job is never overwritten. ``find_many`` pages the indexes by
+change together, and a settled job is never overwritten. ``update_and_set`` writes an outcome and
+a value beside it in the same script (a Celery result of the same database: a job is never
+seen settled without it). ``find_many`` pages the indexes by
 rank (``ZCARD`` gives the total; several indexes are merged) when every condition of the filter
 is about queue name, state or whether the job is settled, combined with AND, and the sort is by
 ``created_at`` alone: a page costs the same with a million jobs as with ten. Any other query
@@ -71,6 +73,7 @@ from adapter.listing import JobList, JobListOptions, SortField, SortOrder, page_
 from adapter.masking import mask_url
 from adapter.store.base import MUTABLE_FIELDS, Claimed, JobStore, wrong_queue
 from adapter.store.changes import Watch
+from adapter.store.redis.attempts import KeyWrite
 from adapter.store.redis.changes import RedisChangeListener
 from adapter.store.redis.due import DueScripts
 from adapter.store.redis.layout import (
@@ -109,6 +112,9 @@ MERGE_LIMIT = 20_000
 SCAN_LIMIT = 10_000
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT_S = 5.0
+#: What names a Redis server and database in a client's connection arguments, with the value
+#: an absent one means (``same_database``).
+_WHERE_DEFAULTS: dict[str, Any] = {"host": "localhost", "port": 6379, "db": 0, "path": None}
 #: Seconds to wait for a reply from Redis.
 SOCKET_TIMEOUT_S = 30.0
 
@@ -271,10 +277,30 @@ class RedisJobStore(JobStore):
             return bool(scripts.set_progress(args=args))
 
     def update(self, job: Job) -> bool:
+        return self.update_and_set(job, None)
+
+    def update_and_set(self, job: Job, beside: KeyWrite | None) -> bool:
+        """``update`` the job and, when that applied, make ``beside``'s write in the same script.
+
+        One round trip for a job's outcome and what goes with it in this database (a Celery
+        result: ``adapter.celery.results``); neither is written when the job is settled.
+        """
         fields, unset = _written(job)
-        args = [self.keys.prefix, str(job.id), json.dumps(fields), json.dumps(unset)]
+        args: list[str | bytes] = [self.keys.prefix, str(job.id), json.dumps(fields)]
+        args.append(json.dumps(unset))
+        if beside is not None:
+            args += [beside.key, beside.value, str(beside.expires_s or "")]
         with self._talking() as (_, scripts):
             return bool(scripts.update(args=args))
+
+    def same_database(self, client: redis.Redis) -> bool:
+        """True when ``client`` talks to this store's Redis server and database."""
+        mine = redis.connection.parse_url(self._raw_url)  # type: ignore[no-untyped-call]
+        theirs = client.connection_pool.connection_kwargs
+        return all(
+            mine.get(name, default) == theirs.get(name, default)
+            for name, default in _WHERE_DEFAULTS.items()
+        )
 
     def update_many(self, jobs: Sequence[Job]) -> list[bool]:
         batch = [[str(job.id), *_written(job)] for job in jobs]
