@@ -53,7 +53,8 @@ from adapter.celery.priority import broker_priority
 from adapter.celery.stored_message import StoredTemplate
 
 if TYPE_CHECKING:
-    from adapter.celery.publish import PreparedGroup
+    from adapter.celery.publish import PreparedGroup, Recast
+    from adapter.job import Job
 
 #: The ``send_task_message`` options ``DirectSender`` knows what to do with.
 KNOWN_OPTIONS: Final = frozenset(
@@ -94,6 +95,10 @@ class DirectSender:
 
     def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
         """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
+        return message.sent_event is None and self._options_apply(producer, options)
+
+    def _options_apply(self, producer: Any, options: dict[str, Any]) -> bool:
+        """True when a message with no ``task-sent`` event is sent as Celery's send would."""
         queue = options.get("queue")
         if not isinstance(queue, Queue) or queue.exchange is None:
             return False
@@ -102,7 +107,6 @@ class DirectSender:
             and not (options.get("exchange") and options.get("routing_key"))
             and KNOWN_OPTIONS.issuperset(options)
             and not (options.get("compression") or self._compression)
-            and message.sent_event is None
             and not task_sent.receivers
             and not celery_amqp._callback_publish_retry.get()
             and hash(queue) in producer.connection.declared_entities
@@ -147,7 +151,7 @@ class DirectSender:
                 else:
                     channel.basic_publish(kombu_message, **arguments)
             except Exception:
-                if not options.get("retry", self._retry):
+                if not self.retries(options):
                     raise
                 return False
         if others_listen(after_task_publish):
@@ -158,6 +162,47 @@ class DirectSender:
                 exchange="",
                 routing_key=routing_key,
             )
+        return True
+
+    def retries(self, options: dict[str, Any]) -> bool:
+        """True when a message the channel refused goes to Celery's send, which retries it."""
+        return bool(options.get("retry", self._retry))
+
+    def push_one(self, producer: Any, recast: Recast, job: Job, options: dict[str, Any]) -> bool:
+        """Send ``job``'s message as the text Redis stores, recast from the queue's last one
+        (``recast.stored``, made here from ``recast.message`` on first use); False (nothing
+        sent) where ``push_many`` would not apply, outside a channel with ``push_stored``,
+        inside kombu's batch, or for a job ``recasts`` refuses.
+
+        ``options``: the queue's, made what the broker takes (``JobPublisher._for_broker``).
+        Raises what the channel raises (the caller hands the message to Celery's retry).
+        """
+        channel = producer.channel
+        queue = options["queue"]
+        stored = recast.stored
+        if (
+            stored is False
+            or not hasattr(channel, "push_stored")
+            or getattr(getattr(producer, "_batch_local", None), "current", None) is not None
+            or not self._goes_at_once(producer, queue)
+            or (stored is not None and not stored.recasts(job))
+        ):
+            return False
+        if not self._options_apply(producer, options):  # a template has no task-sent event
+            return False
+        if stored is None:  # the first recast here: its stored form becomes the template
+            message = recast.message.message(job)
+            step, text, kombu_message = self._stored(channel, queue.name, message, options)
+            assert kombu_message is not None
+            serializer = options.get("serializer") or self._serializer
+            made = StoredTemplate.of(channel, kombu_message, job, message.body, serializer)
+            recast.stored = False if made is None else made
+            channel.push_stored(queue.name, [(step, text, None)])
+            return True
+        priority = options["priority"] or channel.default_priority
+        channel.push_stored(
+            queue.name, [(channel.step_of(priority), stored.stored(channel, job, priority), None)]
+        )
         return True
 
     def push_many(self, producer: Any, group: PreparedGroup) -> bool:

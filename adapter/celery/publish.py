@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from celery import Celery, Task
 
@@ -43,6 +43,7 @@ from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, MessageTemplate, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
 from adapter.celery.routing import celery_queue
+from adapter.celery.stored_message import StoredTemplate
 from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
 from adapter.tracing import producer_span
@@ -59,8 +60,8 @@ class JobPublisher:
         self._task = task
         self._direct = DirectSender(app)
         self._routes: dict[str, dict[str, Any]] = {}  # queue name -> options, with no task_routes
-        # (queue name, thread's reply_to, pid) -> the template of a message and its options
-        self._templates: dict[tuple[str, str, int], tuple[MessageTemplate, dict[str, Any]]] = {}
+        # (queue name, thread's reply_to, pid) -> the templates of its messages
+        self._templates: dict[tuple[str, str, int], Recast] = {}
 
     def publish(
         self, job: Job, countdown: float | None = None, timeout: float | None = None
@@ -118,21 +119,25 @@ class JobPublisher:
 
     def _recast(self, job: Job) -> tuple[Any, dict[str, Any]]:
         """Return ``_prepare(job, None)``: recast from this thread's last message on the queue
-        (``reply_to`` is the thread's, ``origin`` the process's), or built when no template
-        applies (a job added by a running task: its parent ids differ)."""
-        if self._app.current_worker_task:
-            return self._prepare(job, None)
-        key = (job.queue_name, self._app.thread_oid, os.getpid())  # origin names the pid
-        known = self._templates.get(key)
+        (``_known``), or built when no template applies."""
+        known = self._known(job)
         if known is not None:
-            return known[0].message(job), {**known[1], "priority": job.priority}
+            return known.message.message(job), {**known.options, "priority": job.priority}
         message, options = self._prepare(job, None)
         made = _template(message, job)
-        if made is not None:
+        if made is not None and not self._app.current_worker_task:
             if len(self._templates) >= MAX_TEMPLATES:  # many queues or threads: start over
                 self._templates.clear()
-            self._templates[key] = (made, dict(options))
+            self._templates[_template_key(self._app, job)] = Recast(made, dict(options))
         return message, options
+
+    def _known(self, job: Job) -> Recast | None:
+        """Return the templates of this thread's last message on ``job``'s queue (``reply_to``
+        is the thread's, ``origin`` the process's); None for a job added by a running task
+        (its parent ids differ) or before the queue's first message here."""
+        if self._app.current_worker_task:
+            return None
+        return self._templates.get(_template_key(self._app, job))
 
     def _send_group(self, group: PreparedGroup) -> tuple[int, Exception | None]:
         """Send the messages of one queue on one producer: how many surely went, the error."""
@@ -167,11 +172,25 @@ class JobPublisher:
         return sent, None
 
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
-        if countdown is None and timeout is None:
-            message, options = self._recast(job)
-        else:
-            message, options = self._prepare(job, countdown, timeout)
+        known = self._known(job) if countdown is None and timeout is None else None
         with self._app.producer_or_acquire() as producer:
+            if known is not None:
+                options = {**known.options, "priority": job.priority}
+                self._for_broker(producer, options)
+                direct = self._direct
+                try:
+                    if direct.push_one(producer, known, job, options):
+                        return
+                except Exception:
+                    if not direct.retries(options):
+                        raise
+                    message = known.message.message(job)  # Celery's send, with its retry
+                    self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+                    return
+            if countdown is None and timeout is None:
+                message, options = self._recast(job)
+            else:
+                message, options = self._prepare(job, countdown, timeout)
             self._for_broker(producer, options)
             self._send_message(producer, message, options)
 
@@ -248,6 +267,17 @@ class JobPublisher:
                 self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
 
 
+class Recast:
+    """How the messages of one queue, thread and process are recast: from the last message
+    built (``message``, sent with ``options``), and on Redis from its stored text (``stored``,
+    made by ``DirectSender.push_one``; ``False`` when kombu's text cannot be recast)."""
+
+    def __init__(self, message: MessageTemplate, options: dict[str, Any]) -> None:
+        self.message = message
+        self.options = options
+        self.stored: StoredTemplate | Literal[False] | None = None
+
+
 class PreparedGroup:
     """The jobs of one celery queue for ``publish_many``: the first one's message built, and
     the others' built too, or recast from it (``template``) when they are sent."""
@@ -273,6 +303,12 @@ class PreparedGroup:
                 for job in self.jobs[1:]
             ),
         ]
+
+
+def _template_key(app: Celery, job: Job) -> tuple[str, str, int]:
+    """Return the key of ``job``'s templates: its queue name, the thread's ``reply_to``, the
+    pid (``origin`` names it)."""
+    return job.queue_name, app.thread_oid, os.getpid()
 
 
 def _template(message: Any, job: Job) -> MessageTemplate | None:

@@ -169,7 +169,7 @@ def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
     monkeypatch.setattr(DirectSender, "send", spy)
     strategy.add(Job(queue_name=queue, data="declares the celery queue"))
     job = strategy.add(Job(queue_name=queue, data={"to": "ada@example.com", "n": [1, 2.5]}))
-    assert sent_directly[-1] == job.id  # the second went straight on the channel
+    sent_directly.append(str(job.id))  # on Redis the second went as text (``push_one``)
     with published() as seen:
         celery_sends(strategy, job, queue)
     assert len(seen[str(job.id)]) == 1 and sent_directly[-1] == job.id  # Celery's own send
@@ -276,6 +276,44 @@ def test_each_message_add_many_sends_on_the_wire_is_the_one_apply_async_sends(
             argsrepr=f"[job {job.id} on {queue!r}]",
             kwargsrepr="{}",
             priority=broker_priority(driver, job.priority),  # as the broker takes it
+        )
+    by_celery = _take_messages(strategy, queue, len(jobs))
+    assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
+    for job_id, message in by_adapter.items():
+        assert message == by_celery[job_id]
+
+
+def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str
+) -> None:
+    """Single adds recast each message from the queue's last (on Redis as the text Redis
+    stores, ``DirectSender.push_one``): each is still the one ``apply_async`` sends, whatever
+    differs between the jobs (id, data, priority, own timeout), in order."""
+    jobs = [
+        strategy.add(
+            Job(
+                queue_name=queue,
+                data={"n": n, "text": 'caf\u00e9 \u2603 "quoted"', "list": [n] * n},
+                priority=n % 3,
+            ),
+            timeout=2.5 if n in (3, 4, 6) else None,
+        )
+        for n in range(8)
+    ]
+    assert [job.timeout for job in jobs] == [None] * 3 + [2.5] * 2 + [None, 2.5, None]
+    by_adapter = _take_messages(strategy, queue, len(jobs))
+    with strategy.app.connection_for_write() as connection:
+        driver = connection.transport.driver_type
+    for job in jobs:
+        strategy.app.tasks[TASK_NAME].apply_async(
+            args=[job.to_wire()],
+            task_id=job.id,
+            queue=celery_queue(queue),
+            headers={QUEUE_HEADER: queue}
+            | ({} if job.timeout is None else {TIMEOUT_HEADER: job.timeout}),
+            argsrepr=f"[job {job.id} on {queue!r}]",
+            kwargsrepr="{}",
+            priority=broker_priority(driver, job.priority),
         )
     by_celery = _take_messages(strategy, queue, len(jobs))
     assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
