@@ -24,6 +24,7 @@ from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, TIMEOUT_HEADER
 from adapter.celery.priority import broker_priority
 from adapter.celery.routing import celery_queue
+from adapter.celery.stored_message import StoredTemplate
 from adapter.store import JobStore
 
 
@@ -284,11 +285,19 @@ def test_each_message_add_many_sends_on_the_wire_is_the_one_apply_async_sends(
 
 
 def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_sends(
-    strategy: CeleryJobQueueStrategy, queue: str
+    strategy: CeleryJobQueueStrategy, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Single adds recast each message from the queue's last (on Redis as the text Redis
     stores, ``DirectSender.push_one``): each is still the one ``apply_async`` sends, whatever
-    differs between the jobs (id, data, priority, own timeout), in order."""
+    differs between the jobs (id, data, priority, own timeout)."""
+    rendered: list[str] = []
+    render = StoredTemplate.stored
+
+    def spy(self: StoredTemplate, channel: Any, job: Job, priority: int) -> str:
+        rendered.append(str(job.id))
+        return render(self, channel, job, priority)
+
+    monkeypatch.setattr(StoredTemplate, "stored", spy)
     jobs = [
         strategy.add(
             Job(
@@ -300,6 +309,9 @@ def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_se
         )
         for n in range(8)
     ]
+    if strategy.app.conf.broker_url.startswith("redis"):
+        # as text: the jobs with the timeout of the queue's second (its template), but that one
+        assert rendered == [jobs[n].id for n in (2, 5, 7)]
     assert [job.timeout for job in jobs] == [None] * 3 + [2.5] * 2 + [None, 2.5, None]
     by_adapter = _take_messages(strategy, queue, len(jobs))
     with strategy.app.connection_for_write() as connection:
@@ -319,6 +331,40 @@ def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_se
     assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
     for job_id, message in by_adapter.items():
         assert message == by_celery[job_id]
+
+
+def test_a_recast_job_redis_refuses_goes_to_celerys_send_and_is_not_added(
+    strategy: CeleryJobQueueStrategy, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single add recast as text that Redis refuses (its queue's key holds a string) is handed
+    to Celery's send, with its publish retry; that refuses too, so the add raises PublishError
+    and the job is not in the store."""
+    if not strategy.app.conf.broker_url.startswith("redis"):
+        pytest.skip("the text recast is Redis's")
+    for n in range(3):  # the first builds the template, the second its stored text
+        strategy.add(Job(queue_name=queue, data=n))
+    handed: list[str] = []
+    send_task_message = strategy.app.amqp.send_task_message
+
+    def spy(producer: Any, name: str, message: Any, **options: Any) -> Any:
+        handed.append(message.headers["id"])
+        return send_task_message(producer, name, message, **options)
+
+    monkeypatch.setattr(strategy.app.amqp, "send_task_message", spy)
+    monkeypatch.setitem(strategy.app.conf, "task_publish_retry_policy", {"max_retries": 0})
+    with strategy.app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        client.delete(celery_queue(queue))
+        client.set(celery_queue(queue), "not a list")
+        try:
+            with pytest.raises(PublishError, match=f"could not publish job to queue {queue!r}"):
+                strategy.add(Job(queue_name=queue, data="refused"))
+        finally:
+            client.delete(celery_queue(queue))
+    [job_id] = handed
+    strategy.flush()
+    assert strategy.find_one(job_id) is None
+    assert [job.data for job in strategy.find_many().items if job.queue_name == queue] == [0, 1, 2]
 
 
 def _take_messages(
