@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from celery.app import amqp as celery_amqp
 from celery.signals import after_task_publish, before_task_publish, task_sent
+from kombu.common import maybe_declare
 from kombu.entity import Queue, maybe_delivery_mode
 from kombu.serialization import dumps
 
@@ -95,9 +96,9 @@ class DirectSender:
 
     def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
         """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
-        return message.sent_event is None and self._options_apply(producer, options)
+        return message.sent_event is None and self._options_apply(producer.connection, options)
 
-    def _options_apply(self, producer: Any, options: dict[str, Any]) -> bool:
+    def _options_apply(self, connection: Any, options: dict[str, Any]) -> bool:
         """True when a message with no ``task-sent`` event is sent as Celery's send would."""
         queue = options.get("queue")
         if not isinstance(queue, Queue) or queue.exchange is None:
@@ -109,7 +110,7 @@ class DirectSender:
             and not (options.get("compression") or self._compression)
             and not task_sent.receivers
             and not celery_amqp._callback_publish_retry.get()
-            and hash(queue) in producer.connection.declared_entities
+            and hash(queue) in connection.declared_entities
         )
 
     def send(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
@@ -168,27 +169,27 @@ class DirectSender:
         """True when a message the channel refused goes to Celery's send, which retries it."""
         return bool(options.get("retry", self._retry))
 
-    def push_one(self, producer: Any, recast: Recast, job: Job, options: dict[str, Any]) -> bool:
+    def push_one(self, connection: Any, recast: Recast, job: Job, options: dict[str, Any]) -> bool:
         """Send ``job``'s message as the text Redis stores, recast from the queue's last one
         (``recast.stored``, made here from ``recast.message`` on first use); False (nothing
-        sent) where ``push_many`` would not apply, outside a channel with ``push_stored``,
-        inside kombu's batch, or for a job ``recasts`` refuses.
+        sent) where ``push_many`` would not apply, outside a channel with ``push_stored``, or
+        for a job ``recasts`` refuses. On ``connection``'s default channel (a producer's, were
+        it taken from the producer pool): no producer is revived for it.
 
         ``options``: the queue's, made what the broker takes (``JobPublisher._for_broker``).
         Raises what the channel raises (the caller hands the message to Celery's retry).
         """
-        channel = producer.channel
+        channel = connection.default_channel
         queue = options["queue"]
         stored = recast.stored
         if (
             stored is False
             or not hasattr(channel, "push_stored")
-            or getattr(getattr(producer, "_batch_local", None), "current", None) is not None
-            or not self._goes_at_once(producer, queue)
+            or not self._goes_at_once(connection, queue)
             or (stored is not None and not stored.recasts(job))
         ):
             return False
-        if not self._options_apply(producer, options):  # a template has no task-sent event
+        if not self._options_apply(connection, options):  # a template has no task-sent event
             return False
         if stored is None:  # the first recast here: its stored form becomes the template
             message = recast.message.message(job)
@@ -217,7 +218,7 @@ class DirectSender:
         channel = producer.channel
         first, options = group.first
         queue = options["queue"]
-        if not (hasattr(channel, "push_stored") and self._goes_at_once(producer, queue)):
+        if not (hasattr(channel, "push_stored") and self._goes_at_once(producer.connection, queue)):
             return False
         driver = producer.connection.transport.driver_type
         if group.template is None:
@@ -283,11 +284,11 @@ class DirectSender:
         """True when the messages of one celery queue may go in one go (``_goes_at_once``)
         and ``applies`` to each."""
         return bool(prepared) and (
-            self._goes_at_once(producer, prepared[0][1]["queue"])
+            self._goes_at_once(producer.connection, prepared[0][1]["queue"])
             and all(self.applies(producer, message, options) for message, options in prepared)
         )
 
-    def _goes_at_once(self, producer: Any, queue: Any) -> bool:
+    def _goes_at_once(self, connection: Any, queue: Any) -> bool:
         """True when nothing but the adapter listens to the publish signals and no traces are
         recorded (both are per message). Declares ``queue`` first if this connection has not.
         """
@@ -295,8 +296,10 @@ class DirectSender:
             return False
         if tracing.enabled():
             return False
-        if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
-            producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
+        if isinstance(queue, Queue) and hash(queue) not in connection.declared_entities:
+            maybe_declare(  # type: ignore[no-untyped-call]
+                queue, connection.default_channel, self._retry, **(self._retry_policy or {})
+            )
         return True
 
     @staticmethod

@@ -144,12 +144,12 @@ class JobPublisher:
         sent, known = 0, False  # known: a failure leaves ``sent`` messages surely sent
         try:
             with self._app.producer_or_acquire() as producer:
-                self._for_broker(producer, group.first[1])
+                self._for_broker(producer.connection, group.first[1])
                 if self._direct.push_many(producer, group):  # failed: none known sent
                     return len(group.jobs), None
                 prepared = group.messages()
                 for _message, options in prepared[1:]:
-                    self._for_broker(producer, options)
+                    self._for_broker(producer.connection, options)
                 if amqp_frames.applies(producer.channel) and self._direct.sends_many(
                     producer, prepared
                 ):
@@ -173,26 +173,39 @@ class JobPublisher:
 
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
         known = self._known(job) if countdown is None and timeout is None else None
+        if known is not None and self._push_one(known, job):
+            return
+        if countdown is None and timeout is None:
+            message, options = self._recast(job)
+        else:
+            message, options = self._prepare(job, countdown, timeout)
         with self._app.producer_or_acquire() as producer:
-            if known is not None:
-                options = {**known.options, "priority": job.priority}
-                self._for_broker(producer, options)
-                direct = self._direct
-                try:
-                    if direct.push_one(producer, known, job, options):
-                        return
-                except Exception:
-                    if not direct.retries(options):
-                        raise
-                    message = known.message.message(job)  # Celery's send, with its retry
-                    self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
-                    return
-            if countdown is None and timeout is None:
-                message, options = self._recast(job)
-            else:
-                message, options = self._prepare(job, countdown, timeout)
-            self._for_broker(producer, options)
+            self._for_broker(producer.connection, options)
             self._send_message(producer, message, options)
+
+    def _push_one(self, known: Recast, job: Job) -> bool:
+        """Send ``job``'s message as the text Redis stores (``DirectSender.push_one``), on a
+        connection of the producer pool's; False (nothing sent) where that does not apply.
+
+        A message Redis refuses goes to Celery's send when publish retries are on.
+        """
+        options = {**known.options, "priority": job.priority}
+        direct = self._direct
+        producers = self._app.producer_pool
+        timeout = self._app.conf.broker_pool_acquire_timeout
+        with producers.connections.acquire(block=True, timeout=timeout) as connection:
+            self._for_broker(connection, options)
+            try:
+                return direct.push_one(connection, known, job, options)
+            except Exception:
+                if not direct.retries(options):
+                    raise
+        with self._app.producer_or_acquire() as producer:  # Celery's send, with its retry
+            self._for_broker(producer.connection, options)
+            self._app.amqp.send_task_message(
+                producer, TASK_NAME, known.message.message(job), **options
+            )
+        return True
 
     def _prepare(
         self, job: Job, countdown: float | None, timeout: float | None = None
@@ -248,12 +261,10 @@ class JobPublisher:
         return options
 
     @staticmethod
-    def _for_broker(producer: Any, options: dict[str, Any]) -> None:
-        """Make ``options`` what ``producer``'s broker takes: its priority, no re-declaring."""
-        options["priority"] = broker_priority(
-            producer.connection.transport.driver_type, options["priority"]
-        )
-        if hash(options["queue"]) in producer.connection.declared_entities:
+    def _for_broker(connection: Any, options: dict[str, Any]) -> None:
+        """Make ``options`` what ``connection``'s broker takes: its priority, no re-declaring."""
+        options["priority"] = broker_priority(connection.transport.driver_type, options["priority"])
+        if hash(options["queue"]) in connection.declared_entities:
             options["declare"] = []  # declared on this connection: skip kombu's re-check
 
     def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
