@@ -94,9 +94,10 @@ class DirectSender:
         self._retry_policy = conf.task_publish_retry_policy
         self._frames = amqp_frames.FrameWriter()
 
-    def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
-        """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
-        return message.sent_event is None and self._options_apply(producer.connection, options)
+    def applies(self, connection: Any, message: Any, options: dict[str, Any]) -> bool:
+        """True when ``send`` sends ``message`` on ``connection`` as Celery's send would (see
+        the module)."""
+        return message.sent_event is None and self._options_apply(connection, options)
 
     def _options_apply(self, connection: Any, options: dict[str, Any]) -> bool:
         """True when a message with no ``task-sent`` event is sent as Celery's send would."""
@@ -113,8 +114,11 @@ class DirectSender:
             and hash(queue) in connection.declared_entities
         )
 
-    def send(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
-        """Send ``message`` on ``producer``'s channel; False when Celery's send should retry it.
+    def send(
+        self, connection: Any, message: Any, options: dict[str, Any], batch: Any = None
+    ) -> bool:
+        """Send ``message`` on ``connection``'s default channel (a pooled producer's) or into
+        kombu's ``batch`` of a producer on it; False when Celery's send should retry it.
 
         Only for a message ``applies`` accepted.
         """
@@ -132,7 +136,7 @@ class DirectSender:
                 properties=properties,
                 retry_policy=dict(self._retry_policy or {}),
             )
-        channel = producer.channel
+        channel = connection.default_channel
         arguments = {
             "exchange": "",
             "routing_key": routing_key,
@@ -142,7 +146,6 @@ class DirectSender:
             "confirm_timeout": None,
         }
         kombu_message = self._channel_message(channel, message, options)
-        batch = getattr(getattr(producer, "_batch_local", None), "current", None)
         if batch is not None:  # kombu's Producer.batch: its errors are the batch's
             batch.publish(channel, kombu_message, **arguments)
         else:
@@ -225,7 +228,9 @@ class DirectSender:
             prepared = group.messages()
             for _message, job_options in prepared[1:]:  # the first's is the broker's already
                 job_options["priority"] = broker_priority(driver, job_options["priority"])
-            if not all(self.applies(producer, message, options) for message, options in prepared):
+            if not all(
+                self.applies(producer.connection, message, options) for message, options in prepared
+            ):
                 return False
             channel.push_stored(
                 queue.name, [self._stored(channel, queue.name, *pair) for pair in prepared]
@@ -233,7 +238,7 @@ class DirectSender:
             return True
         # The recast messages differ from the first in their priority only, as ``applies``
         # reads them.
-        if not self.applies(producer, first, options):
+        if not self.applies(producer.connection, first, options):
             return False
         stored = [self._stored(channel, queue.name, first, options)]
         assert stored[0][2] is not None
@@ -285,7 +290,9 @@ class DirectSender:
         and ``applies`` to each."""
         return bool(prepared) and (
             self._goes_at_once(producer.connection, prepared[0][1]["queue"])
-            and all(self.applies(producer, message, options) for message, options in prepared)
+            and all(
+                self.applies(producer.connection, message, options) for message, options in prepared
+            )
         )
 
     def _goes_at_once(self, connection: Any, queue: Any) -> bool:

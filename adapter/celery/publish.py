@@ -172,6 +172,9 @@ class JobPublisher:
         return sent, None
 
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
+        """Send ``job``'s message straight on the channel of a connection of the producer
+        pool's (``DirectSender``; on Redis recast as the stored text where it can be), else
+        with Celery's send on a producer of the pool (which revives one per acquire)."""
         known = self._known(job) if countdown is None and timeout is None else None
         if known is not None and self._push_one(known, job):
             return
@@ -179,33 +182,51 @@ class JobPublisher:
             message, options = self._recast(job)
         else:
             message, options = self._prepare(job, countdown, timeout)
-        with self._app.producer_or_acquire() as producer:
-            self._for_broker(producer.connection, options)
-            self._send_message(producer, message, options)
+        headers = message.headers  # a span per message, its context in the headers (if on)
+        with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
+            if not self._send_direct(message, options):
+                self._celery_send(message, options)
 
     def _push_one(self, known: Recast, job: Job) -> bool:
-        """Send ``job``'s message as the text Redis stores (``DirectSender.push_one``), on a
-        connection of the producer pool's; False (nothing sent) where that does not apply.
-
-        A message Redis refuses goes to Celery's send when publish retries are on.
-        """
+        """Send ``job``'s message as the text Redis stores (``DirectSender.push_one``); False
+        (nothing sent) where that does not apply. When Redis refuses it, Celery's send sends
+        it with its retry, if publish retries are on."""
         options = {**known.options, "priority": job.priority}
-        direct = self._direct
-        producers = self._app.producer_pool
-        timeout = self._app.conf.broker_pool_acquire_timeout
-        with producers.connections.acquire(block=True, timeout=timeout) as connection:
+        with self._connection() as connection:
             self._for_broker(connection, options)
             try:
-                return direct.push_one(connection, known, job, options)
+                return self._direct.push_one(connection, known, job, options)
             except Exception:
-                if not direct.retries(options):
+                if not self._direct.retries(options):
                     raise
-        with self._app.producer_or_acquire() as producer:  # Celery's send, with its retry
-            self._for_broker(producer.connection, options)
-            self._app.amqp.send_task_message(
-                producer, TASK_NAME, known.message.message(job), **options
-            )
+        self._celery_send(known.message.message(job), options)
         return True
+
+    def _send_direct(self, message: Any, options: dict[str, Any]) -> bool:
+        """Send ``message`` straight on a connection's channel (``DirectSender.send``); False
+        (nothing sent) where that does not apply, or when the channel refused it and Celery's
+        send should retry it."""
+        with self._connection() as connection:
+            options = dict(options)
+            self._for_broker(connection, options)
+            direct = self._direct
+            return direct.applies(connection, message, options) and direct.send(
+                connection, message, options
+            )
+
+    def _celery_send(self, message: Any, options: dict[str, Any]) -> None:
+        """Send ``message`` with Celery's ``send_task_message`` on a producer of the pool."""
+        with self._app.producer_or_acquire() as producer:
+            self._for_broker(producer.connection, options)
+            self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+
+    def _connection(self) -> Any:
+        """Return a connection of the pool the producer pool draws from, to use in ``with``:
+        no producer revived (kombu revives one per producer acquired)."""
+        app = self._app
+        return app.producer_pool.connections.acquire(
+            block=True, timeout=app.conf.broker_pool_acquire_timeout
+        )
 
     def _prepare(
         self, job: Job, countdown: float | None, timeout: float | None = None
@@ -271,9 +292,10 @@ class JobPublisher:
         headers = message.headers  # a span per message, its context in the headers (if on)
         with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
             direct = self._direct
+            batch = getattr(getattr(producer, "_batch_local", None), "current", None)
             if not (
-                direct.applies(producer, message, options)
-                and direct.send(producer, message, options)
+                direct.applies(producer.connection, message, options)
+                and direct.send(producer.connection, message, options, batch)
             ):
                 self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
 

@@ -163,9 +163,9 @@ def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
     sent_directly: list[str] = []
     send = DirectSender.send
 
-    def spy(self: DirectSender, producer: Any, message: Any, options: dict[str, Any]) -> bool:
+    def spy(self: DirectSender, connection: Any, message: Any, *args: Any) -> bool:
         sent_directly.append(message.headers["id"])
-        return send(self, producer, message, options)
+        return send(self, connection, message, *args)
 
     monkeypatch.setattr(DirectSender, "send", spy)
     strategy.add(Job(queue_name=queue, data="declares the celery queue"))
