@@ -59,6 +59,8 @@ class JobPublisher:
         self._app = app
         self._task = task
         self._direct = DirectSender(app)
+        #: Seconds to wait for a pooled connection, read once (as DirectSender reads the rest).
+        self._acquire_timeout = app.conf.broker_pool_acquire_timeout
         self._routes: dict[str, dict[str, Any]] = {}  # queue name -> options, with no task_routes
         # (queue name, thread's reply_to, pid) -> the templates of its messages
         self._templates: dict[tuple[str, str, int], Recast] = {}
@@ -223,10 +225,8 @@ class JobPublisher:
     def _connection(self) -> Any:
         """Return a connection of the pool the producer pool draws from, to use in ``with``:
         no producer revived (kombu revives one per producer acquired)."""
-        app = self._app
-        return app.producer_pool.connections.acquire(
-            block=True, timeout=app.conf.broker_pool_acquire_timeout
-        )
+        connections = self._app.producer_pool.connections
+        return connections.acquire(block=True, timeout=self._acquire_timeout)
 
     def _prepare(
         self, job: Job, countdown: float | None, timeout: float | None = None
