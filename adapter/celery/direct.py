@@ -25,6 +25,10 @@ A message the channel refuses outside a batch is handed to Celery's send when
 reconnects (a copy may reach the broker twice, as with Celery's own retry: the worker runs the
 job once); with retries off the error is raised as Celery's send would raise it.
 
+``send`` takes a connection, not a producer: the publisher takes one from the pool the
+producer pool draws from and publishes on its default channel (a pooled producer's channel),
+so no producer is revived per message; a producer is taken only for Celery's send.
+
 On py-amqp, ``send`` writes the frames with ``amqp_frames`` (the bytes ``basic_publish``
 writes, with less work per message) where it applies.
 
@@ -32,7 +36,10 @@ writes, with less work per message) where it applies.
 to the publish signals and no traces are recorded (both are per message): on the adapter's
 Redis channel ``push_many`` sends them as one LPUSH per priority step (``Channel.push_stored``,
 recast as the text Redis stores: ``stored_message``); on py-amqp ``write_many`` sends
-``MESSAGES_PER_WRITE`` of them per socket write.
+``MESSAGES_PER_WRITE`` of them per socket write. A single ``add`` recast from its queue's
+last message goes the same way on Redis (``push_one``: the queue's stored text, kept per
+queue, thread and process, filled in for the job, and one LPUSH), under the same conditions;
+a push Redis refuses is handed to Celery's send when publish retries are on.
 """
 
 from __future__ import annotations

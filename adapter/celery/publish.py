@@ -13,12 +13,18 @@ builds an ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does:
   event goes with it;
 - the celery queue goes through ``app.amqp.router``, so ``task_routes`` still apply (without
   routes, the answer is worked out once per queue name);
-- it is sent straight on the channel of a producer of ``app.producer_pool``
-  (``adapter.celery.direct``: the same message, the publish signals when anyone else listens)
-  once the queue is declared on that connection; otherwise, and whenever a ``task-sent``
-  event, compression or a custom exchange is involved, ``app.amqp.send_task_message`` sends
-  it with Celery's declaration, publish retry policy and events. A reconnection clears the
-  connection's declarations, so the queue is declared again.
+- it is sent straight on the channel of a connection of the pool ``app.producer_pool``
+  draws from (``adapter.celery.direct``: the same message, the publish signals when anyone
+  else listens) once the queue is declared on that connection. No producer is taken for it:
+  kombu revives a pooled producer on every acquire (a new exchange binding), several times
+  the cost of taking the connection. On Redis a recast message goes as the text Redis stores
+  (``DirectSender.push_one``, from a ``stored_message.StoredTemplate`` kept beside the
+  queue's ``MessageTemplate``) when nothing else listens to the publish signals and no traces
+  are recorded. Otherwise, and whenever a ``task-sent`` event, compression or a custom
+  exchange is involved, or the channel refused the message and publish retries are on,
+  ``app.amqp.send_task_message`` sends it on a producer of the pool with Celery's
+  declaration, publish retry policy and events. A reconnection clears the connection's
+  declarations, so the queue is declared again.
 
 ``publish_many`` (``add_many``) builds every message first (one per queue built, the others
 recast), then sends each celery queue's messages on one producer: on Redis in one LPUSH per
