@@ -264,24 +264,7 @@ def test_each_message_add_many_sends_on_the_wire_is_the_one_apply_async_sends(
             for n in range(7)
         ]
     )
-    by_adapter = _take_messages(strategy, queue, len(jobs))
-    with strategy.app.connection_for_write() as connection:
-        driver = connection.transport.driver_type
-    for job in jobs:
-        strategy.app.tasks[TASK_NAME].apply_async(
-            args=[job.to_wire()],
-            task_id=job.id,
-            queue=celery_queue(queue),
-            headers={QUEUE_HEADER: queue}
-            | ({} if job.timeout is None else {TIMEOUT_HEADER: job.timeout}),
-            argsrepr=f"[job {job.id} on {queue!r}]",
-            kwargsrepr="{}",
-            priority=broker_priority(driver, job.priority),  # as the broker takes it
-        )
-    by_celery = _take_messages(strategy, queue, len(jobs))
-    assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
-    for job_id, message in by_adapter.items():
-        assert message == by_celery[job_id]
+    _assert_on_the_wire_as_apply_async_sends(strategy, queue, jobs)
 
 
 def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_sends(
@@ -313,24 +296,7 @@ def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_se
         # as text: the jobs with the timeout of the queue's second (its template), but that one
         assert rendered == [jobs[n].id for n in (2, 5, 7)]
     assert [job.timeout for job in jobs] == [None] * 3 + [2.5] * 2 + [None, 2.5, None]
-    by_adapter = _take_messages(strategy, queue, len(jobs))
-    with strategy.app.connection_for_write() as connection:
-        driver = connection.transport.driver_type
-    for job in jobs:
-        strategy.app.tasks[TASK_NAME].apply_async(
-            args=[job.to_wire()],
-            task_id=job.id,
-            queue=celery_queue(queue),
-            headers={QUEUE_HEADER: queue}
-            | ({} if job.timeout is None else {TIMEOUT_HEADER: job.timeout}),
-            argsrepr=f"[job {job.id} on {queue!r}]",
-            kwargsrepr="{}",
-            priority=broker_priority(driver, job.priority),
-        )
-    by_celery = _take_messages(strategy, queue, len(jobs))
-    assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
-    for job_id, message in by_adapter.items():
-        assert message == by_celery[job_id]
+    _assert_on_the_wire_as_apply_async_sends(strategy, queue, jobs)
 
 
 def test_a_recast_job_redis_refuses_goes_to_celerys_send_and_is_not_added(
@@ -370,6 +336,31 @@ def test_a_recast_job_redis_refuses_goes_to_celerys_send_and_is_not_added(
         1,
         2,
     ]
+
+
+def _assert_on_the_wire_as_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str, jobs: list[Any]
+) -> None:
+    """Take ``jobs``' messages off ``queue``'s celery queue, send each job with ``apply_async``
+    and check that the broker holds the same message for each."""
+    by_adapter = _take_messages(strategy, queue, len(jobs))
+    with strategy.app.connection_for_write() as connection:
+        driver = connection.transport.driver_type
+    for job in jobs:
+        strategy.app.tasks[TASK_NAME].apply_async(
+            args=[job.to_wire()],
+            task_id=job.id,
+            queue=celery_queue(queue),
+            headers={QUEUE_HEADER: queue}
+            | ({} if job.timeout is None else {TIMEOUT_HEADER: job.timeout}),
+            argsrepr=f"[job {job.id} on {queue!r}]",
+            kwargsrepr="{}",
+            priority=broker_priority(driver, job.priority),  # as the broker takes it
+        )
+    by_celery = _take_messages(strategy, queue, len(jobs))
+    assert by_adapter.keys() == by_celery.keys() == {job.id for job in jobs}
+    for job_id, message in by_adapter.items():
+        assert message == by_celery[job_id]
 
 
 def _take_messages(
