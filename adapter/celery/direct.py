@@ -61,7 +61,7 @@ from adapter.celery.priority import broker_priority
 from adapter.celery.stored_message import StoredTemplate
 
 if TYPE_CHECKING:
-    from adapter.celery.publish import PreparedGroup, Recast
+    from adapter.celery.recasting import PreparedGroup, Recast
     from adapter.job import Job
 
 #: The ``send_task_message`` options ``DirectSender`` knows what to do with.

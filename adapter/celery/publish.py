@@ -38,18 +38,17 @@ always published), and the ``AsyncResult`` a calling task would list among its c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from celery import Celery, Task
 
 from adapter.celery import amqp_frames
 from adapter.celery.direct import DirectSender
-from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, MessageTemplate, build, job_args
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
+from adapter.celery.recasting import PreparedGroup, Recast, template_key, template_of
 from adapter.celery.routing import celery_queue
-from adapter.celery.stored_message import StoredTemplate
 from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
 from adapter.tracing import producer_span
@@ -119,7 +118,7 @@ class JobPublisher:
         """Return the first of jobs of one queue built, the others to be recast from it when
         they can be (``_template``)."""
         first, options = self._prepare(jobs[0], None)
-        template = _template(first, jobs[0])
+        template = template_of(first, jobs[0])
         if template is None:
             built = [(first, options), *(self._prepare(job, None) for job in jobs[1:])]
             return PreparedGroup(jobs, None, built)
@@ -132,11 +131,11 @@ class JobPublisher:
         if known is not None:
             return known.message.message(job), {**known.options, "priority": job.priority}
         message, options = self._prepare(job, None)
-        made = _template(message, job)
+        made = template_of(message, job)
         if made is not None and not self._app.current_worker_task:
             if len(self._templates) >= MAX_TEMPLATES:  # many queues or threads: start over
                 self._templates.clear()
-            self._templates[_template_key(self._app, job)] = Recast(made, dict(options))
+            self._templates[template_key(self._app, job)] = Recast(made, dict(options))
         return message, options
 
     def _known(self, job: Job) -> Recast | None:
@@ -145,7 +144,7 @@ class JobPublisher:
         (its parent ids differ) or before the queue's first message here."""
         if self._app.current_worker_task:
             return None
-        return self._templates.get(_template_key(self._app, job))
+        return self._templates.get(template_key(self._app, job))
 
     def _send_group(self, group: PreparedGroup) -> tuple[int, Exception | None]:
         """Send the messages of one queue on one producer: how many surely went, the error."""
@@ -304,56 +303,3 @@ class JobPublisher:
                 and direct.send(producer.connection, message, options, batch)
             ):
                 self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
-
-
-class Recast:
-    """How the messages of one queue, thread and process are recast: from the last message
-    built (``message``, sent with ``options``), and on Redis from its stored text (``stored``,
-    made by ``DirectSender.push_one``; ``False`` when kombu's text cannot be recast)."""
-
-    def __init__(self, message: MessageTemplate, options: dict[str, Any]) -> None:
-        self.message = message
-        self.options = options
-        self.stored: StoredTemplate | Literal[False] | None = None
-
-
-class PreparedGroup:
-    """The jobs of one celery queue for ``publish_many``: the first one's message built, and
-    the others' built too, or recast from it (``template``) when they are sent."""
-
-    def __init__(
-        self, jobs: list[Job], template: MessageTemplate | None, built: list[tuple[Any, Any]]
-    ) -> None:
-        """``built``: the messages and options of the first jobs (all when no template)."""
-        self.jobs = jobs
-        self.template = template
-        self.first: tuple[Any, dict[str, Any]] = built[0]
-        self._built = built
-
-    def messages(self) -> list[tuple[Any, dict[str, Any]]]:
-        """Return the message and options of every job."""
-        template, options = self.template, self.first[1]
-        if template is None:
-            return self._built
-        return [
-            self.first,
-            *(
-                (template.message(job), {**options, "priority": job.priority})
-                for job in self.jobs[1:]
-            ),
-        ]
-
-
-def _template_key(app: Celery, job: Job) -> tuple[str, str, int]:
-    """Return the key of ``job``'s templates: its queue name, the thread's ``reply_to``, the
-    pid (``origin`` names it)."""
-    return job.queue_name, app.thread_oid, os.getpid()
-
-
-def _template(message: Any, job: Job) -> MessageTemplate | None:
-    """Return ``message`` (``job``'s) as a template, or None when it is not one: with a
-    ``task-sent`` event, an ``eta`` or ``expires`` (dated when built)."""
-    headers = message.headers
-    if message.sent_event is not None or headers.get("expires") or headers.get("eta"):
-        return None
-    return MessageTemplate(message, job)
