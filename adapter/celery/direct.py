@@ -192,9 +192,11 @@ class DirectSender:
         channel = connection.default_channel
         queue = options["queue"]
         stored = recast.stored
+        if not hasattr(channel, "push_stored"):  # not Redis: nor will the app's others be
+            recast.stored = False
+            return False
         if (
             stored is False
-            or not hasattr(channel, "push_stored")
             or not self._goes_at_once(connection, queue)
             or (stored is not None and not stored.recasts(job))
         ):

@@ -183,7 +183,7 @@ class JobPublisher:
         pool's (``DirectSender``; on Redis recast as the stored text where it can be), else
         with Celery's send on a producer of the pool (which revives one per acquire)."""
         known = self._known(job) if countdown is None and timeout is None else None
-        if known is not None and self._push_one(known, job):
+        if known is not None and known.stored is not False and self._push_one(known, job):
             return
         if countdown is None and timeout is None:
             message, options = self._recast(job)

@@ -22,7 +22,8 @@ from adapter.job import Job
 class Recast:
     """How the messages of one queue, thread and process are recast: from the last message
     built (``message``, sent with ``options``), and on Redis from its stored text (``stored``,
-    made by ``DirectSender.push_one``; ``False`` when kombu's text cannot be recast)."""
+    made by ``DirectSender.push_one``; ``False`` when kombu's text cannot be recast, or the
+    broker is not Redis)."""
 
     def __init__(self, message: MessageTemplate, options: dict[str, Any]) -> None:
         self.message = message
