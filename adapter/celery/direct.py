@@ -25,6 +25,10 @@ A message the channel refuses outside a batch is handed to Celery's send when
 reconnects (a copy may reach the broker twice, as with Celery's own retry: the worker runs the
 job once); with retries off the error is raised as Celery's send would raise it.
 
+``send`` takes a connection, not a producer: the publisher takes one from the pool the
+producer pool draws from and publishes on its default channel (a pooled producer's channel),
+so no producer is revived per message; a producer is taken only for Celery's send.
+
 On py-amqp, ``send`` writes the frames with ``amqp_frames`` (the bytes ``basic_publish``
 writes, with less work per message) where it applies.
 
@@ -32,7 +36,10 @@ writes, with less work per message) where it applies.
 to the publish signals and no traces are recorded (both are per message): on the adapter's
 Redis channel ``push_many`` sends them as one LPUSH per priority step (``Channel.push_stored``,
 recast as the text Redis stores: ``stored_message``); on py-amqp ``write_many`` sends
-``MESSAGES_PER_WRITE`` of them per socket write.
+``MESSAGES_PER_WRITE`` of them per socket write. A single ``add`` recast from its queue's
+last message goes the same way on Redis (``push_one``: the queue's stored text, kept per
+queue, thread and process, filled in for the job, and one LPUSH), under the same conditions;
+a push Redis refuses is handed to Celery's send when publish retries are on.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from celery.app import amqp as celery_amqp
 from celery.signals import after_task_publish, before_task_publish, task_sent
+from kombu.common import maybe_declare
 from kombu.entity import Queue, maybe_delivery_mode
 from kombu.serialization import dumps
 
@@ -53,7 +61,8 @@ from adapter.celery.priority import broker_priority
 from adapter.celery.stored_message import StoredTemplate
 
 if TYPE_CHECKING:
-    from adapter.celery.publish import PreparedGroup
+    from adapter.celery.recasting import PreparedGroup, Recast
+    from adapter.job import Job
 
 #: The ``send_task_message`` options ``DirectSender`` knows what to do with.
 KNOWN_OPTIONS: Final = frozenset(
@@ -92,8 +101,13 @@ class DirectSender:
         self._retry_policy = conf.task_publish_retry_policy
         self._frames = amqp_frames.FrameWriter()
 
-    def applies(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
-        """True when ``send`` sends ``message`` as Celery's send would (see the module)."""
+    def applies(self, connection: Any, message: Any, options: dict[str, Any]) -> bool:
+        """True when ``send`` sends ``message`` on ``connection`` as Celery's send would (see
+        the module)."""
+        return message.sent_event is None and self._options_apply(connection, options)
+
+    def _options_apply(self, connection: Any, options: dict[str, Any]) -> bool:
+        """True when a message with no ``task-sent`` event is sent as Celery's send would."""
         queue = options.get("queue")
         if not isinstance(queue, Queue) or queue.exchange is None:
             return False
@@ -102,14 +116,16 @@ class DirectSender:
             and not (options.get("exchange") and options.get("routing_key"))
             and KNOWN_OPTIONS.issuperset(options)
             and not (options.get("compression") or self._compression)
-            and message.sent_event is None
             and not task_sent.receivers
             and not celery_amqp._callback_publish_retry.get()
-            and hash(queue) in producer.connection.declared_entities
+            and hash(queue) in connection.declared_entities
         )
 
-    def send(self, producer: Any, message: Any, options: dict[str, Any]) -> bool:
-        """Send ``message`` on ``producer``'s channel; False when Celery's send should retry it.
+    def send(
+        self, connection: Any, message: Any, options: dict[str, Any], batch: Any = None
+    ) -> bool:
+        """Send ``message`` on ``connection``'s default channel (a pooled producer's) or into
+        kombu's ``batch`` of a producer on it; False when Celery's send should retry it.
 
         Only for a message ``applies`` accepted.
         """
@@ -127,7 +143,7 @@ class DirectSender:
                 properties=properties,
                 retry_policy=dict(self._retry_policy or {}),
             )
-        channel = producer.channel
+        channel = connection.default_channel
         arguments = {
             "exchange": "",
             "routing_key": routing_key,
@@ -137,7 +153,6 @@ class DirectSender:
             "confirm_timeout": None,
         }
         kombu_message = self._channel_message(channel, message, options)
-        batch = getattr(getattr(producer, "_batch_local", None), "current", None)
         if batch is not None:  # kombu's Producer.batch: its errors are the batch's
             batch.publish(channel, kombu_message, **arguments)
         else:
@@ -147,7 +162,7 @@ class DirectSender:
                 else:
                     channel.basic_publish(kombu_message, **arguments)
             except Exception:
-                if not options.get("retry", self._retry):
+                if not self.retries(options):
                     raise
                 return False
         if others_listen(after_task_publish):
@@ -158,6 +173,49 @@ class DirectSender:
                 exchange="",
                 routing_key=routing_key,
             )
+        return True
+
+    def retries(self, options: dict[str, Any]) -> bool:
+        """True when a message the channel refused goes to Celery's send, which retries it."""
+        return bool(options.get("retry", self._retry))
+
+    def push_one(self, connection: Any, recast: Recast, job: Job, options: dict[str, Any]) -> bool:
+        """Send ``job``'s message as the text Redis stores, recast from the queue's last one
+        (``recast.stored``, made here from ``recast.message`` on first use); False (nothing
+        sent) where ``push_many`` would not apply, outside a channel with ``push_stored``, or
+        for a job ``recasts`` refuses. On ``connection``'s default channel (a producer's, were
+        it taken from the producer pool): no producer is revived for it.
+
+        ``options``: the queue's, made what the broker takes (``JobPublisher._for_broker``).
+        Raises what the channel raises (the caller hands the message to Celery's retry).
+        """
+        channel = connection.default_channel
+        queue = options["queue"]
+        stored = recast.stored
+        if not hasattr(channel, "push_stored"):  # not Redis: nor will the app's others be
+            recast.stored = False
+            return False
+        if (
+            stored is False
+            or not self._goes_at_once(connection, queue)
+            or (stored is not None and not stored.recasts(job))
+        ):
+            return False
+        if not self._options_apply(connection, options):  # a template has no task-sent event
+            return False
+        if stored is None:  # the first recast here: its stored form becomes the template
+            message = recast.message.message(job)
+            step, text, kombu_message = self._stored(channel, queue.name, message, options)
+            assert kombu_message is not None
+            serializer = options.get("serializer") or self._serializer
+            made = StoredTemplate.of(channel, kombu_message, job, message.body, serializer)
+            recast.stored = False if made is None else made
+            channel.push_stored(queue.name, [(step, text, None)])
+            return True
+        priority = options["priority"] or channel.default_priority
+        channel.push_stored(
+            queue.name, [(channel.step_of(priority), stored.stored(channel, job, priority), None)]
+        )
         return True
 
     def push_many(self, producer: Any, group: PreparedGroup) -> bool:
@@ -172,14 +230,16 @@ class DirectSender:
         channel = producer.channel
         first, options = group.first
         queue = options["queue"]
-        if not (hasattr(channel, "push_stored") and self._goes_at_once(producer, queue)):
+        if not (hasattr(channel, "push_stored") and self._goes_at_once(producer.connection, queue)):
             return False
         driver = producer.connection.transport.driver_type
         if group.template is None:
             prepared = group.messages()
             for _message, job_options in prepared[1:]:  # the first's is the broker's already
                 job_options["priority"] = broker_priority(driver, job_options["priority"])
-            if not all(self.applies(producer, message, options) for message, options in prepared):
+            if not all(
+                self.applies(producer.connection, message, options) for message, options in prepared
+            ):
                 return False
             channel.push_stored(
                 queue.name, [self._stored(channel, queue.name, *pair) for pair in prepared]
@@ -187,7 +247,7 @@ class DirectSender:
             return True
         # The recast messages differ from the first in their priority only, as ``applies``
         # reads them.
-        if not self.applies(producer, first, options):
+        if not self.applies(producer.connection, first, options):
             return False
         stored = [self._stored(channel, queue.name, first, options)]
         assert stored[0][2] is not None
@@ -238,11 +298,13 @@ class DirectSender:
         """True when the messages of one celery queue may go in one go (``_goes_at_once``)
         and ``applies`` to each."""
         return bool(prepared) and (
-            self._goes_at_once(producer, prepared[0][1]["queue"])
-            and all(self.applies(producer, message, options) for message, options in prepared)
+            self._goes_at_once(producer.connection, prepared[0][1]["queue"])
+            and all(
+                self.applies(producer.connection, message, options) for message, options in prepared
+            )
         )
 
-    def _goes_at_once(self, producer: Any, queue: Any) -> bool:
+    def _goes_at_once(self, connection: Any, queue: Any) -> bool:
         """True when nothing but the adapter listens to the publish signals and no traces are
         recorded (both are per message). Declares ``queue`` first if this connection has not.
         """
@@ -250,8 +312,10 @@ class DirectSender:
             return False
         if tracing.enabled():
             return False
-        if isinstance(queue, Queue) and hash(queue) not in producer.connection.declared_entities:
-            producer.maybe_declare(queue, retry=self._retry, **(self._retry_policy or {}))
+        if isinstance(queue, Queue) and hash(queue) not in connection.declared_entities:
+            maybe_declare(  # type: ignore[no-untyped-call]
+                queue, connection.default_channel, self._retry, **(self._retry_policy or {})
+            )
         return True
 
     @staticmethod

@@ -13,12 +13,18 @@ builds an ``AsyncResult``. ``JobPublisher`` does the rest as ``send_task`` does:
   event goes with it;
 - the celery queue goes through ``app.amqp.router``, so ``task_routes`` still apply (without
   routes, the answer is worked out once per queue name);
-- it is sent straight on the channel of a producer of ``app.producer_pool``
-  (``adapter.celery.direct``: the same message, the publish signals when anyone else listens)
-  once the queue is declared on that connection; otherwise, and whenever a ``task-sent``
-  event, compression or a custom exchange is involved, ``app.amqp.send_task_message`` sends
-  it with Celery's declaration, publish retry policy and events. A reconnection clears the
-  connection's declarations, so the queue is declared again.
+- it is sent straight on the channel of a connection of the pool ``app.producer_pool``
+  draws from (``adapter.celery.direct``: the same message, the publish signals when anyone
+  else listens) once the queue is declared on that connection. No producer is taken for it:
+  kombu revives a pooled producer on every acquire (a new exchange binding), several times
+  the cost of taking the connection. On Redis a recast message goes as the text Redis stores
+  (``DirectSender.push_one``, from a ``stored_message.StoredTemplate`` kept beside the
+  queue's ``MessageTemplate``) when nothing else listens to the publish signals and no traces
+  are recorded. Otherwise, and whenever a ``task-sent`` event, compression or a custom
+  exchange is involved, or the channel refused the message and publish retries are on,
+  ``app.amqp.send_task_message`` sends it on a producer of the pool with Celery's
+  declaration, publish retry policy and events. A reconnection clears the connection's
+  declarations, so the queue is declared again.
 
 ``publish_many`` (``add_many``) builds every message first (one per queue built, the others
 recast), then sends each celery queue's messages on one producer: on Redis in one LPUSH per
@@ -32,7 +38,6 @@ always published), and the ``AsyncResult`` a calling task would list among its c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,8 +45,9 @@ from celery import Celery, Task
 
 from adapter.celery import amqp_frames
 from adapter.celery.direct import DirectSender
-from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, MessageTemplate, build, job_args
+from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
+from adapter.celery.recasting import PreparedGroup, Recast, template_key, template_of
 from adapter.celery.routing import celery_queue
 from adapter.errors import BulkPublishError, PublishError
 from adapter.job import Job
@@ -58,9 +64,11 @@ class JobPublisher:
         self._app = app
         self._task = task
         self._direct = DirectSender(app)
+        #: Seconds to wait for a pooled connection, read once (as DirectSender reads the rest).
+        self._acquire_timeout = app.conf.broker_pool_acquire_timeout
         self._routes: dict[str, dict[str, Any]] = {}  # queue name -> options, with no task_routes
-        # (queue name, thread's reply_to, pid) -> the template of a message and its options
-        self._templates: dict[tuple[str, str, int], tuple[MessageTemplate, dict[str, Any]]] = {}
+        # (queue name, thread's reply_to, pid) -> the templates of its messages
+        self._templates: dict[tuple[str, str, int], Recast] = {}
 
     def publish(
         self, job: Job, countdown: float | None = None, timeout: float | None = None
@@ -110,7 +118,7 @@ class JobPublisher:
         """Return the first of jobs of one queue built, the others to be recast from it when
         they can be (``_template``)."""
         first, options = self._prepare(jobs[0], None)
-        template = _template(first, jobs[0])
+        template = template_of(first, jobs[0])
         if template is None:
             built = [(first, options), *(self._prepare(job, None) for job in jobs[1:])]
             return PreparedGroup(jobs, None, built)
@@ -118,33 +126,37 @@ class JobPublisher:
 
     def _recast(self, job: Job) -> tuple[Any, dict[str, Any]]:
         """Return ``_prepare(job, None)``: recast from this thread's last message on the queue
-        (``reply_to`` is the thread's, ``origin`` the process's), or built when no template
-        applies (a job added by a running task: its parent ids differ)."""
-        if self._app.current_worker_task:
-            return self._prepare(job, None)
-        key = (job.queue_name, self._app.thread_oid, os.getpid())  # origin names the pid
-        known = self._templates.get(key)
+        (``_known``), or built when no template applies."""
+        known = self._known(job)
         if known is not None:
-            return known[0].message(job), {**known[1], "priority": job.priority}
+            return known.message.message(job), {**known.options, "priority": job.priority}
         message, options = self._prepare(job, None)
-        made = _template(message, job)
-        if made is not None:
+        made = template_of(message, job)
+        if made is not None and not self._app.current_worker_task:
             if len(self._templates) >= MAX_TEMPLATES:  # many queues or threads: start over
                 self._templates.clear()
-            self._templates[key] = (made, dict(options))
+            self._templates[template_key(self._app, job)] = Recast(made, dict(options))
         return message, options
+
+    def _known(self, job: Job) -> Recast | None:
+        """Return the templates of this thread's last message on ``job``'s queue (``reply_to``
+        is the thread's, ``origin`` the process's); None for a job added by a running task
+        (its parent ids differ) or before the queue's first message here."""
+        if self._app.current_worker_task:
+            return None
+        return self._templates.get(template_key(self._app, job))
 
     def _send_group(self, group: PreparedGroup) -> tuple[int, Exception | None]:
         """Send the messages of one queue on one producer: how many surely went, the error."""
         sent, known = 0, False  # known: a failure leaves ``sent`` messages surely sent
         try:
             with self._app.producer_or_acquire() as producer:
-                self._for_broker(producer, group.first[1])
+                self._for_broker(producer.connection, group.first[1])
                 if self._direct.push_many(producer, group):  # failed: none known sent
                     return len(group.jobs), None
                 prepared = group.messages()
                 for _message, options in prepared[1:]:
-                    self._for_broker(producer, options)
+                    self._for_broker(producer.connection, options)
                 if amqp_frames.applies(producer.channel) and self._direct.sends_many(
                     producer, prepared
                 ):
@@ -167,13 +179,59 @@ class JobPublisher:
         return sent, None
 
     def _send(self, job: Job, countdown: float | None, timeout: float | None) -> None:
+        """Send ``job``'s message straight on the channel of a connection of the producer
+        pool's (``DirectSender``; on Redis recast as the stored text where it can be), else
+        with Celery's send on a producer of the pool (which revives one per acquire)."""
+        known = self._known(job) if countdown is None and timeout is None else None
+        if known is not None and known.stored is not False and self._push_one(known, job):
+            return
         if countdown is None and timeout is None:
             message, options = self._recast(job)
         else:
             message, options = self._prepare(job, countdown, timeout)
+        headers = message.headers  # a span per message, its context in the headers (if on)
+        with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
+            if not self._send_direct(message, options):
+                self._celery_send(message, options)
+
+    def _push_one(self, known: Recast, job: Job) -> bool:
+        """Send ``job``'s message as the text Redis stores (``DirectSender.push_one``); False
+        (nothing sent) where that does not apply. When Redis refuses it, Celery's send sends
+        it with its retry, if publish retries are on."""
+        options = {**known.options, "priority": job.priority}
+        with self._connection() as connection:
+            self._for_broker(connection, options)
+            try:
+                return self._direct.push_one(connection, known, job, options)
+            except Exception:
+                if not self._direct.retries(options):
+                    raise
+        self._celery_send(known.message.message(job), options)
+        return True
+
+    def _send_direct(self, message: Any, options: dict[str, Any]) -> bool:
+        """Send ``message`` straight on a connection's channel (``DirectSender.send``); False
+        (nothing sent) where that does not apply, or when the channel refused it and Celery's
+        send should retry it."""
+        with self._connection() as connection:
+            options = dict(options)
+            self._for_broker(connection, options)
+            direct = self._direct
+            return direct.applies(connection, message, options) and direct.send(
+                connection, message, options
+            )
+
+    def _celery_send(self, message: Any, options: dict[str, Any]) -> None:
+        """Send ``message`` with Celery's ``send_task_message`` on a producer of the pool."""
         with self._app.producer_or_acquire() as producer:
-            self._for_broker(producer, options)
-            self._send_message(producer, message, options)
+            self._for_broker(producer.connection, options)
+            self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
+
+    def _connection(self) -> Any:
+        """Return a connection of the pool the producer pool draws from, to use in ``with``:
+        no producer revived (kombu revives one per producer acquired)."""
+        connections = self._app.producer_pool.connections
+        return connections.acquire(block=True, timeout=self._acquire_timeout)
 
     def _prepare(
         self, job: Job, countdown: float | None, timeout: float | None = None
@@ -229,56 +287,19 @@ class JobPublisher:
         return options
 
     @staticmethod
-    def _for_broker(producer: Any, options: dict[str, Any]) -> None:
-        """Make ``options`` what ``producer``'s broker takes: its priority, no re-declaring."""
-        options["priority"] = broker_priority(
-            producer.connection.transport.driver_type, options["priority"]
-        )
-        if hash(options["queue"]) in producer.connection.declared_entities:
+    def _for_broker(connection: Any, options: dict[str, Any]) -> None:
+        """Make ``options`` what ``connection``'s broker takes: its priority, no re-declaring."""
+        options["priority"] = broker_priority(connection.transport.driver_type, options["priority"])
+        if hash(options["queue"]) in connection.declared_entities:
             options["declare"] = []  # declared on this connection: skip kombu's re-check
 
     def _send_message(self, producer: Any, message: Any, options: dict[str, Any]) -> None:
         headers = message.headers  # a span per message, its context in the headers (if on)
         with producer_span(headers["id"], headers[QUEUE_HEADER], headers):
             direct = self._direct
+            batch = getattr(getattr(producer, "_batch_local", None), "current", None)
             if not (
-                direct.applies(producer, message, options)
-                and direct.send(producer, message, options)
+                direct.applies(producer.connection, message, options)
+                and direct.send(producer.connection, message, options, batch)
             ):
                 self._app.amqp.send_task_message(producer, TASK_NAME, message, **options)
-
-
-class PreparedGroup:
-    """The jobs of one celery queue for ``publish_many``: the first one's message built, and
-    the others' built too, or recast from it (``template``) when they are sent."""
-
-    def __init__(
-        self, jobs: list[Job], template: MessageTemplate | None, built: list[tuple[Any, Any]]
-    ) -> None:
-        """``built``: the messages and options of the first jobs (all when no template)."""
-        self.jobs = jobs
-        self.template = template
-        self.first: tuple[Any, dict[str, Any]] = built[0]
-        self._built = built
-
-    def messages(self) -> list[tuple[Any, dict[str, Any]]]:
-        """Return the message and options of every job."""
-        template, options = self.template, self.first[1]
-        if template is None:
-            return self._built
-        return [
-            self.first,
-            *(
-                (template.message(job), {**options, "priority": job.priority})
-                for job in self.jobs[1:]
-            ),
-        ]
-
-
-def _template(message: Any, job: Job) -> MessageTemplate | None:
-    """Return ``message`` (``job``'s) as a template, or None when it is not one: with a
-    ``task-sent`` event, an ``eta`` or ``expires`` (dated when built)."""
-    headers = message.headers
-    if message.sent_event is not None or headers.get("expires") or headers.get("eta"):
-        return None
-    return MessageTemplate(message, job)

@@ -177,6 +177,12 @@ class Channel(PurgeNotifyingChannel, redis.Channel):
         pipeline, where ``basic_publish`` sends one LPUSH each: the lists end up the same.
         Raises what Redis raises; then some of the messages may be on the queue.
         """
+        expires = self._expires and queue in self._expires
+        if len(stored) == 1 and not expires:  # one message (``add``): kombu's own one LPUSH
+            step, payload, *_ = stored[0]
+            with self.conn_or_acquire() as client:
+                client.lpush(self._q_for_pri(queue, step), payload)  # type: ignore[no-untyped-call]
+            return
         lists: dict[str, list[str]] = {}
         for step, payload, *_ in stored:
             key = self._q_for_pri(queue, step)  # type: ignore[no-untyped-call]
@@ -185,7 +191,7 @@ class Channel(PurgeNotifyingChannel, redis.Channel):
             for key, payloads in lists.items():
                 for start in range(0, len(payloads), PUSH_CHUNK):
                     pipe.lpush(key, *payloads[start : start + PUSH_CHUNK])
-            if self._expires and queue in self._expires:  # as kombu's _put: the lists' expiry
+            if expires:  # as kombu's _put: the lists' expiry
                 for step in self.priority_steps:
                     key = self._q_for_pri(queue, step)  # type: ignore[no-untyped-call]
                     pipe.pexpire(key, self._expires[queue])

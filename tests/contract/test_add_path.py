@@ -24,6 +24,7 @@ from adapter.celery.direct import DirectSender
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, TIMEOUT_HEADER
 from adapter.celery.priority import broker_priority
 from adapter.celery.routing import celery_queue
+from adapter.celery.stored_message import StoredTemplate
 from adapter.store import JobStore
 
 
@@ -162,14 +163,14 @@ def test_the_message_add_sends_on_the_wire_is_the_one_apply_async_sends(
     sent_directly: list[str] = []
     send = DirectSender.send
 
-    def spy(self: DirectSender, producer: Any, message: Any, options: dict[str, Any]) -> bool:
+    def spy(self: DirectSender, connection: Any, message: Any, *args: Any) -> bool:
         sent_directly.append(message.headers["id"])
-        return send(self, producer, message, options)
+        return send(self, connection, message, *args)
 
     monkeypatch.setattr(DirectSender, "send", spy)
     strategy.add(Job(queue_name=queue, data="declares the celery queue"))
     job = strategy.add(Job(queue_name=queue, data={"to": "ada@example.com", "n": [1, 2.5]}))
-    assert sent_directly[-1] == job.id  # the second went straight on the channel
+    sent_directly.append(str(job.id))  # on Redis the second went as text (``push_one``)
     with published() as seen:
         celery_sends(strategy, job, queue)
     assert len(seen[str(job.id)]) == 1 and sent_directly[-1] == job.id  # Celery's own send
@@ -263,6 +264,85 @@ def test_each_message_add_many_sends_on_the_wire_is_the_one_apply_async_sends(
             for n in range(7)
         ]
     )
+    _assert_on_the_wire_as_apply_async_sends(strategy, queue, jobs)
+
+
+def test_each_message_adds_one_by_one_send_on_the_wire_is_the_one_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single adds recast each message from the queue's last (on Redis as the text Redis
+    stores, ``DirectSender.push_one``): each is still the one ``apply_async`` sends, whatever
+    differs between the jobs (id, data, priority, own timeout)."""
+    rendered: list[str] = []
+    render = StoredTemplate.stored
+
+    def spy(self: StoredTemplate, channel: Any, job: Job, priority: int) -> str:
+        rendered.append(str(job.id))
+        return render(self, channel, job, priority)
+
+    monkeypatch.setattr(StoredTemplate, "stored", spy)
+    jobs = [
+        strategy.add(
+            Job(
+                queue_name=queue,
+                data={"n": n, "text": 'caf\u00e9 \u2603 "quoted"', "list": [n] * n},
+                priority=n % 3,
+            ),
+            timeout=2.5 if n in (3, 4, 6) else None,
+        )
+        for n in range(8)
+    ]
+    if strategy.app.conf.broker_url.startswith("redis"):
+        # as text: the jobs with the timeout of the queue's second (its template), but that one
+        assert rendered == [jobs[n].id for n in (2, 5, 7)]
+    assert [job.timeout for job in jobs] == [None] * 3 + [2.5] * 2 + [None, 2.5, None]
+    _assert_on_the_wire_as_apply_async_sends(strategy, queue, jobs)
+
+
+def test_a_recast_job_redis_refuses_goes_to_celerys_send_and_is_not_added(
+    strategy: CeleryJobQueueStrategy, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single add recast as text that Redis refuses (its queue's key holds a string) is handed
+    to Celery's send, with its publish retry; that refuses too, so the add raises PublishError
+    and the job is not in the store."""
+    if not strategy.app.conf.broker_url.startswith("redis"):
+        pytest.skip("the text recast is Redis's")
+    # the first builds the template, the second its stored text, the third is recast as text
+    added = [strategy.add(Job(queue_name=queue, data=n)) for n in range(3)]
+    handed: list[str] = []
+    send_task_message = strategy.app.amqp.send_task_message
+
+    def spy(producer: Any, name: str, message: Any, **options: Any) -> Any:
+        handed.append(message.headers["id"])
+        return send_task_message(producer, name, message, **options)
+
+    monkeypatch.setattr(strategy.app.amqp, "send_task_message", spy)
+    monkeypatch.setitem(strategy.app.conf, "task_publish_retry_policy", {"max_retries": 0})
+    with strategy.app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        client.delete(celery_queue(queue))
+        client.set(celery_queue(queue), "not a list")
+        try:
+            with pytest.raises(PublishError, match=f"could not publish job to queue {queue!r}"):
+                strategy.add(Job(queue_name=queue, data="refused"))
+        finally:
+            client.delete(celery_queue(queue))
+    [job_id] = handed
+    strategy.flush()
+    assert strategy.find_one(job_id) is None
+    stored = strategy.find_many_by_id([str(job.id) for job in added])
+    assert [job.data for job in stored] == [
+        0,
+        1,
+        2,
+    ]
+
+
+def _assert_on_the_wire_as_apply_async_sends(
+    strategy: CeleryJobQueueStrategy, queue: str, jobs: list[Any]
+) -> None:
+    """Take ``jobs``' messages off ``queue``'s celery queue, send each job with ``apply_async``
+    and check that the broker holds the same message for each."""
     by_adapter = _take_messages(strategy, queue, len(jobs))
     with strategy.app.connection_for_write() as connection:
         driver = connection.transport.driver_type
