@@ -104,7 +104,7 @@ def test_poison_is_dead_lettered_and_valid_jobs_complete(
             "every poison message to be dead-lettered",
         )
         alive = worker.popen is not None and worker.popen.poll() is None
-        kept = _drain(producer, dead_letter_queue)
+        kept = _drain(producer, dead_letter_queue, len(poison))
     finally:
         worker.stop()
         delete_queues(producer, queue, dead_letter_queue)
@@ -126,14 +126,24 @@ def test_poison_is_dead_lettered_and_valid_jobs_complete(
         assert kept == {}
 
 
-def _drain(producer: CeleryJobQueueStrategy, dead_letter_queue: str) -> dict[str, str]:
-    """Return task id -> reason header of the messages kept on RabbitMQ's dead-letter queue."""
+def _drain(
+    producer: CeleryJobQueueStrategy, dead_letter_queue: str, expected: int
+) -> dict[str, str]:
+    """Return task id -> reason header of the messages kept on RabbitMQ's dead-letter queue,
+    once ``expected`` have arrived (a message is recorded before it is rejected to the queue,
+    so the last one may still be on its way when its record is read)."""
     if not producer.app.conf.broker_url.startswith("amqp"):
         return {}
     kept: dict[str, str] = {}
     with producer.app.connection_for_write() as connection:
         channel = connection.default_channel
-        while (message := channel.basic_get(dead_letter_queue, no_ack=True)) is not None:
-            headers = message.headers or {}
-            kept[str(headers.get("id") or "no-task-header")] = headers[DEAD_LETTER_REASON_HEADER]
+
+        def arrived() -> dict[str, str] | None:
+            while (message := channel.basic_get(dead_letter_queue, no_ack=True)) is not None:
+                headers = message.headers or {}
+                task_id = str(headers.get("id") or "no-task-header")
+                kept[task_id] = headers[DEAD_LETTER_REASON_HEADER]
+            return kept if len(kept) >= expected else None
+
+        wait_for(arrived, f"{expected} messages on the dead-letter queue", report=lambda: kept)
     return kept
