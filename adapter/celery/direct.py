@@ -44,6 +44,7 @@ a push Redis refuses is handed to Celery's send when publish retries are on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -162,6 +163,7 @@ class DirectSender:
                 else:
                     channel.basic_publish(kombu_message, **arguments)
             except Exception:
+                drop(connection)
                 if not self.retries(options):
                     raise
                 return False
@@ -356,3 +358,11 @@ class DirectSender:
         return channel.prepare_message(
             data, properties.get("priority"), content_type, content_encoding, headers, sent
         )
+
+
+def drop(connection: Any) -> None:
+    """Close what a refused send left of ``connection`` (kombu's ``collect``, as kombu's
+    ``ensure`` does before it reconnects): its socket, channels and declarations. Back in the
+    pool it then reconnects on next use, rather than hold a dead socket nobody closes."""
+    with contextlib.suppress(Exception):
+        connection.collect()

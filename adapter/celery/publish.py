@@ -44,7 +44,7 @@ from typing import Any
 from celery import Celery, Task
 
 from adapter.celery import amqp_frames
-from adapter.celery.direct import DirectSender
+from adapter.celery.direct import DirectSender, drop
 from adapter.celery.envelope import QUEUE_HEADER, TASK_NAME, build, job_args
 from adapter.celery.priority import broker_priority, declare_job_queue
 from adapter.celery.recasting import PreparedGroup, Recast, template_key, template_of
@@ -204,6 +204,7 @@ class JobPublisher:
             try:
                 return self._direct.push_one(connection, known, job, options)
             except Exception:
+                drop(connection)
                 if not self._direct.retries(options):
                     raise
         self._celery_send(known.message.message(job), options)
