@@ -73,12 +73,14 @@ def test_a_live_workers_job_longer_than_the_heartbeat_timeout_is_delivered_once(
     queue = unique_queue("long")
     run_log = tmp_path / "runs.log"
     run_log.touch()
-    job = producer.add(Job(queue_name=queue, data=None))
     env = {**LIVENESS, "TEST_RUN_LOG": str(run_log), "TEST_NAP_S": "7"}  # 3.5 timeouts
     workers = [make_worker(f"{queue}=logged", "-P", "prefork", "-c", "1", **env) for _ in "ab"]
     try:
         for worker in workers:  # the idle one would take a copy put back by either reaper
             worker.start()
+        # added once both are ready: a message a worker took but did not start within the
+        # heartbeat timeout (a worker still starting on a loaded machine) is put back, by design
+        job = producer.add(Job(queue_name=queue, data=None))
         done = wait_settled(producer, job)
     finally:
         for worker in workers:

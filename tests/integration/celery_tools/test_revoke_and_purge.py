@@ -53,7 +53,11 @@ def test_a_revoked_waiting_job_is_cancelled_and_never_runs(
 
         client.control.revoke(waiting.id)
         cancelled = wait_job(producer, waiting.id or "", _is(JobState.CANCELLED), "cancelled")
-        assert client.AsyncResult(waiting.id).state == "REVOKED"
+        wait_for(  # written just after the job's cancellation
+            lambda: client.AsyncResult(waiting.id).state == "REVOKED",
+            "Celery's result to say REVOKED",
+            report=lambda: client.AsyncResult(waiting.id).state,
+        )
         release.touch()
         assert wait_settled(producer, busy).state == JobState.COMPLETED
         wait_for(lambda: messages_waiting(producer, queue) == 0, "the revoked message to go")
