@@ -172,7 +172,12 @@ def test_on_the_threads_pool_the_timeout_is_recorded_without_a_forced_stop(
         report=lambda: worker.log_text()[-3000:],
     )
     assert (failed.state, failed.error) == (JobState.FAILED, "timed out after 1 s")
-    assert "cannot stop a running job on the" in worker.log_text()
+    wait_for(  # the watchdog's force step, a grace after the timeout is recorded
+        lambda: "cannot stop a running job on the" in worker.log_text(),
+        "the worker to say it cannot stop the job",
+        timeout=30,
+        report=lambda: worker.log_text()[-3000:],
+    )
 
 
 pytestmark = pytest.mark.timeout(180)
