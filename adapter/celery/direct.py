@@ -132,7 +132,7 @@ class DirectSender:
         """
         headers, properties, body, _ = message
         routing_key = options["queue"].name
-        properties.update((name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options)
+        _take_publish_arguments(properties, options)
         if others_listen(before_task_publish):
             before_task_publish.send(
                 sender=TASK_NAME,
@@ -283,9 +283,7 @@ class DirectSender:
         channel = producer.channel
         publishes = []
         for message, options in prepared:
-            message.properties.update(
-                (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
-            )
+            _take_publish_arguments(message.properties, options)
             arguments = {name: message.properties.get(name) for name in ("mandatory", "immediate")}
             kombu_message = self._channel_message(channel, message, options)
             publishes.append(
@@ -336,9 +334,7 @@ class DirectSender:
         self, channel: Any, queue: str, message: Any, options: dict[str, Any]
     ) -> tuple[int, str, dict[str, Any] | None]:
         """Return ``channel.stored`` of ``message``: its priority step, text and kombu message."""
-        message.properties.update(
-            (name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options
-        )
+        _take_publish_arguments(message.properties, options)
         kombu_message = self._channel_message(channel, message, options)
         step, text = channel.stored(queue, kombu_message)
         return step, text, kombu_message
@@ -366,3 +362,8 @@ def drop(connection: Any) -> None:
     pool it then reconnects on next use, rather than hold a dead socket nobody closes."""
     with contextlib.suppress(Exception):
         connection.collect()
+
+
+def _take_publish_arguments(properties: dict[str, Any], options: dict[str, Any]) -> None:
+    """Put the publish arguments of ``options`` in ``properties``, as Celery does."""
+    properties.update((name, options[name]) for name in _PUBLISH_ARGUMENTS if name in options)
